@@ -1,0 +1,90 @@
+"""IoU matching of anchors to ground truth, with static shapes.
+
+Per image:
+  anchors   [R, 4] xyxy pixels
+  gt_boxes  [M, 4] xyxy pixels, padded to a static M
+  gt_valid  [M] bool; False marks a padding row (label -1 upstream)
+Returns
+  matched_idx [R] int32 in [0, M): the ground truth each anchor is assigned to (its IoU argmax;
+              meaningful only where the label is POSITIVE)
+  labels      [R] int32: POSITIVE (1), NEGATIVE (0) or IGNORE (-1)
+
+Rules (RetinaNet, sec. 4 of the paper): an anchor whose best IoU is >= positive_threshold (0.5)
+is positive, < negative_threshold (0.4) negative, in between ignored. With low-quality matches
+(torchvision / detectron2 / the original Detectron), each ground truth's best anchor(s), ties
+included, also become positive, assigned to *their own* IoU-argmax ground truth, exactly as
+torchvision's `Matcher.set_low_quality_matches_`.
+
+Padding rows get IoU -1 before any maximum, so they never match, not even in the low-quality
+step. One deliberate departure from torchvision: a ground truth that overlaps no anchor at all
+(best IoU 0, e.g. a zero-area box) adds no low-quality matches; torchvision would make every
+anchor with IoU 0 to it positive. Images with no valid ground truth are all NEGATIVE.
+"""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+from retinanet_jax import boxes as box_lib
+
+POSITIVE = 1
+NEGATIVE = 0
+IGNORE = -1
+
+
+@dataclasses.dataclass(frozen=True)
+class MatcherConfig:
+    positive_threshold: float = 0.5
+    negative_threshold: float = 0.4
+    low_quality_matches: bool = True
+
+    def __post_init__(self):
+        if self.negative_threshold > self.positive_threshold:
+            raise ValueError(
+                f'MatcherConfig.negative_threshold ({self.negative_threshold}) must be <= '
+                f'positive_threshold ({self.positive_threshold})'
+            )
+
+
+def match_iou(
+    iou: jax.Array, gt_valid: jax.Array, config: MatcherConfig = MatcherConfig()
+) -> tuple[jax.Array, jax.Array]:
+    """Matches from a precomputed IoU matrix.
+
+    Args:
+      iou: [R, M] IoU of each anchor (row) with each ground truth (column).
+      gt_valid: [M] bool, False for padding rows.
+      config: thresholds and low-quality setting.
+
+    Returns:
+      (matched_idx [R] int32, labels [R] int32 in {POSITIVE, NEGATIVE, IGNORE}).
+    """
+    num_anchors, num_gt = iou.shape
+    if num_gt == 0:
+        zeros = jnp.zeros((num_anchors,), jnp.int32)
+        return zeros, zeros + NEGATIVE
+    iou = jnp.where(gt_valid[None, :], iou, -1.0)  # [R, M]
+    best_iou = jnp.max(iou, axis=1)  # [R]
+    matched_idx = jnp.argmax(iou, axis=1).astype(jnp.int32)  # [R]
+    labels = jnp.where(
+        best_iou >= config.positive_threshold,
+        POSITIVE,
+        jnp.where(best_iou < config.negative_threshold, NEGATIVE, IGNORE),
+    )
+    if config.low_quality_matches:
+        best_per_gt = jnp.max(iou, axis=0)  # [M]
+        eligible = gt_valid & (best_per_gt > 0)  # [M]
+        is_best = (iou == best_per_gt[None, :]) & eligible[None, :]  # [R, M]
+        labels = jnp.where(jnp.any(is_best, axis=1), POSITIVE, labels)
+    return matched_idx, labels.astype(jnp.int32)
+
+
+def match_anchors(
+    anchors: jax.Array,
+    gt_boxes: jax.Array,
+    gt_valid: jax.Array,
+    config: MatcherConfig = MatcherConfig(),
+) -> tuple[jax.Array, jax.Array]:
+    """Matches one image's anchors [R, 4] to its ground truth [M, 4]; see `match_iou`."""
+    return match_iou(box_lib.box_iou(anchors, gt_boxes), gt_valid, config)

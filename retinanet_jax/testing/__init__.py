@@ -1,0 +1,1 @@
+"""Reference implementations used by the parity tests and benchmarks (they import torch)."""

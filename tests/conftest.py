@@ -1,0 +1,9 @@
+"""Shared test setup.
+
+torch must be imported before tensorflow in one process (tensorflow first segfaults inside
+triton), so it is imported here, before any test module can pull tensorflow in.
+"""
+
+import torch  # noqa: F401  (import order matters, see above)
+
+torch.set_num_threads(2)

@@ -1,0 +1,126 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+from torchvision.models.detection._utils import BoxCoder
+from torchvision.ops import box_iou as tv_box_iou
+from torchvision.ops import generalized_box_iou as tv_giou
+
+from retinanet_jax import boxes as B
+
+from .helpers import random_boxes
+
+
+def test_format_round_trips():
+    rng = np.random.default_rng(0)
+    boxes = random_boxes(rng, 50)
+    for to, back in [
+        (B.box_xyxy_to_cxcywh, B.box_cxcywh_to_xyxy),
+        (B.box_xyxy_to_xywh, B.box_xywh_to_xyxy),
+    ]:
+        np.testing.assert_allclose(back(to(boxes)), boxes, rtol=1e-6, atol=1e-4)
+
+
+def test_format_golden():
+    xyxy = jnp.array([[10.0, 20.0, 50.0, 80.0]])
+    np.testing.assert_array_equal(B.box_xyxy_to_cxcywh(xyxy), [[30, 50, 40, 60]])
+    np.testing.assert_array_equal(B.box_xyxy_to_xywh(xyxy), [[10, 20, 40, 60]])
+    np.testing.assert_array_equal(B.box_area_xyxy(xyxy), [2400])
+    np.testing.assert_array_equal(B.box_area_xyxy(jnp.array([5.0, 5.0, 4.0, 9.0])), 0)
+
+
+def test_iou_hand_values():
+    a = jnp.array([[0.0, 0.0, 10.0, 10.0]])
+    b = jnp.array(
+        [
+            [0.0, 0.0, 10.0, 10.0],  # identical
+            [5.0, 5.0, 15.0, 15.0],  # 25 / 175
+            [0.0, 0.0, 5.0, 10.0],  # contained, half
+            [20.0, 20.0, 30.0, 30.0],  # disjoint
+            [10.0, 0.0, 20.0, 10.0],  # touching edge
+            [3.0, 3.0, 3.0, 3.0],  # degenerate point inside
+        ]
+    )
+    np.testing.assert_allclose(B.box_iou(a, b), [[1.0, 1 / 7, 0.5, 0.0, 0.0, 0.0]], rtol=1e-6)
+    # Two degenerate boxes have an empty union: IoU 0, not NaN.
+    point = jnp.array([[1.0, 1.0, 1.0, 1.0]])
+    np.testing.assert_array_equal(B.box_iou(point, point), [[0.0]])
+
+
+def test_iou_and_giou_match_torchvision():
+    rng = np.random.default_rng(1)
+    a, b = random_boxes(rng, 40), random_boxes(rng, 30)
+    np.testing.assert_allclose(
+        B.box_iou(a, b), tv_box_iou(torch.from_numpy(a), torch.from_numpy(b)), rtol=1e-5, atol=1e-7
+    )
+    np.testing.assert_allclose(
+        B.generalized_box_iou(a[:, None], b[None]),
+        tv_giou(torch.from_numpy(a), torch.from_numpy(b)),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+
+
+def test_giou_golden():
+    a = jnp.array([0.0, 0.0, 2.0, 2.0])
+    b = jnp.array([3.0, 0.0, 4.0, 2.0])  # disjoint: IoU 0, hull 8, union 6
+    np.testing.assert_allclose(B.generalized_box_iou(a, b), -2 / 8, rtol=1e-6)
+
+
+@pytest.mark.parametrize('weights', [(1.0, 1.0, 1.0, 1.0), (10.0, 10.0, 5.0, 5.0)])
+def test_encode_decode_round_trip_and_torchvision(weights):
+    rng = np.random.default_rng(2)
+    gt, anchors = random_boxes(rng, 64), random_boxes(rng, 64)
+    deltas = B.encode_boxes_xyxy(gt, anchors, weights)
+    np.testing.assert_allclose(B.decode_boxes_xyxy(deltas, anchors, weights), gt, atol=1e-3)
+    coder = BoxCoder(weights)
+    tv_deltas = coder.encode_single(torch.from_numpy(gt), torch.from_numpy(anchors))
+    np.testing.assert_allclose(deltas, tv_deltas, rtol=1e-5, atol=1e-5)
+    tv_decoded = coder.decode_single(tv_deltas, torch.from_numpy(anchors))
+    np.testing.assert_allclose(B.decode_boxes_xyxy(tv_deltas.numpy(), anchors, weights), tv_decoded,
+                               rtol=1e-5, atol=1e-3)  # fmt: skip
+
+
+def test_encode_golden_and_min_size():
+    anchor = jnp.array([0.0, 0.0, 10.0, 20.0])  # centre (5, 10), 10 x 20
+    gt = jnp.array([2.0, 4.0, 22.0, 24.0])  # centre (12, 14), 20 x 20
+    np.testing.assert_allclose(
+        B.encode_boxes_xyxy(gt, anchor), [0.7, 0.2, np.log(2.0), 0.0], rtol=1e-6, atol=1e-7
+    )
+    np.testing.assert_allclose(
+        B.encode_boxes_xyxy(gt, anchor, (10.0, 10.0, 5.0, 5.0)),
+        [7.0, 2.0, 5 * np.log(2.0), 0.0],
+        rtol=1e-6,
+        atol=1e-6,
+    )
+    thin = jnp.array([5.0, 5.0, 5.0, 15.0])  # zero width
+    d = B.encode_boxes_xyxy(thin, anchor, min_size=1.0)
+    np.testing.assert_allclose(d[2], np.log(1 / 10), rtol=1e-6)
+    assert np.isfinite(np.asarray(B.encode_boxes_xyxy(thin, anchor))).all()
+
+
+def test_decode_clamps_scale():
+    anchor = jnp.array([0.0, 0.0, 16.0, 16.0])
+    out = B.decode_boxes_xyxy(jnp.array([0.0, 0.0, 100.0, 100.0]), anchor)
+    np.testing.assert_allclose(out, [8 - 500, 8 - 500, 8 + 500, 8 + 500], rtol=1e-5)
+
+
+def test_clip():
+    boxes = jnp.array([[-5.0, -5.0, 50.0, 300.0], [10.0, 10.0, 20.0, 20.0]])
+    np.testing.assert_array_equal(
+        B.clip_boxes_xyxy(boxes, (100, 40)), [[0, 0, 40, 100], [10, 10, 20, 20]]
+    )
+
+
+def test_jit_equals_eager():
+    rng = np.random.default_rng(3)
+    a, b = random_boxes(rng, 20), random_boxes(rng, 7)
+    np.testing.assert_allclose(jax.jit(B.box_iou)(a, b), B.box_iou(a, b), rtol=1e-6)
+    d = B.encode_boxes_xyxy(a, a[::-1])
+    np.testing.assert_allclose(
+        jax.jit(B.decode_boxes_xyxy)(d, a[::-1]),
+        B.decode_boxes_xyxy(d, a[::-1]),
+        rtol=1e-6,
+        atol=1e-4,  # pixels; jit may re-associate the centre +- half-size arithmetic
+    )
