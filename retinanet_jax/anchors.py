@@ -81,11 +81,16 @@ class AnchorConfig:
 
     @classmethod
     def torchvision(cls) -> 'AnchorConfig':
-        """torchvision's `_default_anchorgen`: int-truncated sizes, rounded base anchors, offset 0."""
+        """torchvision's `_default_anchorgen`: int-truncated sizes, rounded base anchors, offset 0.
+
+        torchvision itself derives strides as image // grid; see the module docstring.
+        """
         return cls(offset=0.0, truncate_sizes=True, round_base_anchors=True)
 
 
-def level_grid_sizes(image_hw: tuple[int, int], config: AnchorConfig) -> tuple[tuple[int, int], ...]:
+def level_grid_sizes(
+    image_hw: tuple[int, int], config: AnchorConfig
+) -> tuple[tuple[int, int], ...]:
     """Feature-map (rows, cols) at each level: ceil(H / 2**l), ceil(W / 2**l)."""
     h, w = _check_image_hw(image_hw)
     return tuple((-(-h // 2**level), -(-w // 2**level)) for level in config.levels)
@@ -113,7 +118,9 @@ def base_anchors(level_index: int, config: AnchorConfig) -> np.ndarray:
     return anchors
 
 
-def generate_anchors(image_hw: tuple[int, int], config: AnchorConfig = AnchorConfig()) -> np.ndarray:
+def generate_anchors(
+    image_hw: tuple[int, int], config: AnchorConfig = AnchorConfig()
+) -> np.ndarray:
     """All anchors of an image size.
 
     Args:
@@ -151,4 +158,3 @@ def _check_image_hw(image_hw) -> tuple[int, int]:
     if h <= 0 or w <= 0 or (h, w) != tuple(image_hw):
         raise ValueError(f'image_hw must be positive integers (height, width), got {image_hw!r}')
     return h, w
-

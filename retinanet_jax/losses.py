@@ -25,6 +25,7 @@ from typing import Literal
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from retinanet_jax import boxes as box_lib
 from retinanet_jax import matching
@@ -48,7 +49,7 @@ class LossConfig:
     normalizer: Literal['batch', 'per_image'] = 'batch'
     # Divide the box term by 4 as well (the reference's `regression_loss.mean()`).
     average_box_coordinates: bool = False
-    matcher: matching.MatcherConfig = matching.MatcherConfig()
+    matcher: matching.MatcherConfig = dataclasses.field(default_factory=matching.MatcherConfig)
 
     def __post_init__(self):
         if self.box_loss not in ('smooth_l1', 'l1', 'giou'):
@@ -64,7 +65,9 @@ class LossConfig:
         if self.box_loss == 'smooth_l1' and self.smooth_l1_beta < 0:
             raise ValueError(f'LossConfig.smooth_l1_beta must be >= 0, got {self.smooth_l1_beta}')
         if len(self.box_weights) != 4 or min(self.box_weights) <= 0:
-            raise ValueError(f'LossConfig.box_weights must be 4 positive numbers: {self.box_weights}')
+            raise ValueError(
+                f'LossConfig.box_weights must be 4 positive numbers: {self.box_weights}'
+            )
 
     @classmethod
     def paper(cls) -> 'LossConfig':
@@ -119,23 +122,70 @@ def sigmoid_focal_loss(
 
     Args:
       logits: [...] raw scores.
-      targets: [...] binary targets (bool or {0, 1}); same shape as `logits`.
+      targets: [...] binary targets (bool or {0, 1}); same shape as `logits`. Not differentiated.
       alpha: weight of positives (negatives get 1 - alpha); a negative value disables it.
-      gamma: focusing parameter.
+      gamma: focusing parameter, >= 0.
 
     Returns:
       [...] float32 loss, unreduced.
     """
     x = logits.astype(jnp.float32)
-    positive = targets.astype(bool)
+    return _focal(x, targets.astype(bool), jnp.ones((), bool), float(alpha), float(gamma))
+
+
+def _focal_value_and_grad(x, positive, valid, alpha, gamma):
+    """Loss and d loss / d logit, element-wise, zero where not `valid`, in one pass."""
     s = jnp.where(positive, -x, x)
     e = jnp.exp(-jnp.abs(s))
-    softplus = jnp.maximum(s, 0.0) + jnp.log1p(e)
-    one_minus_pt = jnp.where(s >= 0, 1.0, e) / (1.0 + e)
-    loss = softplus if gamma == 0 else softplus * one_minus_pt**gamma
-    if alpha >= 0:
-        loss = loss * jnp.where(positive, alpha, 1.0 - alpha)
-    return loss
+    u = 1.0 + e
+    # log1p(e) written with log alone (Goldberg's exact rewrite): XLA:CPU emits log1p as a
+    # separate, unfusable call, which would cost one more pass over [B, R, K].
+    log1p_e = jnp.where(u == 1.0, e, jnp.log(u) * e / (u - 1.0))
+    softplus = jnp.maximum(s, 0.0) + log1p_e  # -log p_t
+    q = jnp.where(s >= 0, 1.0, e) / u  # 1 - p_t = sigmoid(s)
+    weight = jnp.where(positive, alpha, 1.0 - alpha) if alpha >= 0 else 1.0
+    weight = jnp.where(valid, weight, 0.0)
+    q_gamma = weight * q**gamma if gamma != 0 else weight * jnp.ones_like(q)
+    # d/ds [q^gamma softplus] = q^gamma (gamma (1 - q) softplus + q), as dq/ds = q (1 - q).
+    dloss_ds = q_gamma * (gamma * (1.0 - q) * softplus + q)
+    grad = jnp.where(positive, -dloss_ds, dloss_ds)
+    # One two-output fusion: left to itself, XLA:CPU (jax 0.10) splits this chain into many
+    # materialised passes around a YNNPACK reduction, which is 3-4x slower (bench/loss.py).
+    return jax.lax.optimization_barrier((q_gamma * softplus, grad))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def _focal(x, positive, valid, alpha, gamma):
+    return _focal_value_and_grad(x, positive, valid, alpha, gamma)[0]
+
+
+def _focal_fwd(x, positive, valid, alpha, gamma):
+    return _focal_value_and_grad(x, positive, valid, alpha, gamma)
+
+
+def _focal_bwd(alpha, gamma, grad, cotangent):
+    del alpha, gamma
+    return cotangent * grad, None, None
+
+
+_focal.defvjp(_focal_fwd, _focal_bwd)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def _focal_sum(x, positive, valid, alpha, gamma):
+    """Sum of the masked focal loss over all elements (a float32 scalar)."""
+    loss = _focal_value_and_grad(x, positive, valid, alpha, gamma)[0]
+    # An add that XLA:CPU's YNNPACK fusion does not recognise (loss >= 0, so max(a, -1) = a):
+    # with a plain sum it pulls the whole element-wise chain apart and runs 3-4x slower.
+    return jax.lax.reduce(loss, np.float32(0), lambda a, b: jnp.maximum(a, -1.0) + b, range(x.ndim))
+
+
+def _focal_sum_fwd(x, positive, valid, alpha, gamma):
+    loss, grad = _focal_value_and_grad(x, positive, valid, alpha, gamma)
+    return jnp.sum(loss), grad
+
+
+_focal_sum.defvjp(_focal_sum_fwd, _focal_bwd)
 
 
 def smooth_l1_loss(pred: jax.Array, target: jax.Array, beta: float) -> jax.Array:
@@ -200,8 +250,9 @@ def per_image_loss_terms(
 
     anchor_class = jnp.where(positive, gt_labels[matched_idx], -1)  # [R]
     targets = anchor_class[:, None] == jnp.arange(num_classes)[None, :]  # [R, K]
-    focal = sigmoid_focal_loss(cls_logits, targets, config.alpha, config.gamma)
-    cls_sum = jnp.sum(jnp.where(not_ignored[:, None], focal, 0.0))
+    cls_sum = _focal_sum(
+        cls_logits.astype(jnp.float32), targets, not_ignored[:, None], config.alpha, config.gamma
+    )
 
     # Non-positive anchors regress onto themselves, so padding and far-away boxes never put an
     # inf or NaN into the (masked) branch, where it would poison the gradient.
@@ -242,7 +293,7 @@ def detection_loss(
     _check_inputs(cls_logits, box_deltas, anchors, gt_boxes, gt_labels)
     terms = functools.partial(per_image_loss_terms, anchors=anchors, config=config)
     cls_sum, box_sum, num_pos = jax.vmap(
-        lambda c, b, g, l: terms(c, b, gt_boxes=g, gt_labels=l)
+        lambda c, b, g, lab: terms(c, b, gt_boxes=g, gt_labels=lab)
     )(cls_logits, box_deltas, gt_boxes, gt_labels)  # each [B]
 
     box_scale = 4.0 if config.average_box_coordinates else 1.0
@@ -270,40 +321,37 @@ def detection_loss(
 
 def _check_inputs(cls_logits, box_deltas, anchors, gt_boxes, gt_labels) -> None:
     """Shape and dtype checks at trace time, so mistakes surface as plain Python errors."""
-    args = {
-        'cls_logits': (cls_logits, '[B, R, K]'),
-        'box_deltas': (box_deltas, '[B, R, 4]'),
-        'anchors': (anchors, '[R, 4]'),
-        'gt_boxes': (gt_boxes, '[B, M, 4]'),
-        'gt_labels': (gt_labels, '[B, M]'),
-    }
-    for name, (value, expected) in args.items():
-        ndim = expected.count(',') + 1
+    for name, value, ndim in [('cls_logits', cls_logits, 3), ('gt_boxes', gt_boxes, 3)]:
         if not hasattr(value, 'shape') or len(value.shape) != ndim:
             got = getattr(value, 'shape', type(value).__name__)
-            raise ValueError(f'detection_loss: {name} must have shape {expected}, got {got}')
+            raise ValueError(f'detection_loss: {name} must have rank {ndim}, got shape {got}')
     b, r, k = cls_logits.shape
-    _, m, _ = gt_boxes.shape
-    wanted = {
-        'box_deltas': (box_deltas.shape, (b, r, 4)),
-        'anchors': (anchors.shape, (r, 4)),
-        'gt_boxes': (gt_boxes.shape, (b, m, 4)),
-        'gt_labels': (gt_labels.shape, (b, m)),
+    m = gt_boxes.shape[1]
+    expected = {
+        'box_deltas': (box_deltas, '[B, R, 4]', (b, r, 4)),
+        'anchors': (anchors, '[R, 4]', (r, 4)),
+        'gt_boxes': (gt_boxes, '[B, M, 4]', (b, m, 4)),
+        'gt_labels': (gt_labels, '[B, M]', (b, m)),
     }
-    for name, (got, want) in wanted.items():
-        if tuple(got) != want:
-            dims = {'box_deltas': '[B, R, 4]', 'anchors': '[R, 4]', 'gt_boxes': '[B, M, 4]'}
+    for name, (value, dims, want) in expected.items():
+        got = tuple(getattr(value, 'shape', ()))
+        if got != want:
             raise ValueError(
-                f'detection_loss: {name} has shape {tuple(got)}, expected '
-                f'{dims.get(name, "[B, M]")} = {want} (from cls_logits {tuple(cls_logits.shape)}'
-                f' and gt_boxes {tuple(gt_boxes.shape)})'
+                f'detection_loss: {name} has shape {got}, expected {dims} = {want} '
+                f'(B, R, K from cls_logits {tuple(cls_logits.shape)}, M from gt_boxes)'
             )
     if k < 1:
-        raise ValueError(f'detection_loss: cls_logits needs K >= 1 classes, got {k}')
+        raise ValueError(f'detection_loss: cls_logits needs K >= 1 classes, got shape {(b, r, k)}')
     if not jnp.issubdtype(gt_labels.dtype, jnp.integer):
         raise ValueError(
-            f'detection_loss: gt_labels must be an integer array (-1 = padding), got {gt_labels.dtype}'
+            f'detection_loss: gt_labels must be an integer array (-1 = padding), '
+            f'got {gt_labels.dtype}'
         )
-    for name in ('cls_logits', 'box_deltas', 'anchors', 'gt_boxes'):
-        if not jnp.issubdtype(args[name][0].dtype, jnp.floating):
-            raise ValueError(f'detection_loss: {name} must be floating point, got {args[name][0].dtype}')
+    for name, value in [
+        ('cls_logits', cls_logits),
+        ('box_deltas', box_deltas),
+        ('anchors', anchors),
+        ('gt_boxes', gt_boxes),
+    ]:
+        if not jnp.issubdtype(value.dtype, jnp.floating):
+            raise ValueError(f'detection_loss: {name} must be floating point, got {value.dtype}')

@@ -4,6 +4,6 @@ torch must be imported before tensorflow in one process (tensorflow first segfau
 triton), so it is imported here, before any test module can pull tensorflow in.
 """
 
-import torch  # noqa: F401  (import order matters, see above)
+import torch
 
 torch.set_num_threads(2)

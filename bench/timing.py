@@ -1,0 +1,39 @@
+"""Timing helpers: medians after warm-up, compile time reported apart."""
+
+import dataclasses
+import statistics
+import time
+from collections.abc import Callable
+
+
+@dataclasses.dataclass
+class Timing:
+    name: str
+    median_ms: float
+    min_ms: float
+    runs: int
+    first_call_ms: float  # compile (jax) or first-call overhead (torch), measured apart
+
+    def row(self) -> str:
+        return (
+            f'| {self.name} | {self.median_ms:.1f} | {self.min_ms:.1f} | {self.runs} '
+            f'| {self.first_call_ms:.0f} |'
+        )
+
+
+def time_fn(name: str, fn: Callable[[], object], runs: int = 10, warmup: int = 2) -> Timing:
+    """Times `fn()` (which must block until its result is ready) `runs` times after warm-up."""
+    start = time.perf_counter()
+    fn()
+    first = (time.perf_counter() - start) * 1e3
+    for _ in range(warmup):
+        fn()
+    samples = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - start) * 1e3)
+    return Timing(name, statistics.median(samples), min(samples), runs, first)
+
+
+HEADER = '| what | median ms | min ms | runs | first call ms |\n|---|---|---|---|---|'
