@@ -1,0 +1,5 @@
+"""Flax NNX modules: ResNet backbone, FPN, heads and the RetinaNet detector (forward only)."""
+
+from retinanet_jax.models.retinanet import ModelConfig, RetinaNet, build_model
+
+__all__ = ['ModelConfig', 'RetinaNet', 'build_model']

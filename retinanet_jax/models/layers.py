@@ -1,0 +1,75 @@
+"""Shared layers: frozen batch norm, convolution with torchvision padding, freezing.
+
+Variable types decide what trains (the optimizer is built with `wrt=nnx.Param`):
+  nnx.Param      trained weights
+  Frozen         weights that are never trained: frozen batch-norm scale / bias, and every
+                 kernel of the stages `freeze_at` freezes. They count as parameters (as
+                 torchvision's frozen `requires_grad=False` weights do) but get no update.
+  nnx.BatchStat  running mean / variance of frozen batch norm (statistics, not parameters).
+All tensors are NHWC; kernels are HWIO.
+"""
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+
+class Frozen(nnx.Variable):
+    """A weight that is loaded or initialised but never updated by the optimizer."""
+
+
+def conv(
+    in_features: int,
+    out_features: int,
+    kernel_size: int,
+    *,
+    stride: int = 1,
+    use_bias: bool = True,
+    kernel_init=nnx.initializers.variance_scaling(1.0, 'fan_in', 'uniform'),
+    bias_init=nnx.initializers.zeros_init(),
+    dtype=jnp.float32,
+    rngs: nnx.Rngs,
+) -> nnx.Conv:
+    """A square convolution with torchvision's symmetric padding k // 2 (not XLA's 'SAME',
+    which pads stride-2 convolutions asymmetrically). Parameters are float32; `dtype` is the
+    compute dtype."""
+    pad = kernel_size // 2
+    return nnx.Conv(
+        in_features,
+        out_features,
+        (kernel_size, kernel_size),
+        strides=(stride, stride),
+        padding=((pad, pad), (pad, pad)),
+        use_bias=use_bias,
+        kernel_init=kernel_init,
+        bias_init=bias_init,
+        dtype=dtype,
+        param_dtype=jnp.float32,
+        rngs=rngs,
+    )
+
+
+class FrozenBatchNorm(nnx.Module):
+    """Batch norm with fixed statistics and affine terms, as torchvision's FrozenBatchNorm2d:
+    y = x * scale + shift, scale = weight / sqrt(running_var + eps), shift = bias - mean * scale.
+    """
+
+    def __init__(self, features: int, *, eps: float = 1e-5):
+        self.eps = eps
+        self.scale = Frozen(jnp.ones((features,), jnp.float32))
+        self.bias = Frozen(jnp.zeros((features,), jnp.float32))
+        self.mean = nnx.BatchStat(jnp.zeros((features,), jnp.float32))
+        self.var = nnx.BatchStat(jnp.ones((features,), jnp.float32))
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        scale = self.scale[...] * jax.lax.rsqrt(self.var[...] + self.eps)
+        shift = self.bias[...] - self.mean[...] * scale
+        return x * scale.astype(x.dtype) + shift.astype(x.dtype)
+
+
+def freeze(module: nnx.Module) -> None:
+    """Turns every nnx.Param under `module` into a Frozen variable, in place."""
+    for _, sub in module.iter_modules():
+        for name, value in list(vars(sub).items()):
+            if isinstance(value, nnx.Param):
+                setattr(sub, name, Frozen(value[...]))

@@ -1,0 +1,126 @@
+"""The RetinaNet detector (forward only) and `build_model`, the one place config becomes modules.
+
+  model(images [B, H, W, 3] float, normalised) -> {
+      'cls_logits': [B, R, K] float32 (no sigmoid),
+      'box_deltas': [B, R, 4] float32 (dx, dy, dw, dh),
+  }
+with R = anchors.num_anchors((H, W), anchor_config) and rows in the order of
+`anchors.generate_anchors`. Losses (losses.py) and post-processing stay outside the module.
+Parameters are float32; `dtype='bfloat16'` computes convolutions in bfloat16 and returns
+float32 outputs.
+"""
+
+import dataclasses
+from typing import Any, Literal
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from retinanet_jax.models.fpn import FPN
+from retinanet_jax.models.heads import Subnet, class_prior_bias
+from retinanet_jax.models.resnet import ResNet
+
+
+class RetinaNet(nnx.Module):
+    def __init__(
+        self,
+        *,
+        backbone: ResNet,
+        fpn: FPN,
+        classification_head: Subnet,
+        regression_head: Subnet,
+        num_classes: int,
+    ):
+        self.backbone = backbone
+        self.fpn = fpn
+        self.classification_head = classification_head
+        self.regression_head = regression_head
+        self.num_classes = num_classes
+
+    def __call__(self, images: jax.Array) -> dict[str, jax.Array]:
+        _check_images(images)
+        c3, c4, c5 = self.backbone(images)
+        features = self.fpn(c3, c4, c5)
+        return {
+            'cls_logits': self.classification_head(features).astype(jnp.float32),
+            'box_deltas': self.regression_head(features).astype(jnp.float32),
+        }
+
+
+def _check_images(images) -> None:
+    shape = getattr(images, 'shape', None)
+    if shape is None or len(shape) != 4 or shape[-1] != 3:
+        raise ValueError(f'RetinaNet expects images of shape [B, H, W, 3] (NHWC, RGB), got {shape}')
+    if not jnp.issubdtype(images.dtype, jnp.floating):
+        raise ValueError(
+            f'RetinaNet expects floating-point, normalised images, got dtype {images.dtype} '
+            '(convert and normalise uint8 images first)'
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Every architectural setting. Defaults: the paper's R50-FPN (P6 from C5)."""
+
+    num_classes: int = 80
+    depth: int = 50
+    freeze_at: int = 2
+    fpn_width: int = 256
+    head_depth: int = 4
+    head_group_norm: bool = False
+    p6_from: Literal['c5', 'p5'] = 'c5'
+    num_anchors: int = 9
+    prior_probability: float = 0.01
+    dtype: Literal['float32', 'bfloat16'] = 'float32'
+
+    @classmethod
+    def torchvision_v1(cls, num_classes: int = 91) -> 'ModelConfig':
+        """retinanet_resnet50_fpn: P6 from P5, no head norm."""
+        return cls(num_classes=num_classes, p6_from='p5')
+
+    @classmethod
+    def torchvision_v2(cls, num_classes: int = 91) -> 'ModelConfig':
+        """retinanet_resnet50_fpn_v2: P6 from C5, GroupNorm in the heads."""
+        return cls(num_classes=num_classes, p6_from='c5', head_group_norm=True)
+
+
+def build_model(config: ModelConfig | Any, *, seed: int = 0) -> RetinaNet:
+    """Builds a RetinaNet from a ModelConfig (or any mapping / ConfigDict with its fields)."""
+    if not isinstance(config, ModelConfig):
+        fields = {f.name for f in dataclasses.fields(ModelConfig)}
+        given = dict(config)
+        unknown = sorted(set(given) - fields)
+        if unknown:
+            raise ValueError(f'unknown model config keys {unknown}; known: {sorted(fields)}')
+        config = ModelConfig(**given)
+    if config.dtype not in ('float32', 'bfloat16'):
+        raise ValueError(f"model dtype must be 'float32' or 'bfloat16', got {config.dtype!r}")
+    if config.num_classes < 1:
+        raise ValueError(f'num_classes must be >= 1, got {config.num_classes}')
+    dtype = jnp.dtype(config.dtype)
+    rngs = nnx.Rngs(seed)
+    backbone = ResNet(config.depth, freeze_at=config.freeze_at, dtype=dtype, rngs=rngs)
+    fpn = FPN(
+        backbone.out_channels, config.fpn_width, p6_from=config.p6_from, dtype=dtype, rngs=rngs
+    )
+    head = dict(
+        width=config.fpn_width,
+        depth=config.head_depth,
+        group_norm=config.head_group_norm,
+        dtype=dtype,
+        rngs=rngs,
+    )
+    return RetinaNet(
+        backbone=backbone,
+        fpn=fpn,
+        classification_head=Subnet(
+            config.fpn_width,
+            config.num_anchors,
+            config.num_classes,
+            output_bias=class_prior_bias(config.prior_probability),
+            **head,
+        ),
+        regression_head=Subnet(config.fpn_width, config.num_anchors, 4, **head),
+        num_classes=config.num_classes,
+    )
