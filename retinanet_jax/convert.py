@@ -9,8 +9,10 @@ Name mapping (ours -> torchvision), layouts OIHW -> HWIO for convolution kernels
   backbone.*.downsample.conv -> *.downsample.0,  downsample.bn -> *.downsample.1
   fpn.inner_blocks.i         -> backbone.fpn.inner_blocks.i.0  (likewise layer_blocks)
   fpn.p6 / fpn.p7            -> backbone.fpn.extra_blocks.p6 / p7
-  classification_head.convs.i / norms.i / output -> head.classification_head.conv.i.0 / .1 / cls_logits
-  regression_head.convs.i / norms.i / output     -> head.regression_head.conv.i.0 / .1 / bbox_reg
+  classification_head.convs.i / norms.i / output
+                             -> head.classification_head.conv.i.0 / .1 / cls_logits
+  regression_head.convs.i / norms.i / output
+                             -> head.regression_head.conv.i.0 / .1 / bbox_reg
   kernel, scale, bias, mean, var -> weight, weight, bias, running_mean, running_var
 torch is imported only to read .pth files. Command line: `python -m retinanet_jax.convert`.
 """

@@ -13,6 +13,10 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+# torchvision's FPN init: kaiming_uniform_(a=1), i.e. uniform with variance 1 / fan_in.
+KAIMING_UNIFORM_A1 = nnx.initializers.variance_scaling(1.0, 'fan_in', 'uniform')
+ZEROS = nnx.initializers.zeros_init()
+
 
 class Frozen(nnx.Variable):
     """A weight that is loaded or initialised but never updated by the optimizer."""
@@ -25,8 +29,8 @@ def conv(
     *,
     stride: int = 1,
     use_bias: bool = True,
-    kernel_init=nnx.initializers.variance_scaling(1.0, 'fan_in', 'uniform'),
-    bias_init=nnx.initializers.zeros_init(),
+    kernel_init=KAIMING_UNIFORM_A1,
+    bias_init=ZEROS,
     dtype=jnp.float32,
     rngs: nnx.Rngs,
 ) -> nnx.Conv:
