@@ -19,6 +19,7 @@ torch is imported only to read .pth files. Command line: `python -m retinanet_ja
 
 import dataclasses
 import logging
+import pickle
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -206,6 +207,36 @@ def load_state_dict(path: str | Path) -> dict[str, np.ndarray]:
         if suffix == '.npz':
             with np.load(path, allow_pickle=False) as data:
                 return {k: data[k] for k in data.files}
-    except (ValueError, RuntimeError, OSError, EOFError) as e:
+    except (ValueError, RuntimeError, OSError, EOFError, pickle.UnpicklingError) as e:
         raise ValueError(f'cannot read state dict {path}: {e}') from e
     raise ValueError(f'{path}: unknown state-dict format {suffix!r} (use .pth, .safetensors, .npz)')
+
+
+def main(argv) -> None:
+    """`python -m retinanet_jax.convert --input=F --variant=v1 --output=DIR [--num_classes=N]`"""
+    from absl import flags
+    from absl import logging as absl_logging
+
+    from retinanet_jax.checkpoint import save_model
+
+    del argv
+    absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every step at INFO
+    f = flags.FLAGS
+    model = retinanet_from_torchvision(load_state_dict(f.input), f.variant, f.num_classes)
+    preset = ModelConfig.torchvision_v1 if f.variant == 'v1' else ModelConfig.torchvision_v2
+    config = preset(model.num_classes)
+    out = save_model(f.output, model, config)
+    print(f'saved {f.variant} RetinaNet ({config.num_classes} classes) to {out}')
+
+
+if __name__ == '__main__':
+    from absl import app, flags
+
+    flags.DEFINE_string(
+        'input', None, 'torchvision RetinaNet state dict (.pth, .safetensors, .npz)'
+    )
+    flags.DEFINE_enum('variant', 'v1', ['v1', 'v2'], 'retinanet_resnet50_fpn (v1) or _v2')
+    flags.DEFINE_integer('num_classes', None, 'classes of the new model (default: as the file)')
+    flags.DEFINE_string('output', None, 'directory to write the model to')
+    flags.mark_flags_as_required(['input', 'output'])
+    app.run(main)

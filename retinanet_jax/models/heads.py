@@ -56,13 +56,15 @@ class Subnet(nnx.Module):
                 )
         self.convs = nnx.List(convs)
         self.norms = nnx.List(norms)
+        # The output conv computes in float32 whatever `dtype` is: logits and deltas feed the
+        # loss and box decoding directly, and bfloat16's 8-bit mantissa shows there.
         self.output = conv(
             width if depth else in_channels,
             num_anchors * num_outputs,
             3,
             kernel_init=_NORMAL_001,
             bias_init=nnx.initializers.constant(output_bias),
-            dtype=dtype,
+            dtype=jnp.float32,
             rngs=rngs,
         )
 
