@@ -5,7 +5,7 @@ import importlib
 import json
 import sys
 
-BENCHMARKS = {'loss': 'bench.loss'}
+BENCHMARKS = {'loss': 'bench.loss', 'forward': 'bench.forward'}
 
 
 def main(argv=None) -> int:
@@ -27,15 +27,11 @@ def main(argv=None) -> int:
         print(f'\n## {name}\n{HEADER}')
         for r in results:
             print(r.row())
-        ours = [r for r in results if r.name.startswith('ours')]
-        refs = [r for r in results if not r.name.startswith('ours')]
-        fastest_ours = min(ours, key=lambda r: r.median_ms)
-        fastest_ref = min(refs, key=lambda r: r.median_ms)
-        print(
-            f'\nspeed-up, slowest of ours vs fastest reference: '
-            f'{fastest_ref.median_ms / max(r.median_ms for r in ours):.2f}x '
-            f'(fastest of ours: {fastest_ref.median_ms / fastest_ours.median_ms:.2f}x)'
-        )
+        by_name = {r.name: r for r in results}
+        for r in results:
+            if r.reference:
+                ref = by_name[r.reference]
+                print(f'{r.name} vs {ref.name}: {ref.median_ms / r.median_ms:.2f}x')
         everything[name] = [vars(r) for r in results]
     if args.json:
         with open(args.json, 'w') as f:

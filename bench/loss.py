@@ -12,6 +12,11 @@ import functools
 
 import numpy as np
 
+REFERENCE = {
+    'pytorch_retinanet': 'reference: pytorch-retinanet FocalLoss fwd+bwd',
+    'torchvision': 'torchvision: RetinaNet.compute_loss fwd+bwd',
+}
+
 
 def make_problem(image_hw, batch, num_classes, num_boxes, seed=0):
     from retinanet_jax import anchors as anchor_lib
@@ -59,6 +64,7 @@ def run(quick: bool = False, threads: int = 2) -> list:
                 f'ours: detection_loss fwd+grad, {preset} preset',
                 lambda grad_fn=grad_fn: jax.block_until_ready(grad_fn(*args)),
                 runs,
+                reference=REFERENCE[preset],
             )
         )
 
@@ -76,7 +82,7 @@ def run(quick: bool = False, threads: int = 2) -> list:
         cls, box = focal(torch.sigmoid(c), b, anchors_t[None], annotations)
         (cls + box).sum().backward()
 
-    results.append(time_fn('reference: pytorch-retinanet FocalLoss fwd+bwd', reference, runs))
+    results.append(time_fn(REFERENCE['pytorch_retinanet'], reference, runs))
 
     backbone = nn.Conv2d(3, 8, 1)
     backbone.out_channels = 8
@@ -91,5 +97,5 @@ def run(quick: bool = False, threads: int = 2) -> list:
         out = model.compute_loss(targets, {'cls_logits': c, 'bbox_regression': b}, [anchors_t] * 2)
         (out['classification'] + out['bbox_regression']).backward()
 
-    results.append(time_fn('torchvision: RetinaNet.compute_loss fwd+bwd', torchvision, runs))
+    results.append(time_fn(REFERENCE['torchvision'], torchvision, runs))
     return results

@@ -13,6 +13,7 @@ class Timing:
     min_ms: float
     runs: int
     first_call_ms: float  # compile (jax) or first-call overhead (torch), measured apart
+    reference: str | None = None  # for our rows: the name of the row to compare against
 
     def row(self) -> str:
         return (
@@ -21,7 +22,13 @@ class Timing:
         )
 
 
-def time_fn(name: str, fn: Callable[[], object], runs: int = 10, warmup: int = 2) -> Timing:
+def time_fn(
+    name: str,
+    fn: Callable[[], object],
+    runs: int = 10,
+    warmup: int = 2,
+    reference: str | None = None,
+) -> Timing:
     """Times `fn()` (which must block until its result is ready) `runs` times after warm-up."""
     start = time.perf_counter()
     fn()
@@ -33,7 +40,7 @@ def time_fn(name: str, fn: Callable[[], object], runs: int = 10, warmup: int = 2
         start = time.perf_counter()
         fn()
         samples.append((time.perf_counter() - start) * 1e3)
-    return Timing(name, statistics.median(samples), min(samples), runs, first)
+    return Timing(name, statistics.median(samples), min(samples), runs, first, reference)
 
 
 HEADER = '| what | median ms | min ms | runs | first call ms |\n|---|---|---|---|---|'

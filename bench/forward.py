@@ -1,0 +1,57 @@
+"""RetinaNet R50-FPN forward (backbone + FPN + heads, float32) at 512x512, against torchvision.
+
+  ours         jax.jit of the merged NNX model (nnx.split once, merge inside the jitted call)
+  torchvision  retinanet_resnet50_fpn backbone + head under torch.inference_mode()
+Both with the same randomly initialised weights (converted), batch 1 and 2, on the same input.
+"""
+
+import dataclasses
+import functools
+import time
+
+
+def run(quick: bool = False, threads: int = 2) -> list:
+    import jax
+    import jax.numpy as jnp
+    import torch
+    from flax import nnx
+    from torchvision.models.detection import retinanet_resnet50_fpn
+
+    from bench.timing import time_fn
+    from retinanet_jax.convert import retinanet_from_torchvision
+
+    torch.set_num_threads(threads)
+    size, runs, batches = (128, 3, (1,)) if quick else (512, 10, (1, 2))
+    torch.manual_seed(0)
+    reference = retinanet_resnet50_fpn(weights=None, weights_backbone=None).eval()
+    state_dict = {k: v.numpy() for k, v in reference.state_dict().items()}
+    graphdef, state = nnx.split(retinanet_from_torchvision(state_dict, 'v1'))
+
+    @jax.jit
+    def forward(state, images):
+        return nnx.merge(graphdef, state)(images)
+
+    results = []
+    for batch in batches:
+        x = torch.randn(batch, 3, size, size)
+        xj = jnp.asarray(x.numpy().transpose(0, 2, 3, 1))
+        start = time.perf_counter()
+        compiled = forward.lower(state, xj).compile()
+        compile_ms = (time.perf_counter() - start) * 1e3
+        ref_name = f'torchvision: forward {size}x{size} batch {batch}'
+        t = time_fn(
+            f'ours: forward {size}x{size} batch {batch}',
+            functools.partial(lambda c, a: jax.block_until_ready(c(state, a)), compiled, xj),
+            runs,
+            reference=ref_name,
+        )
+        results.append(dataclasses.replace(t, first_call_ms=compile_ms))
+        results.append(time_fn(ref_name, functools.partial(torch_forward, reference, x), runs))
+    return results
+
+
+def torch_forward(model, x):
+    import torch
+
+    with torch.inference_mode():
+        return model.head(list(model.backbone(x).values()))
