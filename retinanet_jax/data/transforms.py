@@ -1,0 +1,129 @@
+"""tf.data transforms: small functions from example dict to example dict.
+
+They run both eagerly and inside `Dataset.map`. Boxes are xyxy in absolute pixels of the image
+the example currently holds. Randomness is stateless: each random transform takes a `seed`
+tensor of shape [2] (the pipeline derives one per example from the config seed and the
+example's position), so a run is reproducible whatever the threading.
+
+Fields added along the way (see `pad`): 'orig_size' [2] int32 (h, w of the source image),
+'scale' [2] float32 (sy, sx: resized = original * scale), 'image_size' [2] int32 (h, w of the
+resized image before padding), 'valid' bool, 'num_boxes_truncated' int32.
+"""
+
+import tensorflow as tf
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)  # RGB, on [0, 1] pixels (torchvision)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def init_sizes(example: dict) -> dict:
+    """Records the original size; scale 1."""
+    size = tf.shape(example['image'])[:2]
+    return {**example, 'orig_size': size, 'image_size': size, 'scale': tf.ones([2], tf.float32)}
+
+
+def _resize_to(example: dict, new_hw) -> dict:
+    new_hw = tf.cast(new_hw, tf.int32)
+    old_hw = tf.cast(tf.shape(example['image'])[:2], tf.float32)
+    factor = tf.cast(new_hw, tf.float32) / old_hw  # (fy, fx), exact after rounding
+    image = tf.image.resize(example['image'], new_hw, method='bilinear', antialias=True)
+    boxes = example['boxes'] * tf.tile(factor[::-1], [2])[None]
+    return {**example, 'image': image, 'boxes': boxes, 'image_size': new_hw,
+            'scale': example['scale'] * factor}  # fmt: skip
+
+
+def resize_keep_aspect(example: dict, short_side: float, max_side: float) -> dict:
+    """Scales so the short side is `short_side`, unless the long side would exceed `max_side`."""
+    hw = tf.cast(tf.shape(example['image'])[:2], tf.float32)
+    factor = tf.minimum(short_side / tf.reduce_min(hw), max_side / tf.reduce_max(hw))
+    return _resize_to(example, tf.maximum(tf.round(hw * factor), 1.0))
+
+
+def resize_square(example: dict, size: int) -> dict:
+    """Resizes to size x size, not keeping the aspect ratio (scale differs per axis)."""
+    return _resize_to(example, [size, size])
+
+
+def random_scale_jitter(
+    example: dict, short_side: float, max_side: float, low: float, high: float, seed
+) -> dict:
+    """`resize_keep_aspect` with both targets multiplied by a factor uniform in [low, high]."""
+    factor = tf.random.stateless_uniform([], seed, low, high)
+    return resize_keep_aspect(example, short_side * factor, max_side * factor)
+
+
+def random_horizontal_flip(example: dict, seed) -> dict:
+    """Flips image and boxes left-right with probability 1/2."""
+    flip = tf.random.stateless_uniform([], seed) < 0.5
+    width = tf.cast(tf.shape(example['image'])[1], tf.float32)
+    x1, y1, x2, y2 = tf.unstack(example['boxes'], axis=1)
+    flipped = tf.stack([width - x2, y1, width - x1, y2], axis=1)
+    return {
+        **example,
+        'image': tf.cond(flip, lambda: example['image'][:, ::-1], lambda: example['image']),
+        'boxes': tf.where(flip, flipped, example['boxes']),
+    }
+
+
+def random_crop(example: dict, max_hw: tuple[int, int], seed) -> dict:
+    """Crops a random window of at most max_hw (only where the image is larger); boxes follow."""
+    hw = tf.shape(example['image'])[:2]
+    crop_hw = tf.minimum(hw, max_hw)
+    offset = tf.cast(
+        tf.random.stateless_uniform([2], seed) * tf.cast(hw - crop_hw + 1, tf.float32), tf.int32
+    )
+    offset = tf.minimum(offset, hw - crop_hw)
+    image = tf.slice(example['image'], [offset[0], offset[1], 0], [crop_hw[0], crop_hw[1], -1])
+    shift = tf.cast(tf.tile(offset[::-1], [2]), tf.float32)[None]
+    return {**example, 'image': image, 'boxes': example['boxes'] - shift, 'image_size': crop_hw}
+
+
+def clip_and_filter_boxes(example: dict, min_size: float = 1.0) -> dict:
+    """Clips boxes to the image; drops crowd boxes and boxes under `min_size` pixels wide or
+    tall. Crowd regions stay in the raw source for evaluation; they are never targets."""
+    hw = tf.cast(tf.shape(example['image'])[:2], tf.float32)
+    limit = tf.stack([hw[1], hw[0], hw[1], hw[0]])[None]
+    boxes = tf.clip_by_value(example['boxes'], 0.0, limit)
+    wh = boxes[:, 2:] - boxes[:, :2]
+    keep = (wh[:, 0] >= min_size) & (wh[:, 1] >= min_size) & ~example['is_crowd']
+    return {
+        **example,
+        'boxes': tf.boolean_mask(boxes, keep),
+        'labels': tf.boolean_mask(example['labels'], keep),
+        'is_crowd': tf.boolean_mask(example['is_crowd'], keep),
+    }
+
+
+def normalize(example: dict, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> dict:
+    """uint8 or [0, 255] float RGB -> float32 (x / 255 - mean) / std."""
+    image = tf.cast(example['image'], tf.float32) / 255.0
+    return {**example, 'image': (image - mean) / std}
+
+
+def pad(example: dict, image_hw: tuple[int, int], max_boxes: int) -> dict:
+    """Static shapes: image zero-padded (bottom / right) to image_hw; ground truth to max_boxes
+    rows, padding rows with box 0 and label -1. Boxes beyond max_boxes are cut and counted in
+    'num_boxes_truncated'. Output keys: image, gt_boxes, gt_labels, image_id, orig_size, scale,
+    image_size, valid, num_boxes_truncated."""
+    image = example['image']
+    hw = tf.shape(image)[:2]
+    tf.debugging.assert_less_equal(
+        hw, tf.constant(image_hw), message='pad: image larger than the static image size'
+    )
+    image = tf.pad(image, [[0, image_hw[0] - hw[0]], [0, image_hw[1] - hw[1]], [0, 0]])
+    image = tf.ensure_shape(image, [*image_hw, 3])
+    n = tf.shape(example['labels'])[0]
+    keep = tf.minimum(n, max_boxes)
+    boxes = tf.pad(example['boxes'][:keep], [[0, max_boxes - keep], [0, 0]])
+    labels = tf.pad(example['labels'][:keep], [[0, max_boxes - keep]], constant_values=-1)
+    return {
+        'image': image,
+        'gt_boxes': tf.ensure_shape(boxes, [max_boxes, 4]),
+        'gt_labels': tf.ensure_shape(labels, [max_boxes]),
+        'image_id': tf.cast(example['image_id'], tf.int64),
+        'orig_size': tf.cast(example['orig_size'], tf.int32),
+        'scale': tf.cast(example['scale'], tf.float32),
+        'image_size': tf.cast(example['image_size'], tf.int32),
+        'valid': tf.constant(True),
+        'num_boxes_truncated': n - keep,
+    }
