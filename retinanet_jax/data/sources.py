@@ -245,7 +245,14 @@ class TfdsSource(Source):
 
     def num_examples(self, split, process_index=0, process_count=1):
         sub = self._subsplit(split, process_index, process_count)
-        return sum(b.info.splits[sub].num_examples for b in self._builders())
+        try:
+            return sum(b.info.splits[sub].num_examples for b in self._builders())
+        except KeyError:  # no split metadata (not prepared yet, or mocked): count them
+            logging.warning(
+                '%s: no size recorded for split %r; counting examples', self.name, split
+            )
+            ds = self.raw(split, process_index=process_index, process_count=process_count)
+            return int(ds.reduce(0, lambda n, _: n + 1))
 
     def raw(self, split, *, shuffle_files=False, seed=0, process_index=0, process_count=1):
         import tensorflow_datasets as tfds

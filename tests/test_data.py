@@ -1,0 +1,384 @@
+"""Input pipeline tests. TensorFlow is imported after torch (tests/conftest.py)."""
+
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+from PIL import Image
+
+from retinanet_jax.data import label_maps, pipeline, shapes, sources, transforms
+from retinanet_jax.data.render import render_batch
+from retinanet_jax.visualize import denormalize
+
+# ---------------------------------------------------------------- transforms, eager and in tf.data
+
+
+def rectangle_example(h=60, w=90, box=(10, 20, 40, 50)):
+    """A black image with one white rectangle and its box, so boxes can be checked on pixels."""
+    image = np.zeros((h, w, 3), np.uint8)
+    x1, y1, x2, y2 = box
+    image[y1:y2, x1:x2] = 255
+    return {
+        'image': tf.constant(image),
+        'image_id': tf.constant(7, tf.int64),
+        'boxes': tf.constant([box], tf.float32),
+        'labels': tf.constant([2], tf.int32),
+        'is_crowd': tf.constant([False]),
+    }
+
+
+def in_pipeline(fn, example):
+    """Runs fn inside Dataset.map, as the pipelines do."""
+    return next(iter(tf.data.Dataset.from_tensors(example).map(fn)))
+
+
+def bright_box(image):
+    """xyxy extent of the pixels brighter than half scale (the drawn rectangle)."""
+    ys, xs = np.nonzero(np.asarray(image)[..., 0] > 127)
+    return np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], np.float32)
+
+
+SEED = tf.constant([3, 4], tf.int64)
+NO_FLIP_SEED = tf.constant([0, 0], tf.int64)
+TRANSFORMS = {
+    'resize_keep_aspect': lambda e: transforms.resize_keep_aspect(
+        transforms.init_sizes(e), 120, 150
+    ),
+    'resize_square': lambda e: transforms.resize_square(transforms.init_sizes(e), 64),
+    'flip': lambda e: transforms.random_horizontal_flip(transforms.init_sizes(e), NO_FLIP_SEED),
+    'jitter_crop': lambda e: transforms.clip_and_filter_boxes(
+        transforms.random_crop(
+            transforms.random_scale_jitter(transforms.init_sizes(e), 90, 150, 1.2, 1.6, SEED),
+            (80, 100),
+            SEED,
+        )
+    ),
+}
+
+
+@pytest.mark.parametrize('name', sorted(TRANSFORMS))
+def test_transforms_eager_equals_tf_data_and_boxes_follow_pixels(name):
+    fn = TRANSFORMS[name]
+    eager = fn(rectangle_example())
+    mapped = in_pipeline(fn, rectangle_example())
+    for key in eager:
+        np.testing.assert_allclose(
+            np.asarray(eager[key]), np.asarray(mapped[key]), atol=1e-4, err_msg=key
+        )
+    # The box still frames the rectangle (bilinear resizing blurs edges by up to a pixel).
+    np.testing.assert_allclose(eager['boxes'][0], bright_box(eager['image']), atol=1.01)
+
+
+def test_flip_golden():
+    out = transforms.random_horizontal_flip(rectangle_example(), tf.constant([0, 0], tf.int64))
+    flipped = bool(np.asarray(out['image'])[25, 65, 0] > 0)  # rectangle moved to x 50..80
+    expected = [50, 20, 80, 50] if flipped else [10, 20, 40, 50]
+    np.testing.assert_array_equal(out['boxes'][0], expected)
+    seeds = [tf.constant([0, i], tf.int64) for i in range(40)]
+    flips = [
+        float(transforms.random_horizontal_flip(rectangle_example(), s)['boxes'][0, 0])
+        for s in seeds
+    ]
+    assert 10 < sum(f == 50.0 for f in flips) < 30  # about half
+
+
+def test_resize_keep_aspect_scale_golden():
+    out = transforms.resize_keep_aspect(transforms.init_sizes(rectangle_example()), 120, 150)
+    # 60x90 -> short side 120 would make 120x180 > 150, so the long side decides: 100x150.
+    np.testing.assert_array_equal(out['image_size'], [100, 150])
+    np.testing.assert_allclose(out['scale'], [100 / 60, 150 / 90], rtol=1e-6)
+    np.testing.assert_allclose(out['boxes'][0], np.array([10, 20, 40, 50]) * 150 / 90, rtol=1e-5)
+
+
+def test_clip_filter_and_pad_exact():
+    example = rectangle_example()
+    example['boxes'] = tf.constant(
+        [[-5, 10, 30, 40], [10, 10, 10.5, 40], [0, 0, 20, 20], [50, 5, 95, 70], [1, 1, 9, 9]],
+        tf.float32,
+    )
+    example['labels'] = tf.constant([0, 1, 2, 3, 4], tf.int32)
+    example['is_crowd'] = tf.constant([False, False, True, False, False])
+    for fn in (lambda e: e, lambda e: in_pipeline(lambda x: x, e)):
+        out = transforms.clip_and_filter_boxes(fn(example))
+        np.testing.assert_array_equal(out['labels'], [0, 3, 4])  # thin (1) and crowd (2) dropped
+        np.testing.assert_array_equal(
+            out['boxes'], [[0, 10, 30, 40], [50, 5, 90, 60], [1, 1, 9, 9]]
+        )
+    padded = transforms.pad(
+        transforms.normalize(transforms.clip_and_filter_boxes(transforms.init_sizes(example))),
+        (64, 96),
+        2,
+    )
+    np.testing.assert_array_equal(padded['gt_labels'], [0, 3])
+    assert int(padded['num_boxes_truncated']) == 1
+    padded = transforms.pad(
+        transforms.normalize(transforms.init_sizes(rectangle_example())), (64, 96), 5
+    )
+    np.testing.assert_array_equal(padded['gt_labels'], [2, -1, -1, -1, -1])
+    np.testing.assert_array_equal(padded['gt_boxes'][1:], 0.0)
+    np.testing.assert_array_equal(padded['image'][60:], 0.0)
+    assert padded['image'].shape == (64, 96, 3)
+
+
+def test_normalize_round_trip():
+    example = rectangle_example()
+    out = transforms.normalize(example)
+    np.testing.assert_array_equal(denormalize(out['image']), example['image'])
+
+
+# ---------------------------------------------------------------- shapes
+
+
+def test_shapes_deterministic_and_seeded():
+    a = shapes.generate_example(5, seed=1)
+    b = shapes.generate_example(5, seed=1)
+    c = shapes.generate_example(5, seed=2)
+    assert a['image'].tobytes() == b['image'].tobytes()
+    np.testing.assert_array_equal(a['boxes'], b['boxes'])
+    assert a['image'].tobytes() != c['image'].tobytes()
+    assert (
+        shapes.generate_example(5, 'validation', seed=1)['image'].tobytes() != a['image'].tobytes()
+    )
+
+
+def test_shapes_boxes_match_drawn_objects():
+    for index in range(20):
+        e = shapes.generate_example(index, image_size=96, return_masks=True)
+        assert len(e['boxes']) == len(e['masks']) >= 1
+        for box, mask in zip(e['boxes'], e['masks'], strict=True):
+            np.testing.assert_array_equal(box, bright_box(mask[..., None] * 255))
+            x1, y1, x2, y2 = box.astype(int)
+            assert mask[y1:y2, x1:x2].sum() == mask.sum()  # nothing outside its box
+        assert set(e['labels']) <= {0, 1, 2}
+
+
+def test_shapes_source_pipeline_covers_split_once_per_process():
+    src = sources.make_source('shapes', image_size=64, sizes={'validation': 37})
+    config = pipeline.InputConfig(image_size=(64, 64), short_side=64, max_side=64)
+    seen, counts = [], []
+    for p in range(3):
+        ds, n = pipeline.eval_dataset(src, config, 8, process_index=p, process_count=3)
+        batches = list(ds.as_numpy_iterator())
+        counts.append((n, len(batches)))
+        for b in batches:
+            seen += list(b['image_id'][b['valid']])
+            assert (b['image_id'][~b['valid']] == -1).all()
+            assert (b['gt_labels'][~b['valid']] == -1).all()
+    assert counts == [(2, 2)] * 3  # shares of 12 / 12 / 13 -> 2 batches of 8 each
+    assert sorted(seen) == [10_000_000 + i for i in range(37)]
+
+
+def test_train_order_and_augmentation_repeat_for_a_seed():
+    src = sources.make_source('shapes', image_size=64, sizes={'train': 50})
+
+    def first_batches(seed):
+        config = pipeline.InputConfig(
+            image_size=(64, 64),
+            short_side=64,
+            max_side=64,
+            scale_jitter=(0.8, 1.25),
+            shuffle_buffer=50,
+            seed=seed,
+        )
+        it = pipeline.train_dataset(src, config, 4).as_numpy_iterator()
+        return [next(it) for _ in range(3)]
+
+    a, b, c = first_batches(0), first_batches(0), first_batches(1)
+    for x, y in zip(a, b, strict=True):
+        for key in x:
+            np.testing.assert_array_equal(x[key], y[key], err_msg=key)
+    assert any(not np.array_equal(x['image_id'], z['image_id']) for x, z in zip(a, c, strict=True))
+
+
+# ---------------------------------------------------------------- tfds COCO and VOC under mock_data
+
+
+def _objects(rng, k, *, coco):
+    y1, x1 = rng.uniform(0, 0.5, (2, k))
+    bbox = np.stack([y1, x1, y1 + rng.uniform(0.1, 0.5, k), x1 + rng.uniform(0.1, 0.5, k)], 1)
+    objects = {'bbox': bbox.astype(np.float32), 'label': rng.integers(0, 20, k).astype(np.int64)}
+    if coco:
+        objects.update(
+            area=np.ones(k, np.int64), id=np.arange(k, dtype=np.int64), is_crowd=np.arange(k) == 1
+        )
+    else:
+        objects.update(
+            is_difficult=np.arange(k) == 1,
+            is_truncated=np.zeros(k, bool),
+            pose=np.zeros(k, np.int64),
+        )
+    return objects
+
+
+def _mock_examples(coco: bool, n: int = 10):
+    """Consistent examples (tfds.testing.mock_data draws every objects/* length separately)."""
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        k = int(rng.integers(0, 5))
+        example = {
+            'image': rng.integers(0, 255, (50 + 3 * i, 70, 3), dtype=np.uint8),
+            'image/filename': f'{i:06d}.jpg',
+            'objects': _objects(rng, k, coco=coco),
+        }
+        if coco:
+            example['image/id'] = 500 + i
+        else:
+            example['labels'] = example['labels_no_difficult'] = example['objects']['label']
+        yield example
+
+
+def _as_dataset_fn(coco):
+    def fn(builder, *args, **kwargs):
+        del args, kwargs
+        signature = builder.info.features.get_tensor_spec()
+        return tf.data.Dataset.from_generator(
+            lambda: _mock_examples(coco), output_signature=signature
+        )
+
+    return fn
+
+
+@pytest.mark.parametrize('name', ['coco/2017', 'voc/2007', 'voc/2007+2012'])
+def test_tfds_pipelines_under_mock_data(name):
+    coco = name.startswith('coco')
+    config = pipeline.InputConfig(image_size=(96, 96), short_side=64, max_side=96, max_boxes=8)
+    with tfds.testing.mock_data(num_examples=10, as_dataset_fn=_as_dataset_fn(coco)):
+        src = sources.make_source(name)
+        batch = next(pipeline.train_dataset(src, config, 4).as_numpy_iterator())
+        eval_ds, n = pipeline.eval_dataset(src, config, 4, split='validation')
+        eval_batches = list(eval_ds.as_numpy_iterator())
+    assert batch['image'].shape == (4, 96, 96, 3) and batch['gt_boxes'].shape == (4, 8, 4)
+    assert src.label_map.num_classes == (80 if coco else 20)
+    copies = 2 if name == 'voc/2007+2012' else 1
+    assert n == -(-10 * copies // 4) and len(eval_batches) == n
+    ids = np.concatenate([b['image_id'][b['valid']] for b in eval_batches])
+    expected = [500 + i for i in range(10)] if coco else list(range(10))
+    assert sorted(ids) == sorted(expected * copies)
+    # Boxes: normalised yxyx -> absolute xyxy of the resized image; crowd / difficult dropped.
+    first = next(_mock_examples(coco))
+    sy, sx = 64 / 50, 90 / 70  # 50x70 -> 64x90: short side 64, long side rounded
+    keep = ~(first['objects']['is_crowd'] if coco else first['objects']['is_difficult'])
+    y1, x1, y2, x2 = first['objects']['bbox'][keep].T
+    want = np.stack([x1 * 70 * sx, y1 * 50 * sy, x2 * 70 * sx, y2 * 50 * sy], 1)
+    b0 = eval_batches[0]
+    np.testing.assert_allclose(
+        b0['gt_boxes'][0][: len(want)], np.minimum(want, [90, 64, 90, 64]), atol=1e-3
+    )
+    assert (b0['gt_labels'][0][len(want) :] == -1).all()
+
+
+# ---------------------------------------------------------------- COCO-format folder
+
+
+def write_coco_folder(tmp_path, *, extra_annotations=(), broken=None):
+    """Three PNG images with a white box each; categories with non-contiguous ids 3, 7, 12."""
+    (tmp_path / 'images').mkdir(exist_ok=True)
+    images, annotations = [], []
+    for i in range(3):
+        image = np.zeros((40, 60, 3), np.uint8)
+        image[5 + i : 25 + i, 10:30] = 255
+        Image.fromarray(image).save(tmp_path / 'images' / f'im{i}.png')
+        images.append({'id': 100 + i, 'file_name': f'im{i}.png', 'height': 40, 'width': 60})
+        annotations.append(
+            {
+                'id': i,
+                'image_id': 100 + i,
+                'category_id': [3, 7, 12][i],
+                'bbox': [10, 5 + i, 20, 20],
+                'iscrowd': 0,
+            }
+        )
+    annotations.append(
+        {'id': 99, 'image_id': 101, 'category_id': 7, 'bbox': [0, 0, 5, 5], 'iscrowd': 1}
+    )
+    annotations += list(extra_annotations)
+    categories = [
+        {'id': 12, 'name': 'twelve'},
+        {'id': 3, 'name': 'three'},
+        {'id': 7, 'name': 'seven'},
+    ]
+    (tmp_path / 'ann.json').write_text(
+        json.dumps({'images': images, 'annotations': annotations, 'categories': categories})
+    )
+    if broken == 'missing':
+        (tmp_path / 'images' / 'im1.png').unlink()
+    if broken == 'corrupt':
+        (tmp_path / 'images' / 'im2.png').write_bytes(b'\x89PNG not really')
+    return {
+        'annotations': {'train': str(tmp_path / 'ann.json')},
+        'image_dir': str(tmp_path / 'images'),
+    }
+
+
+def test_coco_folder_loads_with_category_mapping(tmp_path):
+    src = sources.make_source('coco_folder', **write_coco_folder(tmp_path))
+    assert src.label_map.names == ('three', 'seven', 'twelve')
+    assert src.label_map.category_ids == (3, 7, 12)
+    config = pipeline.InputConfig(image_size=(64, 64), short_side=40, max_side=60, max_boxes=4)
+    ds, n = pipeline.eval_dataset(src, config, 2, split='train')
+    batches = list(ds.as_numpy_iterator())
+    assert n == 2 and sum(int(b['valid'].sum()) for b in batches) == 3
+    flat = {
+        int(i): (boxes, labels)
+        for b in batches
+        for i, boxes, labels in zip(b['image_id'], b['gt_boxes'], b['gt_labels'], strict=True)
+    }
+    for i in range(3):
+        boxes, labels = flat[100 + i]
+        np.testing.assert_array_equal(labels, [i, -1, -1, -1])  # crowd of image 101 not a target
+        np.testing.assert_allclose(boxes[0], [10, 5 + i, 30, 25 + i])
+    raw = next(iter(src.raw('train').skip(1)))
+    np.testing.assert_array_equal(raw['is_crowd'], [False, True])  # kept aside for evaluation
+
+
+@pytest.mark.parametrize(
+    'kind, message',
+    [
+        ('missing', r'missing: .*im1\.png'),
+        ('corrupt', r'unreadable .*im2\.png'),
+        ('unknown_image', r'annotation id 50 points to unknown image id 999'),
+        ('negative', r'annotation id 51 has a negative-size box'),
+        ('unknown_category', r'annotation id 52: unknown category id 4'),
+    ],
+)
+def test_coco_folder_bad_input_names_the_record(tmp_path, kind, message):
+    extra = {
+        'unknown_image': [{'id': 50, 'image_id': 999, 'category_id': 3, 'bbox': [0, 0, 5, 5]}],
+        'negative': [{'id': 51, 'image_id': 100, 'category_id': 3, 'bbox': [0, 0, -5, 5]}],
+        'unknown_category': [{'id': 52, 'image_id': 100, 'category_id': 4, 'bbox': [0, 0, 5, 5]}],
+    }.get(kind, [])
+    options = write_coco_folder(tmp_path, extra_annotations=extra, broken=kind)
+    with pytest.raises(ValueError, match=message):
+        sources.make_source('coco_folder', **options)
+
+
+def test_unknown_dataset_is_named():
+    with pytest.raises(ValueError, match=r"unknown dataset 'cocoa'.*shapes"):
+        sources.make_source('cocoa')
+    with pytest.raises(ValueError, match='unknown category id 12'):
+        label_maps.COCO.label_of(12)  # no COCO category 12
+
+
+def test_label_maps():
+    assert label_maps.COCO.num_classes == 80 and label_maps.COCO.category_ids[-1] == 90
+    assert label_maps.COCO.label_of(90) == 79 and label_maps.COCO.names[0] == 'person'
+    assert label_maps.VOC.num_classes == 20 and label_maps.SHAPES.names == (
+        'circle',
+        'square',
+        'triangle',
+    )
+
+
+def test_render_batch():
+    src = sources.make_source('shapes', image_size=64, sizes={'train': 8})
+    config = pipeline.InputConfig(image_size=(64, 64), short_side=64, max_side=64)
+    batch = next(pipeline.train_dataset(src, config, 4).as_numpy_iterator())
+    picture = np.asarray(render_batch(batch, src.label_map.names))
+    assert picture.shape == (64, 256, 3)
+    plain = np.concatenate([denormalize(image) for image in batch['image']], axis=1)
+    changed = (picture != plain).any(-1)
+    assert 0.02 < changed.mean() < 0.6  # outlines and labels drawn, the images still there
+    x1, y1, _, _ = batch['gt_boxes'][0, 0].astype(int)
+    assert changed[max(y1, 1) - 1 : y1 + 2, max(x1, 1) - 1 : x1 + 2].any()  # on the box corner
