@@ -41,13 +41,13 @@ def bright_box(image):
 
 
 SEED = tf.constant([3, 4], tf.int64)
-NO_FLIP_SEED = tf.constant([0, 0], tf.int64)
+ZERO_SEED = tf.constant([0, 0], tf.int64)
 TRANSFORMS = {
     'resize_keep_aspect': lambda e: transforms.resize_keep_aspect(
         transforms.init_sizes(e), 120, 150
     ),
     'resize_square': lambda e: transforms.resize_square(transforms.init_sizes(e), 64),
-    'flip': lambda e: transforms.random_horizontal_flip(transforms.init_sizes(e), NO_FLIP_SEED),
+    'flip': lambda e: transforms.random_horizontal_flip(transforms.init_sizes(e), ZERO_SEED),
     'jitter_crop': lambda e: transforms.clip_and_filter_boxes(
         transforms.random_crop(
             transforms.random_scale_jitter(transforms.init_sizes(e), 90, 150, 1.2, 1.6, SEED),
