@@ -5,7 +5,7 @@ import importlib
 import json
 import sys
 
-BENCHMARKS = {'loss': 'bench.loss', 'forward': 'bench.forward'}
+BENCHMARKS = {'loss': 'bench.loss', 'forward': 'bench.forward', 'input': 'bench.input'}
 
 
 def main(argv=None) -> int:

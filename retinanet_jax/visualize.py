@@ -10,8 +10,6 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from retinanet_jax.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-
 _PALETTE = [
     (230, 25, 75),
     (60, 180, 75),
@@ -24,11 +22,6 @@ _PALETTE = [
     (210, 245, 60),
     (250, 190, 212),
 ]
-
-
-def denormalize(image: np.ndarray, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> np.ndarray:
-    """Inverse of transforms.normalize: float32 [H, W, 3] -> uint8."""
-    return np.clip((np.asarray(image) * std + mean) * 255.0 + 0.5, 0, 255).astype(np.uint8)
 
 
 def draw_boxes(

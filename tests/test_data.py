@@ -10,7 +10,13 @@ from PIL import Image
 
 from retinanet_jax.data import label_maps, pipeline, shapes, sources, transforms
 from retinanet_jax.data.render import render_batch
-from retinanet_jax.visualize import denormalize
+from retinanet_jax.normalization import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    PAD_VALUE,
+    denormalize_images,
+    normalize_images,
+)
 
 # ---------------------------------------------------------------- transforms, eager and in tf.data
 
@@ -107,25 +113,27 @@ def test_clip_filter_and_pad_exact():
             out['boxes'], [[0, 10, 30, 40], [50, 5, 90, 60], [1, 1, 9, 9]]
         )
     padded = transforms.pad(
-        transforms.normalize(transforms.clip_and_filter_boxes(transforms.init_sizes(example))),
-        (64, 96),
-        2,
+        transforms.clip_and_filter_boxes(transforms.init_sizes(example)), (64, 96), 2
     )
     np.testing.assert_array_equal(padded['gt_labels'], [0, 3])
     assert int(padded['num_boxes_truncated']) == 1
-    padded = transforms.pad(
-        transforms.normalize(transforms.init_sizes(rectangle_example())), (64, 96), 5
-    )
+    padded = transforms.pad(transforms.init_sizes(rectangle_example()), (64, 96), 5)
     np.testing.assert_array_equal(padded['gt_labels'], [2, -1, -1, -1, -1])
     np.testing.assert_array_equal(padded['gt_boxes'][1:], 0.0)
-    np.testing.assert_array_equal(padded['image'][60:], 0.0)
-    assert padded['image'].shape == (64, 96, 3)
+    np.testing.assert_array_equal(padded['image'][60:], np.broadcast_to(PAD_VALUE, (4, 96, 3)))
+    np.testing.assert_array_equal(padded['image'][:60, :90], rectangle_example()['image'])
+    np.testing.assert_array_equal(padded['image'][:60, 90:], np.broadcast_to(PAD_VALUE, (60, 6, 3)))
+    assert padded['image'].shape == (64, 96, 3) and padded['image'].dtype == tf.uint8
 
 
-def test_normalize_round_trip():
-    example = rectangle_example()
-    out = transforms.normalize(example)
-    np.testing.assert_array_equal(denormalize(out['image']), example['image'])
+def test_normalize_round_trip_and_padding_is_zero():
+    image = np.random.default_rng(0).integers(0, 256, (4, 5, 3), dtype=np.uint8)
+    normalised = np.asarray(normalize_images(image))
+    np.testing.assert_allclose(
+        normalised[0, 0], (image[0, 0] / 255 - IMAGENET_MEAN) / IMAGENET_STD, rtol=1e-5
+    )
+    np.testing.assert_array_equal(denormalize_images(normalised), image)
+    np.testing.assert_allclose(normalize_images(np.array(PAD_VALUE, np.uint8)), 0, atol=0.01)
 
 
 # ---------------------------------------------------------------- shapes
@@ -377,7 +385,7 @@ def test_render_batch():
     batch = next(pipeline.train_dataset(src, config, 4).as_numpy_iterator())
     picture = np.asarray(render_batch(batch, src.label_map.names))
     assert picture.shape == (64, 256, 3)
-    plain = np.concatenate([denormalize(image) for image in batch['image']], axis=1)
+    plain = np.concatenate(list(batch['image']), axis=1)
     changed = (picture != plain).any(-1)
     assert 0.02 < changed.mean() < 0.6  # outlines and labels drawn, the images still there
     x1, y1, _, _ = batch['gt_boxes'][0, 0].astype(int)

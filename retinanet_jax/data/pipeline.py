@@ -2,7 +2,8 @@
 
 A batch (numpy, per process) holds, for local batch size b, static image size (H, W) and
 M = max_boxes:
-  'image'       float32 [b, H, W, 3]   normalised (ImageNet mean / std), zero-padded
+  'image'       uint8 [b, H, W, 3]     RGB, padded with the mean colour; normalise on the
+                                       device with normalization.normalize_images
   'gt_boxes'    float32 [b, M, 4]      xyxy pixels of the resized image; padding rows 0
   'gt_labels'   int32 [b, M]           contiguous labels; -1 marks padding rows
   'image_id'    int64 [b]              dataset image id (-1 for padding examples)
@@ -74,7 +75,6 @@ def preprocess(example: dict, config: InputConfig, *, train: bool, seed=None) ->
     if train and config.flip:
         example = transforms.random_horizontal_flip(example, seeds[2])
     example = transforms.clip_and_filter_boxes(example, config.min_box_size)
-    example = transforms.normalize(example)
     return transforms.pad(example, config.image_size, config.max_boxes)
 
 
@@ -132,7 +132,7 @@ def padding_example(config: InputConfig) -> dict:
     h, w = config.image_size
     m = config.max_boxes
     return {
-        'image': tf.zeros([h, w, 3], tf.float32),
+        'image': tf.zeros([h, w, 3], tf.uint8),
         'gt_boxes': tf.zeros([m, 4], tf.float32),
         'gt_labels': tf.fill([m], -1),
         'image_id': tf.constant(-1, tf.int64),

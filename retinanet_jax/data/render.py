@@ -17,7 +17,7 @@ def render_batch(batch: dict, names) -> 'visualize.Image.Image':
     tiles = []
     for i in np.flatnonzero(batch['valid']):
         keep = batch['gt_labels'][i] >= 0
-        image = visualize.denormalize(batch['image'][i])
+        image = batch['image'][i]
         tiles.append(
             visualize.draw_boxes(
                 image, batch['gt_boxes'][i][keep], batch['gt_labels'][i][keep], names

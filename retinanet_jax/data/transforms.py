@@ -5,6 +5,7 @@ the example currently holds. Randomness is stateless: each random transform take
 tensor of shape [2] (the pipeline derives one per example from the config seed and the
 example's position), so a run is reproducible whatever the threading.
 
+Images stay uint8 throughout (normalisation happens on the device, see normalization.py).
 Fields added along the way (see `pad`): 'orig_size' [2] int32 (h, w of the source image),
 'scale' [2] float32 (sy, sx: resized = original * scale), 'image_size' [2] int32 (h, w of the
 resized image before padding), 'valid' bool, 'num_boxes_truncated' int32.
@@ -12,8 +13,7 @@ resized image before padding), 'valid' bool, 'num_boxes_truncated' int32.
 
 import tensorflow as tf
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)  # RGB, on [0, 1] pixels (torchvision)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from retinanet_jax.normalization import PAD_VALUE
 
 
 def init_sizes(example: dict) -> dict:
@@ -26,7 +26,12 @@ def _resize_to(example: dict, new_hw) -> dict:
     new_hw = tf.cast(new_hw, tf.int32)
     old_hw = tf.cast(tf.shape(example['image'])[:2], tf.float32)
     factor = tf.cast(new_hw, tf.float32) / old_hw  # (fy, fx), exact after rounding
-    image = tf.image.resize(example['image'], new_hw, method='bilinear', antialias=True)
+    image = tf.cond(  # antialiasing only matters when shrinking, and costs ~2x when enlarging
+        tf.reduce_min(factor) < 1.0,
+        lambda: tf.image.resize(example['image'], new_hw, method='bilinear', antialias=True),
+        lambda: tf.image.resize(example['image'], new_hw, method='bilinear'),
+    )
+    image = tf.cast(tf.round(tf.clip_by_value(image, 0.0, 255.0)), tf.uint8)
     boxes = example['boxes'] * tf.tile(factor[::-1], [2])[None]
     return {**example, 'image': image, 'boxes': boxes, 'image_size': new_hw,
             'scale': example['scale'] * factor}  # fmt: skip
@@ -94,14 +99,9 @@ def clip_and_filter_boxes(example: dict, min_size: float = 1.0) -> dict:
     }
 
 
-def normalize(example: dict, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> dict:
-    """uint8 or [0, 255] float RGB -> float32 (x / 255 - mean) / std."""
-    image = tf.cast(example['image'], tf.float32) / 255.0
-    return {**example, 'image': (image - mean) / std}
-
-
 def pad(example: dict, image_hw: tuple[int, int], max_boxes: int) -> dict:
-    """Static shapes: image zero-padded (bottom / right) to image_hw; ground truth to max_boxes
+    """Static shapes: uint8 image padded (bottom / right) with the mean colour PAD_VALUE to
+    image_hw; ground truth to max_boxes
     rows, padding rows with box 0 and label -1. Boxes beyond max_boxes are cut and counted in
     'num_boxes_truncated'. Output keys: image, gt_boxes, gt_labels, image_id, orig_size, scale,
     image_size, valid, num_boxes_truncated."""
@@ -110,8 +110,11 @@ def pad(example: dict, image_hw: tuple[int, int], max_boxes: int) -> dict:
     tf.debugging.assert_less_equal(
         hw, tf.constant(image_hw), message='pad: image larger than the static image size'
     )
-    image = tf.pad(image, [[0, image_hw[0] - hw[0]], [0, image_hw[1] - hw[1]], [0, 0]])
-    image = tf.ensure_shape(image, [*image_hw, 3])
+    fill = tf.constant(PAD_VALUE, tf.uint8)
+    right = tf.broadcast_to(fill, [hw[0], image_hw[1] - hw[1], 3])
+    image = tf.concat([image, right], axis=1)
+    below = tf.broadcast_to(fill, [image_hw[0] - hw[0], image_hw[1], 3])
+    image = tf.ensure_shape(tf.concat([image, below], axis=0), [*image_hw, 3])
     n = tf.shape(example['labels'])[0]
     keep = tf.minimum(n, max_boxes)
     boxes = tf.pad(example['boxes'][:keep], [[0, max_boxes - keep], [0, 0]])
