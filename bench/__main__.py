@@ -5,7 +5,12 @@ import importlib
 import json
 import sys
 
-BENCHMARKS = {'loss': 'bench.loss', 'forward': 'bench.forward', 'input': 'bench.input'}
+BENCHMARKS = {
+    'loss': 'bench.loss',
+    'forward': 'bench.forward',
+    'input': 'bench.input',
+    'postprocess': 'bench.postprocess',
+}
 
 
 def main(argv=None) -> int:

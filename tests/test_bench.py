@@ -10,7 +10,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize('name', ['loss', 'forward', 'input'])
+@pytest.mark.parametrize('name', ['loss', 'forward', 'input', 'postprocess'])
 def test_bench_quick_runs(tmp_path, name):
     out = tmp_path / f'{name}.json'
     proc = subprocess.run(

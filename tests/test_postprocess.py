@@ -1,0 +1,140 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torchvision.models.detection.retinanet import RetinaNet, RetinaNetHead
+from torchvision.ops import batched_nms as tv_batched_nms
+from torchvision.ops import nms as tv_nms
+
+from retinanet_jax import anchors as anchor_lib
+from retinanet_jax.postprocess import (
+    PostprocessConfig,
+    batched_nms,
+    boxes_to_original,
+    nms,
+    postprocess,
+)
+
+
+def kept(indices, valid):
+    return np.asarray(indices)[np.asarray(valid)]
+
+
+def test_nms_golden():
+    boxes = jnp.array(
+        [[0, 0, 10, 10], [1, 1, 11, 11], [20, 20, 30, 30], [0, 0, 10, 9]], jnp.float32
+    )
+    scores = jnp.array([0.9, 0.8, 0.7, 0.95])
+    # 3 (0.95) suppresses 0 (IoU 0.9) and 1 (IoU 0.62 > 0.5); 2 is apart.
+    np.testing.assert_array_equal(kept(*nms(boxes, scores, 0.5, 4)), [3, 2])
+    np.testing.assert_array_equal(kept(*nms(boxes, scores, 0.95, 4)), [3, 0, 1, 2])
+    np.testing.assert_array_equal(kept(*nms(boxes, scores, 0.5, 1)), [3])
+    valid = jnp.array([True, True, True, False])
+    np.testing.assert_array_equal(kept(*nms(boxes, scores, 0.5, 4, valid)), [0, 2])
+
+
+def test_ties_go_to_the_lower_index():
+    boxes = jnp.array([[0, 0, 10, 10]] * 3, jnp.float32)
+    np.testing.assert_array_equal(kept(*nms(boxes, jnp.array([0.5, 0.5, 0.5]), 0.5, 3)), [0])
+    labels = jnp.array([1, 0, 1])
+    np.testing.assert_array_equal(
+        kept(*batched_nms(boxes, jnp.array([0.5, 0.5, 0.5]), labels, 0.5, 3)), [0, 1]
+    )
+
+
+@pytest.mark.parametrize('seed', range(4))
+def test_batched_nms_matches_torchvision_on_heavy_overlap(seed):
+    rng = np.random.default_rng(seed)
+    n = 600
+    centres = rng.uniform(40, 60, (n, 2))  # everything piled in one 20 px region
+    sizes = rng.uniform(5, 30, (n, 2))
+    boxes = np.concatenate([centres - sizes / 2, centres + sizes / 2], 1).astype(np.float32)
+    scores = rng.permutation(n).astype(np.float32) / n  # distinct
+    labels = rng.integers(0, 4, n)
+    ref = tv_batched_nms(
+        torch.from_numpy(boxes), torch.from_numpy(scores), torch.from_numpy(labels), 0.5
+    )
+    ours = batched_nms(boxes, scores, labels, 0.5, n)
+    np.testing.assert_array_equal(kept(*ours), ref.numpy())
+    ref1 = tv_nms(torch.from_numpy(boxes), torch.from_numpy(scores), 0.3)
+    np.testing.assert_array_equal(kept(*nms(boxes, scores, 0.3, n)), ref1.numpy())
+    assert 10 < len(ref) < n  # heavy suppression happened, not none and not all
+
+
+def torchvision_postprocess(cls_logits, box_deltas, anchors, level_sizes, image_sizes, k):
+    backbone = nn.Conv2d(3, 8, 1)
+    backbone.out_channels = 8
+    model = RetinaNet(backbone, num_classes=k, head=RetinaNetHead(8, 9, k))
+    heads = {
+        'cls_logits': list(torch.from_numpy(cls_logits).split(level_sizes, dim=1)),
+        'bbox_regression': list(torch.from_numpy(box_deltas).split(level_sizes, dim=1)),
+    }
+    split_anchors = [list(torch.from_numpy(anchors).split(level_sizes))] * len(cls_logits)
+    return model.postprocess_detections(heads, split_anchors, [tuple(s) for s in image_sizes])
+
+
+def test_postprocess_matches_torchvision():
+    image_hw, k = (256, 320), 7
+    cfg = anchor_lib.AnchorConfig.torchvision()
+    anchors = np.array(anchor_lib.generate_anchors(image_hw, cfg))
+    level_sizes = [gh * gw * 9 for gh, gw in anchor_lib.level_grid_sizes(image_hw, cfg)]
+    rng = np.random.default_rng(0)
+    cls_logits = rng.normal(-4.0, 1.5, (2, len(anchors), k)).astype(np.float32)
+    box_deltas = rng.normal(0.0, 0.3, (2, len(anchors), 4)).astype(np.float32)
+    image_sizes = np.array([[256, 320], [200, 290]], np.int32)
+    ref = torchvision_postprocess(cls_logits, box_deltas, anchors, level_sizes, image_sizes, k)
+    ours = jax.jit(postprocess, static_argnums=(4, 5))(
+        cls_logits,
+        box_deltas,
+        anchors,
+        image_sizes,
+        tuple(level_sizes),
+        PostprocessConfig.torchvision(),
+    )
+    for i in range(2):
+        n = int(ours['valid'][i].sum())
+        assert n == len(ref[i]['scores']) == 300  # the problem fills every slot
+        np.testing.assert_allclose(ours['scores'][i][:n], ref[i]['scores'].numpy(), rtol=1e-5)
+        np.testing.assert_array_equal(ours['labels'][i][:n], ref[i]['labels'].numpy())
+        np.testing.assert_allclose(
+            ours['boxes'][i][:n], ref[i]['boxes'].numpy(), rtol=1e-4, atol=1e-3
+        )
+        assert float(ours['boxes'][i][:n, 2].max()) <= image_sizes[i][1]  # clipped to the image
+    few = cls_logits.copy()
+    few[1] = -10.0  # nothing above the threshold in image 1
+    few[1, 5, 2] = 1.0
+    out = postprocess(few, box_deltas, anchors, image_sizes, tuple(level_sizes))
+    assert int(out['valid'][1].sum()) == 1 and int(out['labels'][1][0]) == 2
+    assert (np.asarray(out['labels'][1][1:]) == -1).all()
+
+
+def test_no_recompilation_and_vmap_equals_single():
+    image_hw, k = (64, 64), 3
+    anchors = np.array(anchor_lib.generate_anchors(image_hw))
+    sizes = tuple(
+        gh * gw * 9 for gh, gw in anchor_lib.level_grid_sizes(image_hw, anchor_lib.AnchorConfig())
+    )
+    fn = jax.jit(postprocess, static_argnums=(4, 5))
+    rng = np.random.default_rng(1)
+    results, cache_sizes = [], []
+    for _ in range(3):
+        logits = rng.normal(-3, 2, (2, len(anchors), k)).astype(np.float32)
+        deltas = rng.normal(0, 0.2, (2, len(anchors), 4)).astype(np.float32)
+        image_sizes = np.array([[64, 64]] * 2)
+        results.append((logits, deltas, fn(logits, deltas, anchors, image_sizes, sizes)))
+        cache_sizes.append(fn._cache_size())  # shared by every jit of `postprocess`
+    assert cache_sizes[0] == cache_sizes[-1]
+    logits, deltas, batched = results[0]
+    single = postprocess(logits[1:], deltas[1:], anchors, np.array([[64, 64]]), sizes)
+    for key in batched:
+        np.testing.assert_allclose(
+            np.asarray(batched[key][1]), np.asarray(single[key][0]), rtol=1e-6
+        )
+
+
+def test_boxes_to_original():
+    boxes = jnp.array([[[10.0, 20.0, 30.0, 40.0]]])
+    scale = jnp.array([[2.0, 0.5]])  # (sy, sx)
+    np.testing.assert_allclose(boxes_to_original(boxes, scale), [[[20, 10, 60, 20]]])
