@@ -2,8 +2,8 @@
 
   ours         jax.jit(postprocess) with PostprocessConfig.torchvision() (300 detections)
   torchvision  RetinaNet.postprocess_detections (score 0.05, top-1000 per level, NMS 0.5)
-Same logits and deltas; the logits follow N(-4.5, 1.5), so that a realistic few thousand
-(anchor, class) pairs pass the 0.05 score threshold.
+Same logits and deltas; the logits follow N(-4.5, 1.5): a heavy case where about 15 % of the
+(anchor, class) pairs pass the 0.05 score threshold and every level's top-1000 is full.
 """
 
 import numpy as np
