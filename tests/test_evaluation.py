@@ -1,0 +1,124 @@
+import contextlib
+import io
+
+import numpy as np
+import pytest
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from retinanet_jax.data import label_maps, shapes
+from retinanet_jax.evaluation import STAT_NAMES, CocoEvaluator, coco_ground_truth, format_table
+
+LABELS = label_maps.LabelMap(('a', 'b', 'c'), (5, 9, 11))  # non-contiguous category ids
+
+
+def shapes_ground_truth(n=6):
+    examples = []
+    for i in range(n):
+        e = shapes.generate_example(i, image_size=96)
+        e['is_crowd'] = np.zeros(len(e['labels']), bool)
+        examples.append(e)
+    return examples, coco_ground_truth(examples, LABELS)
+
+
+def detections_from(examples, d=10, jitter=0.0, rng=None):
+    """Ground truth as detections, padded to d per image."""
+    b = len(examples)
+    out = {
+        'boxes': np.zeros((b, d, 4)),
+        'scores': np.zeros((b, d)),
+        'labels': np.zeros((b, d), int),
+        'valid': np.zeros((b, d), bool),
+    }
+    for i, e in enumerate(examples):
+        n = len(e['labels'])
+        noise = 0 if rng is None else rng.normal(0, jitter, (n, 4))
+        out['boxes'][i, :n] = e['boxes'] + noise
+        out['scores'][i, :n] = np.linspace(0.9, 0.5, n)
+        out['labels'][i, :n] = e['labels']
+        out['valid'][i, :n] = True
+    batch = {'image_id': np.array([e['image_id'] for e in examples]), 'valid': np.ones(b, bool)}
+    return out, batch
+
+
+def test_perfect_predictions_score_one():
+    examples, gt = shapes_ground_truth()
+    evaluator = CocoEvaluator(gt, LABELS)
+    evaluator.add_batch(*detections_from(examples))
+    metrics = evaluator.evaluate()
+    assert set(metrics) == set(STAT_NAMES)
+    assert metrics['AP'] == pytest.approx(1.0) and metrics['AP50'] == pytest.approx(1.0)
+    assert metrics['AR100'] == pytest.approx(1.0)
+    assert 'AP50' in format_table(metrics)
+
+
+def test_hand_built_case_equals_direct_pycocotools():
+    examples, gt = shapes_ground_truth()
+    rng = np.random.default_rng(0)
+    detections, batch = detections_from(examples, jitter=3.0, rng=rng)
+    detections['labels'][0, 0] = (detections['labels'][0, 0] + 1) % 3  # one wrong class
+    detections['valid'][1, 0] = False  # one missed object
+    evaluator = CocoEvaluator(gt, LABELS)
+    evaluator.add_batch(detections, batch)
+    ours = evaluator.evaluate()
+    # The same detections as a COCO results list, through pycocotools directly.
+    results = []
+    for i, e in enumerate(examples):
+        for box, score, label, ok in zip(
+            detections['boxes'][i],
+            detections['scores'][i],
+            detections['labels'][i],
+            detections['valid'][i],
+            strict=True,
+        ):
+            if ok:
+                x1, y1, x2, y2 = box
+                results.append(
+                    {
+                        'image_id': int(e['image_id']),
+                        'category_id': LABELS.category_ids[label],
+                        'bbox': [x1, y1, x2 - x1, y2 - y1],
+                        'score': float(score),
+                    }
+                )
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco = COCO()
+        coco.dataset = gt
+        coco.createIndex()
+        direct = COCOeval(coco, coco.loadRes(results), 'bbox')
+        direct.evaluate()
+        direct.accumulate()
+        direct.summarize()
+    np.testing.assert_allclose([ours[n] for n in STAT_NAMES], direct.stats, rtol=1e-12)
+    assert 0.2 < ours['AP'] < 0.95
+
+
+def test_padding_examples_change_nothing_and_empty_images_count():
+    examples, gt = shapes_ground_truth()
+    detections, batch = detections_from(examples)
+    reference = CocoEvaluator(gt, LABELS)
+    reference.add_batch(detections, batch)
+    expected = reference.evaluate()
+    padded = {k: np.concatenate([v, v[:2]]) for k, v in detections.items()}
+    padded_batch = {
+        'image_id': np.concatenate([batch['image_id'], [-1, -1]]),
+        'valid': np.concatenate([batch['valid'], [False, False]]),
+    }
+    evaluator = CocoEvaluator(gt, LABELS)
+    evaluator.add_batch(padded, padded_batch)
+    assert evaluator.evaluate() == expected
+    # An image seen without any detection still counts (its objects are misses).
+    detections['valid'][0] = False
+    evaluator.reset()
+    evaluator.add_batch(detections, batch)
+    assert evaluator.evaluate()['AR100'] < expected['AR100']
+
+
+def test_unknown_image_ids_are_named():
+    examples, gt = shapes_ground_truth(2)
+    detections, batch = detections_from(examples)
+    batch['image_id'] = batch['image_id'] + 12345
+    evaluator = CocoEvaluator(gt, LABELS)
+    evaluator.add_batch(detections, batch)
+    with pytest.raises(ValueError, match='not in the ground truth'):
+        evaluator.evaluate()
