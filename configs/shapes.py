@@ -1,0 +1,69 @@
+"""The no-download demo: a small RetinaNet trained from scratch on synthetic `shapes`, on a CPU.
+
+  python train.py --config=configs/shapes.py --workdir=/tmp/shapes
+
+ResNet-18 trunk (nothing frozen: there are no pretrained weights), a 64-wide FPN and two-conv
+heads with GroupNorm, 128x128 images, AdamW. Override anything from the command line, e.g.
+--config.train_steps=200.
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.data = ml_collections.ConfigDict(
+        {
+            'dataset': 'shapes',
+            'options': {'image_size': 128, 'sizes': {'train': 4000, 'validation': 200}},
+            'train_split': 'train',
+            'eval_split': 'validation',
+        }
+    )
+    c.input = ml_collections.ConfigDict(
+        {
+            'image_size': (128, 128),
+            'short_side': 128,
+            'max_side': 128,
+            'flip': True,
+            'scale_jitter': None,
+            'max_boxes': 16,
+            'shuffle_buffer': 1000,
+        }
+    )
+    c.model = ml_collections.ConfigDict(
+        {
+            'num_classes': 3,
+            'depth': 18,
+            'freeze_at': 0,
+            'fpn_width': 64,
+            'head_depth': 2,
+            'head_group_norm': True,
+            'p6_from': 'c5',
+            'dtype': 'float32',
+        }
+    )
+    c.anchors = 'paper'
+    c.loss = 'paper'
+    c.postprocess = ml_collections.ConfigDict({'max_detections': 100})
+    c.optim = ml_collections.ConfigDict(
+        {
+            'name': 'adamw',
+            'lr': 1e-3,
+            'momentum': 0.9,
+            'weight_decay': 1e-4,
+            'schedule': 'cosine',
+            'decay_at': (0.67, 0.89),
+            'warmup_steps': 100,
+            'warmup_factor': 0.01,
+            'grad_clip': 1.0,
+        }
+    )
+    c.batch_size = 16
+    c.train_steps = 1000
+    c.log_every = 20
+    c.eval_every = 500
+    c.checkpoint_every = 250
+    c.keep_checkpoints = 2
+    return c

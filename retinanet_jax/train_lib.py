@@ -1,0 +1,305 @@
+"""Training and evaluation: config -> model, optimizer, sharded steps, checkpoints, metrics.
+
+`train_and_evaluate(config, workdir)` is what `python train.py --config=...` runs. The config
+(an ml_collections ConfigDict, see configs/) is read here and nowhere else:
+  config.data      dataset name + source options, splits
+  config.input     pipeline.InputConfig fields
+  config.model     ModelConfig fields; config.anchors / config.loss: preset names
+  config.optim     optimizer; config.postprocess: PostprocessConfig fields
+  config.batch_size (global), config.train_steps, config.seed, logging / eval / checkpoint periods
+The train step is one jax.jit over a ('data',) mesh: state replicated, batch split, state donated;
+the loss normaliser sums positives over the global batch.
+"""
+
+import json
+import math
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+from flax import nnx
+
+from retinanet_jax import anchors as anchor_lib
+from retinanet_jax import evaluation, losses, postprocess, sharding
+from retinanet_jax.models import ModelConfig, build_model
+from retinanet_jax.normalization import normalize_images
+
+PRESETS = ('paper', 'torchvision', 'pytorch_retinanet')
+
+
+def anchor_config(config) -> anchor_lib.AnchorConfig:
+    if config.anchors not in PRESETS:
+        raise ValueError(f'config.anchors must be one of {PRESETS}, got {config.anchors!r}')
+    return getattr(anchor_lib.AnchorConfig, config.anchors)()
+
+
+def loss_config(config) -> losses.LossConfig:
+    if config.loss not in (*PRESETS, 'torchvision_v2'):
+        raise ValueError(f'config.loss must be a LossConfig preset name, got {config.loss!r}')
+    return getattr(losses.LossConfig, config.loss)()
+
+
+def make_optimizer(config) -> optax.GradientTransformation:
+    """SGD with momentum (the paper) or AdamW; linear warmup; step or cosine decay."""
+    o = config.optim
+    if o.schedule == 'steps':
+        boundaries = {int(b * config.train_steps): 0.1 for b in o.decay_at}
+        decay = optax.piecewise_constant_schedule(o.lr, boundaries)
+    elif o.schedule == 'cosine':
+        decay = optax.cosine_decay_schedule(o.lr, max(config.train_steps - o.warmup_steps, 1))
+    else:
+        raise ValueError(f"config.optim.schedule must be 'steps' or 'cosine', got {o.schedule!r}")
+    warmup = optax.linear_schedule(o.lr * o.warmup_factor, o.lr, max(o.warmup_steps, 1))
+    schedule = optax.join_schedules([warmup, decay], [o.warmup_steps])
+
+    def decay_mask(params):
+        return jax.tree.map(lambda p: p.ndim > 1, params)  # kernels only
+
+    if o.name == 'sgd':
+        tx = optax.chain(
+            optax.add_decayed_weights(o.weight_decay, decay_mask),
+            optax.sgd(schedule, momentum=o.momentum),
+        )
+    elif o.name == 'adamw':
+        tx = optax.adamw(schedule, weight_decay=o.weight_decay, mask=decay_mask)
+    else:
+        raise ValueError(f"config.optim.name must be 'sgd' or 'adamw', got {o.name!r}")
+    if o.grad_clip:
+        tx = optax.chain(optax.clip_by_global_norm(o.grad_clip), tx)
+    return tx
+
+
+def create_state(config, mesh):
+    """(graphdef, state) of (model, optimizer), the state placed replicated on the mesh."""
+    model_config = ModelConfig(**config.model)
+
+    def init():
+        model = build_model(model_config, seed=config.seed)
+        optimizer = nnx.Optimizer(model, make_optimizer(config), wrt=nnx.Param)
+        return nnx.split((model, optimizer))[1]
+
+    graphdef = nnx.graphdef(nnx.eval_shape(lambda: _pair(model_config, config)))
+    state = jax.jit(init, out_shardings=sharding.replicated(mesh))()
+    return graphdef, state
+
+
+def _pair(model_config, config):
+    model = build_model(model_config, seed=config.seed)
+    return model, nnx.Optimizer(model, make_optimizer(config), wrt=nnx.Param)
+
+
+def make_train_step(graphdef, anchors: np.ndarray, config, mesh):
+    """jit(state, batch) -> (state, metrics); state donated, batch split over 'data'."""
+    loss_cfg = loss_config(config)
+    anchors = jnp.asarray(anchors)
+
+    def step(state, batch):
+        model, optimizer = nnx.merge(graphdef, state)
+
+        def loss_fn(model):
+            out = model(normalize_images(batch['image']))
+            return losses.detection_loss(
+                out['cls_logits'],
+                out['box_deltas'],
+                anchors,
+                batch['gt_boxes'],
+                batch['gt_labels'],
+                loss_cfg,
+            )
+
+        (loss, aux), grads = nnx.value_and_grad(
+            loss_fn, argnums=nnx.DiffState(0, nnx.Param), has_aux=True
+        )(model)
+        optimizer.update(model, grads)
+        metrics = {
+            'loss': loss,
+            **aux,
+            'grad_norm': optax.global_norm(grads),
+            'positives_per_image': aux['num_positives'] / batch['image'].shape[0],
+        }
+        return nnx.state((model, optimizer)), metrics
+
+    rep, split = sharding.replicated(mesh), sharding.batch_sharded(mesh)
+    return jax.jit(step, in_shardings=(rep, split), out_shardings=(rep, rep), donate_argnums=0)
+
+
+def make_predict_step(graphdef, anchors: np.ndarray, image_hw, config, mesh):
+    """jit(state, batch) -> detections in original image pixels (see postprocess.py)."""
+    grid = anchor_lib.level_grid_sizes(image_hw, anchor_config(config))
+    a = anchor_config(config).num_anchors_per_location
+    level_sizes = tuple(gh * gw * a for gh, gw in grid)
+    post_cfg = postprocess.PostprocessConfig(**config.postprocess)
+    anchors = jnp.asarray(anchors)
+
+    def predict(state, batch):
+        model, _ = nnx.merge(graphdef, state)
+        out = model(normalize_images(batch['image']))
+        dets = postprocess.postprocess(
+            out['cls_logits'],
+            out['box_deltas'],
+            anchors,
+            batch['image_size'],
+            level_sizes,
+            post_cfg,
+        )
+        dets['boxes'] = postprocess.boxes_to_original(dets['boxes'], batch['scale'])
+        return dets
+
+    rep, split = sharding.replicated(mesh), sharding.batch_sharded(mesh)
+    return jax.jit(predict, in_shardings=(rep, split), out_shardings=split)
+
+
+def evaluate(predict, state, eval_ds, num_batches, evaluator, mesh, progress=None) -> dict:
+    evaluator.reset()
+    for batch in (
+        progress(eval_ds.as_numpy_iterator(), total=num_batches, desc='eval', leave=False)
+        if progress
+        else eval_ds.as_numpy_iterator()
+    ):
+        dets = sharding.to_local(predict(state, sharding.to_global(batch, mesh)), mesh)
+        evaluator.add_batch(dets, batch)
+    return evaluator.evaluate()
+
+
+# --------------------------------------------------------------------------- orchestration
+
+
+def _data(config):
+    from retinanet_jax.data import pipeline, sources
+
+    source = sources.make_source(config.data.dataset, **config.data.get('options', {}))
+    input_config = pipeline.InputConfig(**{**config.input, 'seed': config.seed})
+    if source.label_map.num_classes != config.model.num_classes:
+        raise ValueError(
+            f'config.model.num_classes is {config.model.num_classes} but dataset '
+            f'{config.data.dataset!r} has {source.label_map.num_classes} classes'
+        )
+    return source, input_config, pipeline
+
+
+def _checkpoints(workdir: Path, config) -> ocp.CheckpointManager:
+    options = ocp.CheckpointManagerOptions(max_to_keep=config.keep_checkpoints, create=True)
+    return ocp.CheckpointManager(workdir / 'checkpoints', options=options)
+
+
+def _restore(manager, state, workdir):
+    """The latest checkpoint into the sharded abstract `state`, or None for a fresh run."""
+    step = manager.latest_step()
+    if step is None:
+        return None, 0
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+    try:
+        restored = manager.restore(step, args=ocp.args.StandardRestore(abstract))
+    except (ValueError, KeyError) as e:
+        raise ValueError(
+            f'{workdir}/checkpoints/{step} does not match this config (another model?); '
+            f'use a new --workdir. ({str(e).splitlines()[0][:200]})'
+        ) from None
+    return restored, step
+
+
+def train_and_evaluate(config, workdir: str) -> dict:
+    """Trains (resuming from `workdir` if it holds checkpoints), evaluates, returns metrics."""
+    import tensorflow as tf
+    from tqdm import tqdm
+
+    workdir = Path(workdir).absolute()
+    workdir.mkdir(parents=True, exist_ok=True)
+    mesh = sharding.make_mesh()
+    local_batch = sharding.local_batch_size(config.batch_size)
+    source, input_config, pipeline = _data(config)
+    image_hw = tuple(input_config.image_size)
+    anchors = np.asarray(anchor_lib.generate_anchors(image_hw, anchor_config(config)))
+
+    # ---------------------------------------------------------------- state, maybe resumed
+    graphdef, state = create_state(config, mesh)
+    manager = _checkpoints(workdir, config)
+    restored, start_step = _restore(manager, state, workdir)
+    if restored is not None:
+        state = restored
+        print(f'resumed from {workdir}/checkpoints at step {start_step}')
+    train_step = make_train_step(graphdef, anchors, config, mesh)
+    predict = make_predict_step(graphdef, anchors, image_hw, config, mesh)
+
+    # ---------------------------------------------------------------- data
+    process = dict(process_index=jax.process_index(), process_count=jax.process_count())
+    train_ds = pipeline.train_dataset(
+        source, input_config, local_batch, split=config.data.train_split, **process
+    )
+    # The pipeline is deterministic for a seed: skipping the batches already used resumes the
+    # input exactly where the interrupted run stopped.
+    train_iter = train_ds.skip(start_step).as_numpy_iterator()
+    eval_ds, eval_batches = pipeline.eval_dataset(
+        source, input_config, local_batch, split=config.data.eval_split, **process
+    )
+    raw_eval = source.raw(config.data.eval_split, **process).as_numpy_iterator()
+    evaluator = evaluation.CocoEvaluator(
+        evaluation.coco_ground_truth(raw_eval, source.label_map), source.label_map
+    )
+    writer = (
+        tf.summary.create_file_writer(str(workdir / 'logs')) if jax.process_index() == 0 else None
+    )
+
+    # ---------------------------------------------------------------- loop
+    history, start, last_saved = {}, time.time(), start_step
+    bar = tqdm(
+        range(start_step, config.train_steps),
+        initial=start_step,
+        total=config.train_steps,
+        desc='train',
+        disable=jax.process_index() != 0,
+    )
+    for step in bar:
+        batch = sharding.to_global(next(train_iter), mesh)
+        state, metrics = train_step(state, batch)
+        done = step + 1
+        if done % config.log_every == 0 or done == config.train_steps:
+            metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+            if not math.isfinite(metrics['loss']):
+                raise FloatingPointError(
+                    f'non-finite loss {metrics["loss"]} at step {done}; last good checkpoint: '
+                    f'{workdir}/checkpoints/{last_saved or "none"}'
+                )
+            metrics['images_per_second'] = (
+                config.batch_size * (done - start_step) / (time.time() - start)
+            )
+            bar.set_postfix(
+                loss=f'{metrics["loss"]:.3f}', pos=f'{metrics["positives_per_image"]:.0f}'
+            )
+            _write(writer, done, metrics)
+        if done % config.checkpoint_every == 0 or done == config.train_steps:
+            manager.save(done, args=ocp.args.StandardSave(state))
+            manager.wait_until_finished()
+            last_saved = done
+        if done % config.eval_every == 0 or done == config.train_steps:
+            history[done] = evaluate(predict, state, eval_ds, eval_batches, evaluator, mesh, tqdm)
+            _write(writer, done, {f'eval/{k}': v for k, v in history[done].items()})
+            tqdm.write(f'step {done} eval:\n{evaluation.format_table(history[done])}')
+    manager.close()
+
+    # ---------------------------------------------------------------- summary
+    final = history.get(config.train_steps) or evaluate(
+        predict, state, eval_ds, eval_batches, evaluator, mesh
+    )
+    summary = {'step': config.train_steps, 'wall_seconds': time.time() - start, **final}
+    if jax.process_index() == 0:
+        (workdir / 'metrics.json').write_text(json.dumps(summary, indent=1))
+        print(f'final evaluation ({config.data.dataset} {config.data.eval_split}):')
+        print(evaluation.format_table(final))
+        print(f'wrote {workdir}/metrics.json')
+    return summary
+
+
+def _write(writer, step, metrics):
+    if writer is None:
+        return
+    import tensorflow as tf
+
+    with writer.as_default(step=step):
+        for k, v in metrics.items():
+            tf.summary.scalar(k, v)
+    writer.flush()
