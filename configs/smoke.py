@@ -1,0 +1,25 @@
+"""A tiny configuration for tests: a few steps of a very small model on 64x64 `shapes`.
+
+python train.py --config=configs/smoke.py --workdir=/tmp/smoke
+"""
+
+from configs import shapes
+
+
+def get_config():
+    c = shapes.get_config()
+    c.data.options = {'image_size': 64, 'sizes': {'train': 16, 'validation': 4}}
+    c.input.image_size = (64, 64)
+    c.input.short_side = 64
+    c.input.max_side = 64
+    c.input.shuffle_buffer = 16
+    c.input.max_boxes = 8
+    c.model.fpn_width = 32
+    c.model.head_depth = 1
+    c.batch_size = 2
+    c.train_steps = 4
+    c.log_every = 1
+    c.eval_every = 4
+    c.checkpoint_every = 2
+    c.optim.warmup_steps = 1
+    return c
