@@ -61,9 +61,9 @@ def get_config() -> ml_collections.ConfigDict:
         }
     )
     c.batch_size = 16
-    c.train_steps = 1000
+    c.train_steps = 700
     c.log_every = 20
-    c.eval_every = 500
-    c.checkpoint_every = 250
+    c.eval_every = 700
+    c.checkpoint_every = 350
     c.keep_checkpoints = 2
     return c

@@ -118,7 +118,7 @@ def make_train_step(graphdef, anchors: np.ndarray, config, mesh):
         metrics = {
             'loss': loss,
             **aux,
-            'grad_norm': optax.global_norm(grads),
+            'grad_norm': optax.tree.norm(grads),
             'positives_per_image': aux['num_positives'] / batch['image'].shape[0],
         }
         return nnx.state((model, optimizer)), metrics

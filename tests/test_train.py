@@ -49,16 +49,20 @@ def test_smoke_config_trains_evaluates_and_resumes_exactly(tmp_path):
 
     # A workdir holding another model's checkpoints is refused with a reason.
     other = smoke.get_config()
-    other.model.fpn_width = 16
+    other.model.fpn_width = 64
     with pytest.raises(ValueError, match='does not match this config'):
         train_lib.train_and_evaluate(other, str(tmp_path / 'straight'))
 
 
-def test_bad_batch_size_and_class_count():
+def test_bad_configs_say_why(tmp_path):
     config = smoke.get_config()
     config.model.num_classes = 5
     with pytest.raises(ValueError, match='num_classes is 5 but dataset'):
-        train_lib.train_and_evaluate(config, '/tmp/never-used')
+        train_lib.train_and_evaluate(config, str(tmp_path))
+    config = smoke.get_config()
+    config.model.fpn_width = 16
+    with pytest.raises(ValueError, match='fpn_width must be a multiple of 32'):
+        train_lib.train_and_evaluate(config, str(tmp_path))
 
 
 ONE_STEP = textwrap.dedent("""
@@ -71,6 +75,11 @@ ONE_STEP = textwrap.dedent("""
     config = smoke.get_config()
     config.batch_size = 8
     mesh = sharding.make_mesh()
+    try:
+        sharding.local_batch_size(12)
+        refused = 0
+    except ValueError as e:
+        refused = int('not divisible by the number of devices (8)' in str(e))
     source, input_config, _ = train_lib._data(config)
     batch = next(pipeline.train_dataset(source, input_config, 8).as_numpy_iterator())
     anchors = np.asarray(anchor_lib.generate_anchors((64, 64), train_lib.anchor_config(config)))
@@ -78,7 +87,8 @@ ONE_STEP = textwrap.dedent("""
     step = train_lib.make_train_step(graphdef, anchors, config, mesh)
     state, metrics = step(state, sharding.to_global(batch, mesh))
     leaves = {str(i): np.asarray(x) for i, x in enumerate(jax.tree.leaves(state))}
-    np.savez(sys.argv[1], loss=np.asarray(metrics['loss']), devices=jax.device_count(), **leaves)
+    np.savez(sys.argv[1], loss=np.asarray(metrics['loss']), devices=jax.device_count(),
+             refused=refused, **leaves)
 """)
 
 
@@ -103,9 +113,10 @@ def test_one_step_on_eight_devices_equals_one_device(tmp_path):
         assert proc.returncode == 0, proc.stderr[-3000:]
         results[devices] = np.load(out)
     assert int(results[8]['devices']) == 8 and int(results[1]['devices']) == 1
+    assert int(results[8]['refused']) == 1  # batch 12 on 8 devices: a clear refusal
     np.testing.assert_allclose(results[8]['loss'], results[1]['loss'], rtol=1e-5)
     for key in results[1].files:
-        if key not in ('loss', 'devices'):
+        if key not in ('loss', 'devices', 'refused'):
             np.testing.assert_allclose(
                 results[8][key], results[1][key], rtol=1e-4, atol=1e-6, err_msg=key
             )

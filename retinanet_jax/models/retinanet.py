@@ -98,6 +98,11 @@ def build_model(config: ModelConfig | Any, *, seed: int = 0) -> RetinaNet:
         raise ValueError(f"model dtype must be 'float32' or 'bfloat16', got {config.dtype!r}")
     if config.num_classes < 1:
         raise ValueError(f'num_classes must be >= 1, got {config.num_classes}')
+    if config.head_group_norm and config.fpn_width % 32:
+        raise ValueError(
+            f'head_group_norm uses 32 groups: fpn_width must be a multiple of 32, '
+            f'got {config.fpn_width}'
+        )
     dtype = jnp.dtype(config.dtype)
     rngs = nnx.Rngs(seed)
     backbone = ResNet(config.depth, freeze_at=config.freeze_at, dtype=dtype, rngs=rngs)
