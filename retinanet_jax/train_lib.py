@@ -209,6 +209,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
     workdir = Path(workdir).absolute()
     workdir.mkdir(parents=True, exist_ok=True)
+    if jax.process_index() == 0:
+        (workdir / 'config.json').write_text(config.to_json_best_effort(indent=1))
     mesh = sharding.make_mesh()
     local_batch = sharding.local_batch_size(config.batch_size)
     source, input_config, pipeline = _data(config)

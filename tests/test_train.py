@@ -37,6 +37,27 @@ def test_smoke_config_trains_evaluates_and_resumes_exactly(tmp_path):
     assert written['AP'] == summary['AP']
     assert list((tmp_path / 'straight' / 'logs').iterdir())  # TensorBoard events
 
+    # The predict command on the trained run: pictures and JSON; unreadable files are skipped.
+    from PIL import Image
+
+    from retinanet_jax.data import shapes
+    from retinanet_jax.predict import predict_files
+
+    images = tmp_path / 'images'
+    images.mkdir()
+    for i in range(2):
+        Image.fromarray(shapes.generate_example(i, 'test', image_size=80)['image']).save(
+            images / f'{i}.png'
+        )
+    (images / 'broken.png').write_bytes(b'not an image')
+    results = predict_files(tmp_path / 'straight', [str(images)], tmp_path / 'out', min_score=0.0)
+    assert (tmp_path / 'out' / '0.png').is_file() and (tmp_path / 'out' / '1.png').is_file()
+    assert json.loads((tmp_path / 'out' / 'detections.json').read_text()) == results
+    assert not (tmp_path / 'out' / 'broken.png').exists()
+    assert all(
+        r['category_id'] in (1, 2, 3) and r['file_name'] in ('0.png', '1.png') for r in results
+    )
+
     # Two steps, then a new run in the same workdir continues to four: same parameters.
     half = smoke.get_config()
     half.train_steps = 2
