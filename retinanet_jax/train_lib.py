@@ -43,18 +43,25 @@ def loss_config(config) -> losses.LossConfig:
     return getattr(losses.LossConfig, config.loss)()
 
 
-def make_optimizer(config) -> optax.GradientTransformation:
-    """SGD with momentum (the paper) or AdamW; linear warmup; step or cosine decay."""
+def make_schedule(config) -> optax.Schedule:
+    """Linear warmup from lr * warmup_factor, then 10x drops ('steps') or cosine decay."""
     o = config.optim
     if o.schedule == 'steps':
-        boundaries = {int(b * config.train_steps): 0.1 for b in o.decay_at}
+        # join_schedules hands the decay schedule (step - warmup_steps).
+        boundaries = {int(b * config.train_steps) - o.warmup_steps: 0.1 for b in o.decay_at}
         decay = optax.piecewise_constant_schedule(o.lr, boundaries)
     elif o.schedule == 'cosine':
         decay = optax.cosine_decay_schedule(o.lr, max(config.train_steps - o.warmup_steps, 1))
     else:
         raise ValueError(f"config.optim.schedule must be 'steps' or 'cosine', got {o.schedule!r}")
     warmup = optax.linear_schedule(o.lr * o.warmup_factor, o.lr, max(o.warmup_steps, 1))
-    schedule = optax.join_schedules([warmup, decay], [o.warmup_steps])
+    return optax.join_schedules([warmup, decay], [o.warmup_steps])
+
+
+def make_optimizer(config) -> optax.GradientTransformation:
+    """SGD with momentum (the paper) or AdamW on `make_schedule`; weight decay on kernels."""
+    o = config.optim
+    schedule = make_schedule(config)
 
     def decay_mask(params):
         return jax.tree.map(lambda p: p.ndim > 1, params)  # kernels only
@@ -74,31 +81,28 @@ def make_optimizer(config) -> optax.GradientTransformation:
 
 
 def create_state(config, mesh):
-    """(graphdef, state) of (model, optimizer), the state placed replicated on the mesh."""
+    """(graphdef, state) of (model, optimizer), the state created directly as replicated arrays
+    on the mesh (jit with out_shardings; shapes come from eval_shape, nothing is built twice)."""
     model_config = ModelConfig(**config.model)
 
-    def init():
+    def build():
         model = build_model(model_config, seed=config.seed)
-        optimizer = nnx.Optimizer(model, make_optimizer(config), wrt=nnx.Param)
-        return nnx.split((model, optimizer))[1]
+        return model, nnx.Optimizer(model, make_optimizer(config), wrt=nnx.Param)
 
-    graphdef = nnx.graphdef(nnx.eval_shape(lambda: _pair(model_config, config)))
-    state = jax.jit(init, out_shardings=sharding.replicated(mesh))()
+    graphdef = nnx.graphdef(nnx.eval_shape(build))
+    state = jax.jit(lambda: nnx.state(build()), out_shardings=sharding.replicated(mesh))()
     return graphdef, state
-
-
-def _pair(model_config, config):
-    model = build_model(model_config, seed=config.seed)
-    return model, nnx.Optimizer(model, make_optimizer(config), wrt=nnx.Param)
 
 
 def make_train_step(graphdef, anchors: np.ndarray, config, mesh):
     """jit(state, batch) -> (state, metrics); state donated, batch split over 'data'."""
     loss_cfg = loss_config(config)
+    schedule = make_schedule(config)
     anchors = jnp.asarray(anchors)
 
     def step(state, batch):
         model, optimizer = nnx.merge(graphdef, state)
+        learning_rate = schedule(optimizer.step[...])  # the rate this update uses
 
         def loss_fn(model):
             out = model(normalize_images(batch['image']))
@@ -119,6 +123,7 @@ def make_train_step(graphdef, anchors: np.ndarray, config, mesh):
             'loss': loss,
             **aux,
             'grad_norm': optax.tree.norm(grads),
+            'learning_rate': learning_rate,
             'positives_per_image': aux['num_positives'] / batch['image'].shape[0],
         }
         return nnx.state((model, optimizer)), metrics
@@ -154,12 +159,12 @@ def make_predict_step(graphdef, anchors: np.ndarray, image_hw, config, mesh):
 
 
 def evaluate(predict, state, eval_ds, num_batches, evaluator, mesh, progress=None) -> dict:
+    """Runs `predict` over the evaluation dataset and returns the evaluator's metrics."""
     evaluator.reset()
-    for batch in (
-        progress(eval_ds.as_numpy_iterator(), total=num_batches, desc='eval', leave=False)
-        if progress
-        else eval_ds.as_numpy_iterator()
-    ):
+    batches = eval_ds.as_numpy_iterator()
+    if progress is not None:
+        batches = progress(batches, total=num_batches, desc='eval', leave=False)
+    for batch in batches:
         dets = sharding.to_local(predict(state, sharding.to_global(batch, mesh)), mesh)
         evaluator.add_batch(dets, batch)
     return evaluator.evaluate()

@@ -75,6 +75,20 @@ def test_smoke_config_trains_evaluates_and_resumes_exactly(tmp_path):
         train_lib.train_and_evaluate(other, str(tmp_path / 'straight'))
 
 
+def test_schedule_golden():
+    config = smoke.get_config()
+    config.optim.update(
+        schedule='steps', lr=0.01, warmup_steps=10, warmup_factor=0.1, decay_at=(2 / 3, 8 / 9)
+    )
+    config.train_steps = 90
+    schedule = train_lib.make_schedule(config)
+    got = [float(schedule(s)) for s in (0, 5, 10, 59, 60, 79, 80, 89)]
+    np.testing.assert_allclose(got, [1e-3, 5.5e-3, 1e-2, 1e-2, 1e-3, 1e-3, 1e-4, 1e-4], rtol=1e-6)
+    config.optim.schedule = 'cosine'
+    schedule = train_lib.make_schedule(config)
+    np.testing.assert_allclose([float(schedule(10)), float(schedule(90))], [1e-2, 0.0], atol=1e-9)
+
+
 def test_bad_configs_say_why(tmp_path):
     config = smoke.get_config()
     config.model.num_classes = 5
