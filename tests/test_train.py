@@ -58,6 +58,16 @@ def test_smoke_config_trains_evaluates_and_resumes_exactly(tmp_path):
         r['category_id'] in (1, 2, 3) and r['file_name'] in ('0.png', '1.png') for r in results
     )
 
+    # The evaluate command on the same checkpoint reproduces the training's final evaluation.
+    from retinanet_jax.evaluate import evaluate_run
+
+    evaluated = evaluate_run(tmp_path / 'straight')
+    assert evaluated['step'] == 4 and evaluated['split'] == 'validation'
+    assert {k: evaluated[k] for k in ('AP', 'AP50', 'AR100')} == {
+        k: summary[k] for k in ('AP', 'AP50', 'AR100')
+    }
+    assert (tmp_path / 'straight' / 'eval_validation.json').is_file()
+
     # Two steps, then a new run in the same workdir continues to four: same parameters.
     half = smoke.get_config()
     half.train_steps = 2
