@@ -38,12 +38,11 @@ def make_problem(image_hw, batch, num_classes, num_boxes, seed=0):
 def run(quick: bool = False, threads: int = 2) -> list:
     import jax
     import torch
-    from torch import nn
-    from torchvision.models.detection.retinanet import RetinaNet, RetinaNetHead
 
     from bench.timing import time_fn
     from retinanet_jax.losses import LossConfig, detection_loss
     from retinanet_jax.testing.pytorch_retinanet import FocalLoss
+    from retinanet_jax.testing.torchvision_retinanet import tiny_retinanet
 
     torch.set_num_threads(threads)
     image_hw, k = ((128, 160), 5) if quick else ((640, 832), 20)
@@ -84,9 +83,7 @@ def run(quick: bool = False, threads: int = 2) -> list:
 
     results.append(time_fn(REFERENCE['pytorch_retinanet'], reference, runs))
 
-    backbone = nn.Conv2d(3, 8, 1)
-    backbone.out_channels = 8
-    model = RetinaNet(backbone, num_classes=k, head=RetinaNetHead(8, 9, k))
+    model = tiny_retinanet(k)
     targets = [
         {'boxes': torch.tensor(gt_boxes[i]), 'labels': torch.tensor(gt_labels[i]).long()}
         for i in range(2)

@@ -12,12 +12,11 @@ import numpy as np
 def run(quick: bool = False, threads: int = 2) -> list:
     import jax
     import torch
-    from torch import nn
-    from torchvision.models.detection.retinanet import RetinaNet, RetinaNetHead
 
     from bench.timing import time_fn
     from retinanet_jax import anchors as anchor_lib
     from retinanet_jax.postprocess import PostprocessConfig, postprocess
+    from retinanet_jax.testing.torchvision_retinanet import tiny_retinanet
 
     torch.set_num_threads(threads)
     image_hw, k, runs = ((128, 128), 5, 3) if quick else ((800, 800), 91, 20)
@@ -46,9 +45,7 @@ def run(quick: bool = False, threads: int = 2) -> list:
     )
     assert fn._cache_size() == before, 'recompiled for a second image of the same size'
 
-    backbone = nn.Conv2d(3, 8, 1)
-    backbone.out_channels = 8
-    model = RetinaNet(backbone, num_classes=k, head=RetinaNetHead(8, 9, k)).eval()
+    model = tiny_retinanet(k)
     heads = {
         'cls_logits': list(torch.from_numpy(logits).split(sizes, dim=1)),
         'bbox_regression': list(torch.from_numpy(deltas).split(sizes, dim=1)),

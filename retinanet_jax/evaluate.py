@@ -10,43 +10,32 @@ once (progress bar), prints the 12 COCO stats and writes them to <workdir>/eval_
 import json
 from pathlib import Path
 
-from retinanet_jax.predict import load_run
-
 try:  # torch, where installed, must be imported before tensorflow
     import torch  # noqa: F401
 except ImportError:
     pass
 
 import jax
-import numpy as np
 from absl import app, flags
 from absl import logging as absl_logging
 
-from retinanet_jax import anchors as anchor_lib
 from retinanet_jax import evaluation, sharding, train_lib
+from retinanet_jax.predict import load_run
 
 
 def evaluate_run(workdir: Path, split: str | None = None) -> dict:
     from tqdm import tqdm
 
-    from retinanet_jax.data import pipeline, sources
-
     config, graphdef, state, step, mesh = load_run(workdir)
     split = split or config.data.eval_split
-    source = sources.make_source(config.data.dataset, **config.data.get('options', {}))
-    input_config = pipeline.InputConfig(**config.input)
-    image_hw = tuple(input_config.image_size)
-    anchors = np.asarray(anchor_lib.generate_anchors(image_hw, train_lib.anchor_config(config)))
-    predict = train_lib.make_predict_step(graphdef, anchors, image_hw, config, mesh)
+    source, input_config, pipeline = train_lib._data(config)
+    predict = train_lib.make_predict_step(graphdef, tuple(input_config.image_size), config, mesh)
     process = dict(process_index=jax.process_index(), process_count=jax.process_count())
     local_batch = sharding.local_batch_size(config.batch_size)
     eval_ds, num_batches = pipeline.eval_dataset(
         source, input_config, local_batch, split=split, **process
     )
-    raw = source.raw(split, **process).as_numpy_iterator()
-    evaluator = evaluation.CocoEvaluator(
-        evaluation.coco_ground_truth(raw, source.label_map), source.label_map
-    )
+    evaluator = train_lib.make_evaluator(source, split)
     metrics = train_lib.evaluate(predict, state, eval_ds, num_batches, evaluator, mesh, tqdm)
     result = {'step': step, 'split': split, **metrics}
     if jax.process_index() == 0:

@@ -25,7 +25,6 @@ from absl import app, flags
 from absl import logging as absl_logging
 from PIL import Image, UnidentifiedImageError
 
-from retinanet_jax import anchors as anchor_lib
 from retinanet_jax import sharding, train_lib, visualize
 
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.webp')
@@ -63,14 +62,9 @@ def image_files(paths: list[str]) -> list[Path]:
 def predict_files(workdir: Path, paths: list[str], out: Path, min_score: float = 0.3) -> list[dict]:
     import tensorflow as tf
 
-    from retinanet_jax.data import pipeline, sources
-
     config, graphdef, state, step, mesh = load_run(workdir)
-    source = sources.make_source(config.data.dataset, **config.data.get('options', {}))
-    input_config = pipeline.InputConfig(**config.input)
-    image_hw = tuple(input_config.image_size)
-    anchors = np.asarray(anchor_lib.generate_anchors(image_hw, train_lib.anchor_config(config)))
-    predict = train_lib.make_predict_step(graphdef, anchors, image_hw, config, mesh)
+    source, input_config, pipeline = train_lib._data(config)
+    predict = train_lib.make_predict_step(graphdef, tuple(input_config.image_size), config, mesh)
     names, category_ids = source.label_map.names, source.label_map.category_ids
     out.mkdir(parents=True, exist_ok=True)
     results, skipped = [], []

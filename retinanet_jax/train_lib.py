@@ -132,13 +132,13 @@ def make_train_step(graphdef, anchors: np.ndarray, config, mesh):
     return jax.jit(step, in_shardings=(rep, split), out_shardings=(rep, rep), donate_argnums=0)
 
 
-def make_predict_step(graphdef, anchors: np.ndarray, image_hw, config, mesh):
+def make_predict_step(graphdef, image_hw: tuple[int, int], config, mesh):
     """jit(state, batch) -> detections in original image pixels (see postprocess.py)."""
-    grid = anchor_lib.level_grid_sizes(image_hw, anchor_config(config))
-    a = anchor_config(config).num_anchors_per_location
-    level_sizes = tuple(gh * gw * a for gh, gw in grid)
+    anchor_cfg = anchor_config(config)
+    a = anchor_cfg.num_anchors_per_location
+    level_sizes = tuple(gh * gw * a for gh, gw in anchor_lib.level_grid_sizes(image_hw, anchor_cfg))
     post_cfg = postprocess.PostprocessConfig(**config.postprocess)
-    anchors = jnp.asarray(anchors)
+    anchors = jnp.asarray(anchor_lib.generate_anchors(image_hw, anchor_cfg))
 
     def predict(state, batch):
         model, _ = nnx.merge(graphdef, state)
@@ -186,6 +186,16 @@ def _data(config):
     return source, input_config, pipeline
 
 
+def make_evaluator(source, split: str) -> evaluation.CocoEvaluator:
+    """A COCO evaluator whose ground truth is this process's share of `split` of `source`."""
+    raw = source.raw(
+        split, process_index=jax.process_index(), process_count=jax.process_count()
+    ).as_numpy_iterator()
+    return evaluation.CocoEvaluator(
+        evaluation.coco_ground_truth(raw, source.label_map), source.label_map
+    )
+
+
 def _checkpoints(workdir: Path, config) -> ocp.CheckpointManager:
     options = ocp.CheckpointManagerOptions(max_to_keep=config.keep_checkpoints, create=True)
     return ocp.CheckpointManager(workdir / 'checkpoints', options=options)
@@ -230,7 +240,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
         state = restored
         print(f'resumed from {workdir}/checkpoints at step {start_step}')
     train_step = make_train_step(graphdef, anchors, config, mesh)
-    predict = make_predict_step(graphdef, anchors, image_hw, config, mesh)
+    predict = make_predict_step(graphdef, image_hw, config, mesh)
 
     # ---------------------------------------------------------------- data
     process = dict(process_index=jax.process_index(), process_count=jax.process_count())
@@ -243,10 +253,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     eval_ds, eval_batches = pipeline.eval_dataset(
         source, input_config, local_batch, split=config.data.eval_split, **process
     )
-    raw_eval = source.raw(config.data.eval_split, **process).as_numpy_iterator()
-    evaluator = evaluation.CocoEvaluator(
-        evaluation.coco_ground_truth(raw_eval, source.label_map), source.label_map
-    )
+    evaluator = make_evaluator(source, config.data.eval_split)
     writer = (
         tf.summary.create_file_writer(str(workdir / 'logs')) if jax.process_index() == 0 else None
     )

@@ -8,13 +8,13 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
-from torchvision.models.detection.retinanet import RetinaNet, RetinaNetHead, _default_anchorgen
 from torchvision.ops import sigmoid_focal_loss as tv_sigmoid_focal_loss
 
 from retinanet_jax import anchors as anchor_lib
 from retinanet_jax import losses
 from retinanet_jax.losses import LossConfig, detection_loss
 from retinanet_jax.testing import pytorch_retinanet
+from retinanet_jax.testing.torchvision_retinanet import tiny_retinanet
 
 from .helpers import random_problem
 
@@ -69,15 +69,6 @@ def test_smooth_l1_matches_torch():
 # ---------------------------------------------------------------- torchvision parity
 
 
-def torchvision_model(box_loss: str) -> RetinaNet:
-    backbone = nn.Conv2d(3, 8, 1)
-    backbone.out_channels = 8
-    norm = functools.partial(nn.GroupNorm, 4) if box_loss == 'giou' else None
-    head = RetinaNetHead(8, 9, K, norm_layer=norm)
-    head.regression_head._loss_type = box_loss
-    return RetinaNet(backbone, num_classes=K, anchor_generator=_default_anchorgen(), head=head)
-
-
 def torch_leaf(x):
     return torch.tensor(x, dtype=torch.float64, requires_grad=True)
 
@@ -119,7 +110,7 @@ def loss_and_grads(config, cls_logits, box_deltas, anchors, gt_boxes, gt_labels)
 @pytest.mark.parametrize('num_boxes', [(0, 0), (1, 0), (1, 1), (12, 5)])
 def test_matches_torchvision_compute_loss(variant, num_boxes):
     config = LossConfig.torchvision() if variant == 'v1' else LossConfig.torchvision_v2()
-    model = torchvision_model('l1' if variant == 'v1' else 'giou')
+    model = tiny_retinanet(K, 'l1' if variant == 'v1' else 'giou')
     anchors = anchor_lib.generate_anchors(IMAGE_HW, anchor_lib.AnchorConfig.torchvision())
     rng = np.random.default_rng(sum(num_boxes))
     problem = random_problem(rng, num_boxes, len(anchors), K, M, IMAGE_HW)

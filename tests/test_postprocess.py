@@ -3,8 +3,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-from torch import nn
-from torchvision.models.detection.retinanet import RetinaNet, RetinaNetHead
 from torchvision.ops import batched_nms as tv_batched_nms
 from torchvision.ops import nms as tv_nms
 
@@ -16,6 +14,7 @@ from retinanet_jax.postprocess import (
     nms,
     postprocess,
 )
+from retinanet_jax.testing.torchvision_retinanet import tiny_retinanet
 
 
 def kept(indices, valid):
@@ -64,9 +63,7 @@ def test_batched_nms_matches_torchvision_on_heavy_overlap(seed):
 
 
 def torchvision_postprocess(cls_logits, box_deltas, anchors, level_sizes, image_sizes, k):
-    backbone = nn.Conv2d(3, 8, 1)
-    backbone.out_channels = 8
-    model = RetinaNet(backbone, num_classes=k, head=RetinaNetHead(8, 9, k))
+    model = tiny_retinanet(k)
     heads = {
         'cls_logits': list(torch.from_numpy(cls_logits).split(level_sizes, dim=1)),
         'bbox_regression': list(torch.from_numpy(box_deltas).split(level_sizes, dim=1)),
