@@ -2,17 +2,32 @@
 
 python train.py --config=configs/shapes.py --workdir=/tmp/shapes
 python train.py --config=configs/shapes.py --workdir=/tmp/shapes --config.train_steps=100
+
+Multi-host: run the same command on every host with --coordinator_address=HOST0:PORT
+--num_processes=N --process_id=I (or the JAX_* environment variables; SLURM and Open MPI are
+detected). Every process reads its own share of the data; process 0 writes logs and metrics.
 """
 
+import sys
+
+try:  # torch, where installed, must be imported before tensorflow
+    import torch  # noqa: F401
+except ImportError:
+    pass
+
 import jax
-import torch  # noqa: F401  (torch, if installed, must be imported before tensorflow)
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from retinanet_jax import train_lib
+from retinanet_jax import sharding, train_lib
 
 config_flags.DEFINE_config_file('config', None, 'path to a configs/*.py file', lock_config=True)
 flags.DEFINE_string('workdir', None, 'directory for checkpoints, logs and metrics')
+flags.DEFINE_string(
+    'coordinator_address', None, 'multi-host: host:port of process 0 (or JAX_COORDINATOR_ADDRESS)'
+)
+flags.DEFINE_integer('num_processes', None, 'multi-host: process count (or JAX_NUM_PROCESSES)')
+flags.DEFINE_integer('process_id', None, 'multi-host: this process, 0-based (or JAX_PROCESS_ID)')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
@@ -21,8 +36,29 @@ def main(argv) -> None:
         raise app.UsageError(f'unexpected arguments: {argv[1:]}')
     logging.set_verbosity(logging.WARNING)
     jax.config.update('jax_threefry_partitionable', True)
-    train_lib.train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
+    f = flags.FLAGS
+    try:
+        sharding.initialize_distributed(f.coordinator_address, f.num_processes, f.process_id)
+        train_lib.train_and_evaluate(f.config, f.workdir)
+    except (ValueError, FileNotFoundError, FloatingPointError) as e:
+        sys.exit(f'train.py: {e}')  # bad input: the reason, not a stack of JAX internals
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl's parsing, with a bad --config (missing or broken file, unknown key, wrong type)
+    reported in one line instead of a traceback."""
+    try:
+        args = flags.FLAGS(argv)
+        flags.FLAGS.config.get('seed')  # the config file loads lazily: load it now
+        return args
+    except flags.Error as e:
+        sys.exit(f'train.py: {e}\nPass --help for the flags.')
+    except (KeyError, AttributeError) as e:
+        sys.exit(f'train.py: the config has no key {str(e).strip(chr(34) + chr(39))}')
+    except (TypeError, ValueError, OSError, SyntaxError) as e:
+        reason = str(e).strip().splitlines()[-1].strip()  # the innermost reason
+        sys.exit(f'train.py: bad --config ({type(e).__name__}): {reason}')
 
 
 if __name__ == '__main__':
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

@@ -1,8 +1,9 @@
-"""Benchmark entry point: `python -m bench {loss,all} [--quick] [--threads N]`."""
+"""Benchmarks: `python -m bench {loss,train_step,inference,...,all} [--device cpu|gpu]`."""
 
 import argparse
 import importlib
 import json
+import os
 import sys
 
 BENCHMARKS = {
@@ -10,7 +11,10 @@ BENCHMARKS = {
     'forward': 'bench.forward',
     'input': 'bench.input',
     'postprocess': 'bench.postprocess',
+    'train_step': 'bench.train_step',
+    'inference': 'bench.inference',
 }
+NEEDS_TENSORFLOW = ('input',)  # the GPU machines have no TensorFlow
 
 
 def main(argv=None) -> int:
@@ -18,16 +22,21 @@ def main(argv=None) -> int:
     parser.add_argument('name', choices=[*BENCHMARKS, 'all'])
     parser.add_argument('--quick', action='store_true', help='tiny sizes, few runs (a smoke test)')
     parser.add_argument('--threads', type=int, default=2, help='torch intra-op threads')
+    parser.add_argument('--device', choices=['cpu', 'gpu'], default='cpu')
     parser.add_argument('--json', help='also write the results to this JSON file')
     args = parser.parse_args(argv)
 
+    if args.device == 'gpu':  # JAX here and PyTorch (in-process or in a child) share the GPU
+        os.environ.setdefault('XLA_PYTHON_CLIENT_PREALLOCATE', 'false')
     from bench.timing import HEADER
 
     names = list(BENCHMARKS) if args.name == 'all' else [args.name]
+    if args.device == 'gpu' and args.name == 'all':
+        names = [n for n in names if n not in NEEDS_TENSORFLOW]
     everything = {}
     for name in names:
         results = importlib.import_module(BENCHMARKS[name]).run(
-            quick=args.quick, threads=args.threads
+            quick=args.quick, threads=args.threads, device=args.device
         )
         print(f'\n## {name}\n{HEADER}')
         for r in results:

@@ -10,7 +10,7 @@ import functools
 import time
 
 
-def run(quick: bool = False, threads: int = 2) -> list:
+def run(quick: bool = False, threads: int = 2, device: str = 'cpu') -> list:
     import jax
     import jax.numpy as jnp
     import torch
@@ -25,6 +25,8 @@ def run(quick: bool = False, threads: int = 2) -> list:
     torch.manual_seed(0)
     reference = retinanet_resnet50_fpn(weights=None, weights_backbone=None).eval()
     state_dict = {k: v.numpy() for k, v in reference.state_dict().items()}
+    if device == 'gpu':
+        reference = reference.cuda()
     graphdef, state = nnx.split(retinanet_from_torchvision(state_dict, 'v1'))
 
     @jax.jit
@@ -35,6 +37,7 @@ def run(quick: bool = False, threads: int = 2) -> list:
     for batch in batches:
         x = torch.randn(batch, 3, size, size)
         xj = jnp.asarray(x.numpy().transpose(0, 2, 3, 1))
+        x = x.cuda() if device == 'gpu' else x
         start = time.perf_counter()
         compiled = forward.lower(state, xj).compile()
         compile_ms = (time.perf_counter() - start) * 1e3
@@ -54,4 +57,7 @@ def torch_forward(model, x):
     import torch
 
     with torch.inference_mode():
-        return model.head(list(model.backbone(x).values()))
+        out = model.head(list(model.backbone(x).values()))
+    if x.is_cuda:
+        torch.cuda.synchronize()
+    return out

@@ -60,7 +60,7 @@ def _images_per_second(iterator, batch_size: int, batches: int) -> tuple[float, 
     return batch_size * batches / (time.perf_counter() - start), warm
 
 
-def run(quick: bool = False, threads: int = 2) -> list:
+def run(quick: bool = False, threads: int = 2, device: str = 'cpu') -> list:
     # torch and torchvision must be imported before TensorFlow (tests/conftest.py).
     import torch
     import torchvision.io

@@ -35,7 +35,7 @@ def make_problem(image_hw, batch, num_classes, num_boxes, seed=0):
     return np.asarray(anchors), cls_logits, box_deltas, gt_boxes, gt_labels
 
 
-def run(quick: bool = False, threads: int = 2) -> list:
+def run(quick: bool = False, threads: int = 2, device: str = 'cpu') -> list:
     import jax
     import torch
 
@@ -45,6 +45,8 @@ def run(quick: bool = False, threads: int = 2) -> list:
     from retinanet_jax.testing.torchvision_retinanet import tiny_retinanet
 
     torch.set_num_threads(threads)
+    dev = torch.device('cuda' if device == 'gpu' else 'cpu')
+    sync = torch.cuda.synchronize if device == 'gpu' else (lambda: None)
     image_hw, k = ((128, 160), 5) if quick else ((640, 832), 20)
     runs = 3 if quick else 30
     anchors, cls_logits, box_deltas, gt_boxes, gt_labels = make_problem(image_hw, 2, k, 20)
@@ -68,24 +70,28 @@ def run(quick: bool = False, threads: int = 2) -> list:
         )
 
     def torch_inputs():
-        c = torch.tensor(cls_logits, requires_grad=True)
-        b = torch.tensor(box_deltas, requires_grad=True)
+        c = torch.tensor(cls_logits, device=dev, requires_grad=True)
+        b = torch.tensor(box_deltas, device=dev, requires_grad=True)
         return c, b
 
-    anchors_t = torch.tensor(anchors)
-    annotations = torch.tensor(np.concatenate([gt_boxes, gt_labels[..., None]], -1))
+    anchors_t = torch.tensor(anchors, device=dev)
+    annotations = torch.tensor(np.concatenate([gt_boxes, gt_labels[..., None]], -1), device=dev)
     focal = FocalLoss()
 
     def reference():
         c, b = torch_inputs()
         cls, box = focal(torch.sigmoid(c), b, anchors_t[None], annotations)
         (cls + box).sum().backward()
+        sync()
 
     results.append(time_fn(REFERENCE['pytorch_retinanet'], reference, runs))
 
-    model = tiny_retinanet(k)
+    model = tiny_retinanet(k).to(dev)
     targets = [
-        {'boxes': torch.tensor(gt_boxes[i]), 'labels': torch.tensor(gt_labels[i]).long()}
+        {
+            'boxes': torch.tensor(gt_boxes[i], device=dev),
+            'labels': torch.tensor(gt_labels[i], device=dev).long(),
+        }
         for i in range(2)
     ]
 
@@ -93,6 +99,7 @@ def run(quick: bool = False, threads: int = 2) -> list:
         c, b = torch_inputs()
         out = model.compute_loss(targets, {'cls_logits': c, 'bbox_regression': b}, [anchors_t] * 2)
         (out['classification'] + out['bbox_regression']).backward()
+        sync()
 
     results.append(time_fn(REFERENCE['torchvision'], torchvision, runs))
     return results

@@ -9,7 +9,7 @@ Same logits and deltas; the logits follow N(-4.5, 1.5): a heavy case where about
 import numpy as np
 
 
-def run(quick: bool = False, threads: int = 2) -> list:
+def run(quick: bool = False, threads: int = 2, device: str = 'cpu') -> list:
     import jax
     import torch
 
@@ -45,15 +45,19 @@ def run(quick: bool = False, threads: int = 2) -> list:
     )
     assert fn._cache_size() == before, 'recompiled for a second image of the same size'
 
-    model = tiny_retinanet(k)
+    dev = torch.device('cuda' if device == 'gpu' else 'cpu')
+    model = tiny_retinanet(k).to(dev)
     heads = {
-        'cls_logits': list(torch.from_numpy(logits).split(sizes, dim=1)),
-        'bbox_regression': list(torch.from_numpy(deltas).split(sizes, dim=1)),
+        'cls_logits': list(torch.from_numpy(logits).to(dev).split(sizes, dim=1)),
+        'bbox_regression': list(torch.from_numpy(deltas).to(dev).split(sizes, dim=1)),
     }
-    split_anchors = [list(torch.from_numpy(anchors).split(sizes))]
+    split_anchors = [list(torch.from_numpy(anchors).to(dev).split(sizes))]
 
     def reference():
         with torch.inference_mode():
-            model.postprocess_detections(heads, split_anchors, [image_hw])
+            out = model.postprocess_detections(heads, split_anchors, [image_hw])
+        if device == 'gpu':
+            torch.cuda.synchronize()
+        return out
 
     return [ours, time_fn(ref_name, reference, runs)]

@@ -14,11 +14,14 @@ class Timing:
     runs: int
     first_call_ms: float  # compile (jax) or first-call overhead (torch), measured apart
     reference: str | None = None  # for our rows: the name of the row to compare against
+    peak_mib: float | None = None  # host RSS (CPU) or device memory (GPU), where measured
+    flops: float | None = None  # per call, from XLA's cost analysis (our rows)
 
     def row(self) -> str:
+        peak = '-' if self.peak_mib is None else f'{self.peak_mib:.0f}'
         return (
             f'| {self.name} | {self.median_ms:.1f} | {self.min_ms:.1f} | {self.runs} '
-            f'| {self.first_call_ms:.0f} |'
+            f'| {self.first_call_ms:.0f} | {peak} |'
         )
 
 
@@ -43,4 +46,6 @@ def time_fn(
     return Timing(name, statistics.median(samples), min(samples), runs, first, reference)
 
 
-HEADER = '| what | median ms | min ms | runs | first call ms |\n|---|---|---|---|---|'
+HEADER = (
+    '| what | median ms | min ms | runs | first call ms | peak MiB |\n|---|---|---|---|---|---|'
+)

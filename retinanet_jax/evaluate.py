@@ -1,13 +1,19 @@
-"""Evaluate a training run's latest checkpoint on a dataset split: COCO metrics table + JSON.
+"""Evaluate a model on a dataset split: the 12 COCO stats as a table and as JSON.
 
-  python -m retinanet_jax.evaluate --workdir=/tmp/shapes --split=validation
+  python -m retinanet_jax.evaluate --model=/tmp/shapes [--split=validation]
+  python -m retinanet_jax.evaluate --model=retinanet_resnet50_fpn_coco.pth \
+      --dataset=coco/2017 --split=validation [--dataset_options='{"data_dir": "..."}'] \
+      [--out=eval.json]
 
-Reads the run's config.json and latest checkpoint (a workdir whose checkpoints do not match its
-config is refused with a reason), runs the evaluation pipeline over every image of the split
-once (progress bar), prints the 12 COCO stats and writes them to <workdir>/eval_<split>.json.
+--model is a training run directory (its latest checkpoint on its own dataset; a workdir whose
+checkpoints do not match its config is refused with a reason), a model directory from
+`python -m retinanet_jax.convert`, or a torchvision state dict file (see predict.py; these
+need --dataset). Every image of the split is evaluated once (progress bar); the metrics are
+printed and written to --out (default for a training run: <workdir>/eval_<split>.json).
 """
 
 import json
+import sys
 from pathlib import Path
 
 try:  # torch, where installed, must be imported before tensorflow
@@ -20,41 +26,87 @@ from absl import app, flags
 from absl import logging as absl_logging
 
 from retinanet_jax import evaluation, sharding, train_lib
-from retinanet_jax.predict import load_run
+from retinanet_jax.predict import load_predictor
 
 
-def evaluate_run(workdir: Path, split: str | None = None) -> dict:
+def evaluate_run(
+    model: str | Path,
+    split: str | None = None,
+    *,
+    dataset: str | None = None,
+    dataset_options: dict | None = None,
+    batch_size: int | None = None,
+    out: str | Path | None = None,
+    **predictor_options,
+) -> dict:
     from tqdm import tqdm
 
-    config, graphdef, state, step, mesh = load_run(workdir)
-    split = split or config.data.eval_split
-    source, input_config, pipeline = train_lib._data(config)
-    predict = train_lib.make_predict_step(graphdef, tuple(input_config.image_size), config, mesh)
+    from retinanet_jax.data import pipeline, sources
+
+    model = Path(model)
+    p = load_predictor(model, **predictor_options)
+    run = (model / 'config.json').is_file()
+    if run and dataset is None:  # the run's own evaluation data
+        source, _, _ = train_lib._data(p.config)
+        source = train_lib.eval_source(p.config, source)
+        split = split or p.config.data.eval_split
+        batch_size = batch_size or p.config.batch_size
+        name = p.config.data.get('eval_dataset') or p.config.data.dataset
+        out = out or model / f'eval_{split}.json'
+    else:
+        if dataset is None or split is None:
+            raise ValueError(f'--model {model} is not a training run: give --dataset and --split')
+        source, name = sources.make_source(dataset, **(dataset_options or {})), dataset
+        batch_size = batch_size or jax.device_count()
     process = dict(process_index=jax.process_index(), process_count=jax.process_count())
-    local_batch = sharding.local_batch_size(config.batch_size)
+    local_batch = sharding.local_batch_size(batch_size)
     eval_ds, num_batches = pipeline.eval_dataset(
-        source, input_config, local_batch, split=split, **process
+        source, p.input_config, local_batch, split=split, **process
     )
-    evaluator = train_lib.make_evaluator(source, split)
-    metrics = train_lib.evaluate(predict, state, eval_ds, num_batches, evaluator, mesh, tqdm)
-    result = {'step': step, 'split': split, **metrics}
+    detection_labels = None if p.label_map == source.label_map else p.label_map
+    evaluator = train_lib.make_evaluator(source, split, detection_labels)
+    metrics = train_lib.evaluate(p.predict, p.state, eval_ds, num_batches, evaluator, p.mesh, tqdm)
+    result = {'model': str(model), 'step': p.step, 'dataset': name, 'split': split, **metrics}
     if jax.process_index() == 0:
-        out = workdir / f'eval_{split}.json'
-        out.write_text(json.dumps(result, indent=1))
-        print(f'{config.data.dataset} {split}, checkpoint step {step}:')
+        print(f'{p.description} on {name} {split}:')
         print(evaluation.format_table(metrics))
-        print(f'wrote {out}')
+        if out is not None:
+            Path(out).write_text(json.dumps(result, indent=1))
+            print(f'wrote {out}')
     return result
 
 
 def main(argv) -> None:
     del argv
     absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every step at INFO
-    evaluate_run(Path(flags.FLAGS.workdir), flags.FLAGS.split)
+    f = flags.FLAGS
+    try:
+        evaluate_run(
+            f.model,
+            f.split,
+            dataset=f.dataset,
+            dataset_options=json.loads(f.dataset_options) if f.dataset_options else None,
+            batch_size=f.batch_size,
+            out=f.out,
+            variant=f.variant,
+            short_side=f.short_side,
+            max_side=f.max_side,
+        )
+    except (ValueError, FileNotFoundError) as e:
+        sys.exit(f'evaluate: {e}')
 
 
 if __name__ == '__main__':
-    flags.DEFINE_string('workdir', None, 'a training run directory (config.json + checkpoints)')
-    flags.DEFINE_string('split', None, "dataset split (default: the config's eval_split)")
-    flags.mark_flags_as_required(['workdir'])
+    flags.DEFINE_string('model', None, 'a training run, a model directory or a state dict file')
+    flags.DEFINE_string('split', None, "dataset split (a training run: its config's eval_split)")
+    flags.DEFINE_string('dataset', None, 'a source name (data/sources.py); a run: its own')
+    flags.DEFINE_string(
+        'dataset_options', None, 'JSON options of --dataset, e.g. {"data_dir": "/data/tfds"}'
+    )
+    flags.DEFINE_integer('batch_size', None, "global batch (default: the run's, or one per device)")
+    flags.DEFINE_string('out', None, 'write the metrics here as JSON')
+    flags.DEFINE_enum('variant', 'v1', ['v1', 'v2'], 'torchvision state dicts: which model')
+    flags.DEFINE_integer('short_side', 800, 'torchvision models: resize the short side to this')
+    flags.DEFINE_integer('max_side', 1333, 'torchvision models: ... unless the long side exceeds')
+    flags.mark_flags_as_required(['model'])
     app.run(main)

@@ -36,10 +36,23 @@ STAT_NAMES = (
 
 
 class CocoEvaluator:
-    def __init__(self, ground_truth: dict, label_map: LabelMap):
+    def __init__(
+        self,
+        ground_truth: dict,
+        label_map: LabelMap,
+        detection_label_map: LabelMap | None = None,
+        voc_ap50: str | None = None,
+    ):
+        """`label_map`: the dataset's; `detection_label_map`: the model's, where it differs
+        (torchvision's 91 COCO labels on COCO). Detections of categories the ground truth does
+        not have (e.g. 'N/A') are ignored by pycocotools. `voc_ap50` '11_point' (VOC 2007) or
+        'area' (VOC 2010+) adds 'VOC_AP50', PASCAL VOC's own metric (see `voc_ap50`)."""
         from pycocotools.coco import COCO
 
-        self.label_map = label_map
+        if voc_ap50 not in (None, '11_point', 'area'):
+            raise ValueError(f"voc_ap50 must be None, '11_point' or 'area', got {voc_ap50!r}")
+        self.voc_ap50 = voc_ap50
+        self.label_map = detection_label_map or label_map
         self.coco_gt = COCO()
         self.coco_gt.dataset = ground_truth
         with contextlib.redirect_stdout(io.StringIO()):
@@ -103,7 +116,12 @@ class CocoEvaluator:
             evaluator.summarize()
         if verbose:
             print(out.getvalue())
-        return dict(zip(STAT_NAMES, (float(v) for v in evaluator.stats), strict=True))
+        metrics = dict(zip(STAT_NAMES, (float(v) for v in evaluator.stats), strict=True))
+        if self.voc_ap50:
+            metrics['VOC_AP50'] = voc_ap50(
+                rows, self.coco_gt.dataset, sorted(set(image_ids)), self.voc_ap50 == '11_point'
+            )
+        return metrics
 
 
 def _empty_results(coco_gt):
@@ -148,8 +166,83 @@ def coco_ground_truth(raw_examples, label_map: LabelMap) -> dict:
     return {'images': images, 'annotations': annotations, 'categories': categories}
 
 
+def voc_ap50(
+    rows: np.ndarray, ground_truth: dict, image_ids: list[int], eleven_point: bool = True
+) -> float:
+    """PASCAL VOC's detection metric: AP at IoU > 0.5, averaged over the categories that have
+    ground truth, as the VOC devkit (and detectron2's PascalVOCDetectionEvaluator) computes it.
+
+    rows: [n, 7] detections (image_id, x, y, w, h, score, category_id); ground_truth: a COCO
+    dict whose 'iscrowd' marks VOC's 'difficult' objects, which are neither found nor missed.
+    Per category, detections in descending score are matched greedily to the unmatched ground
+    truth of highest IoU in their image; a second detection of a found object is a false
+    positive. eleven_point: VOC 2007's mean of the best precision at recall >= 0, 0.1, ..., 1;
+    else the area under the precision envelope (VOC 2010+). Boxes are continuous pixel
+    coordinates (no +1 in widths, unlike the 2007 devkit's integer pixels).
+    """
+    images = set(image_ids)
+    gt = [a for a in ground_truth['annotations'] if a['image_id'] in images]
+    aps = []
+    for category in sorted({c['id'] for c in ground_truth['categories']}):
+        objects = {}  # image id -> (xyxy [k, 4], difficult [k])
+        for a in gt:
+            if a['category_id'] == category:
+                x, y, w, h = a['bbox']
+                boxes, difficult = objects.setdefault(a['image_id'], ([], []))
+                boxes.append([x, y, x + w, y + h])
+                difficult.append(bool(a['iscrowd']))
+        num_objects = sum(not d for _, ds in objects.values() for d in ds)
+        if num_objects == 0:
+            continue
+        found = {i: np.zeros(len(b), bool) for i, (b, _) in objects.items()}
+        dets = rows[(rows[:, 6] == category) & np.isin(rows[:, 0], list(images))]
+        dets = dets[np.argsort(-dets[:, 5], kind='stable')]
+        hits = []  # 1 true positive, 0 false positive; difficult matches are left out
+        for image_id, x, y, w, h, _, _ in dets:
+            if int(image_id) not in objects:
+                hits.append(0)
+                continue
+            boxes, difficult = objects[int(image_id)]
+            ious = _iou_one_to_many(np.array([x, y, x + w, y + h]), np.asarray(boxes))
+            best = int(np.argmax(ious))
+            if ious[best] <= 0.5:
+                hits.append(0)
+            elif difficult[best]:
+                continue
+            elif not found[int(image_id)][best]:
+                found[int(image_id)][best] = True
+                hits.append(1)
+            else:
+                hits.append(0)
+        tp = np.cumsum(hits, dtype=np.float64)
+        recall = tp / num_objects
+        precision = tp / np.arange(1, len(hits) + 1) if hits else tp
+        aps.append(_average_precision(recall, precision, eleven_point))
+    return float(np.mean(aps)) if aps else -1.0
+
+
+def _iou_one_to_many(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """IoU of one xyxy box with [k, 4] xyxy boxes (numpy; the host-side evaluation loop)."""
+    wh = np.clip(np.minimum(box[2:], boxes[:, 2:]) - np.maximum(box[:2], boxes[:, :2]), 0, None)
+    inter = wh[:, 0] * wh[:, 1]
+    area = np.prod(box[2:] - box[:2]) + np.prod(boxes[:, 2:] - boxes[:, :2], axis=1) - inter
+    return np.where(area > 0, inter / np.where(area > 0, area, 1), 0.0)
+
+
+def _average_precision(recall: np.ndarray, precision: np.ndarray, eleven_point: bool) -> float:
+    if eleven_point:
+        return float(
+            np.mean([precision[recall >= t].max(initial=0.0) for t in np.linspace(0, 1, 11)])
+        )
+    r = np.concatenate([[0.0], recall, [1.0]])
+    p = np.concatenate([[0.0], precision, [0.0]])
+    p = np.maximum.accumulate(p[::-1])[::-1]  # the precision envelope
+    steps = np.flatnonzero(r[1:] != r[:-1])
+    return float(np.sum((r[steps + 1] - r[steps]) * p[steps + 1]))
+
+
 def format_table(metrics: dict[str, float]) -> str:
     """The stats as a two-row text table."""
-    names = [n for n in STAT_NAMES if n in metrics]
+    names = [n for n in (*STAT_NAMES, 'VOC_AP50') if n in metrics]
     header = ' '.join(f'{n:>6}' for n in names)
     return header + '\n' + ' '.join(f'{metrics[n]:6.3f}' for n in names)

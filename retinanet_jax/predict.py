@@ -1,15 +1,25 @@
-"""Detect objects in image files with a trained model; write COCO-style JSON and pictures.
+"""Detect objects in image files; write COCO-style JSON and pictures.
 
-  python -m retinanet_jax.predict --workdir=/tmp/shapes --images=photos/ --out=/tmp/predictions
+  python -m retinanet_jax.predict --model=/tmp/shapes --images=photos/ --out=/tmp/predictions
 
-Reads the run's config.json and its latest checkpoint; each image is resized and padded as in
-evaluation. Writes <out>/detections.json (COCO results: file_name, category_id, bbox xywh in
-original pixels, score) and <out>/<name>.png with boxes, class names and scores drawn.
-Unreadable files are skipped with a warning naming them; the rest are still written.
+--model is any of:
+  a training run directory   (config.json + checkpoints/: its latest checkpoint, its input size,
+                              anchors, post-processing and class names)
+  a model directory          (model_config.json + state/, from `python -m retinanet_jax.convert`)
+  a torchvision state dict   (retinanet_resnet50_fpn .pth / .safetensors / .npz; --variant v1/v2)
+The last two are torchvision models: torchvision's anchors and resizing (short side
+--short_side, long side at most --max_side) and class names by class count (91: torchvision's
+COCO labels, which are COCO category ids). Writes <out>/detections.json (COCO results:
+file_name, category_id, bbox xywh in original pixels, score) and <out>/<name>.png with boxes,
+class names and scores drawn. Unreadable files are skipped with a warning naming them; the
+rest are still written.
 """
 
+import dataclasses
 import json
 import logging
+import math
+import sys
 from pathlib import Path
 
 try:  # torch, where installed, must be imported before tensorflow
@@ -31,18 +41,75 @@ IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.webp')
 
 
 def load_run(workdir: Path):
-    """(config, graphdef, state) of the latest checkpoint of a training run."""
+    """(config, model graphdef, model state, step, mesh) of a training run's latest checkpoint."""
     config_file = workdir / 'config.json'
     if not config_file.is_file():
         raise FileNotFoundError(f'{workdir} is not a training run (no config.json)')
     config = ml_collections.ConfigDict(json.loads(config_file.read_text()))
     mesh = sharding.make_mesh()
-    graphdef, state = train_lib.create_state(config, mesh)
+    _, state = train_lib.create_state(config, mesh)
     with ocp.CheckpointManager(workdir / 'checkpoints') as manager:
         restored, step = train_lib._restore(manager, state, workdir)
     if restored is None:
         raise FileNotFoundError(f'{workdir}/checkpoints holds no checkpoint')
-    return config, graphdef, restored, step, mesh
+    return config, train_lib.model_graphdef(config), train_lib.model_state(restored), step, mesh
+
+
+@dataclasses.dataclass
+class Predictor:
+    """A model ready to predict: `predict(state, batch)` from train_lib.make_predict_step."""
+
+    predict: object
+    state: object
+    mesh: object
+    input_config: object  # data.pipeline.InputConfig
+    label_map: object  # data.label_maps.LabelMap
+    config: ml_collections.ConfigDict  # a training run's config, or the torchvision settings
+    description: str  # e.g. 'checkpoint step 700' or 'retinanet.pth'
+    step: int | None = None  # a training run's checkpoint step
+
+
+def load_predictor(
+    model: str | Path, variant: str = 'v1', short_side: int = 800, max_side: int = 1333
+) -> Predictor:
+    """A Predictor from a training run, a model directory or a torchvision state dict file."""
+    from flax import nnx
+
+    from retinanet_jax import checkpoint, convert
+    from retinanet_jax.data import label_maps, pipeline
+
+    path = Path(model)
+    if path.is_dir() and (path / 'config.json').is_file():
+        config, graphdef, state, step, mesh = load_run(path)
+        source, input_config, _ = train_lib._data(config)
+        image_hw = tuple(input_config.image_size)
+        predict = train_lib.make_predict_step(graphdef, image_hw, config, mesh)
+        return Predictor(
+            predict, state, mesh, input_config, source.label_map, config,
+            f'checkpoint step {step}', step,
+        )  # fmt: skip
+    if path.is_dir() and (path / 'model_config.json').is_file():
+        net, _ = checkpoint.load_model(path)
+    elif path.is_file():
+        net = convert.retinanet_from_torchvision(convert.load_state_dict(path), variant)
+    else:
+        raise FileNotFoundError(
+            f'--model {path}: neither a training run (config.json), a model directory '
+            '(model_config.json) nor a state dict file'
+        )
+    side = 128 * math.ceil(max_side / 128)  # a static canvas every resized image fits in
+    input_config = pipeline.InputConfig(
+        image_size=(side, side), short_side=short_side, max_side=max_side, flip=False
+    )
+    config = ml_collections.ConfigDict(
+        {'anchors': 'torchvision', 'postprocess': {'max_detections': 100}}
+    )
+    mesh = sharding.make_mesh()
+    graphdef, state = nnx.split(net)
+    state = jax.device_put(state, sharding.replicated(mesh))
+    predict = train_lib.make_predict_step(graphdef, (side, side), config, mesh)
+    label_map = label_maps.for_num_classes(net.num_classes)
+    return Predictor(predict, state, mesh, input_config, label_map, config, path.name)
 
 
 def image_files(paths: list[str]) -> list[Path]:
@@ -59,16 +126,18 @@ def image_files(paths: list[str]) -> list[Path]:
     return files
 
 
-def predict_files(workdir: Path, paths: list[str], out: Path, min_score: float = 0.3) -> list[dict]:
+def predict_files(
+    predictor: Predictor, paths: list[str], out: Path, min_score: float = 0.3
+) -> list[dict]:
     import tensorflow as tf
 
-    config, graphdef, state, step, mesh = load_run(workdir)
-    source, input_config, pipeline = train_lib._data(config)
-    predict = train_lib.make_predict_step(graphdef, tuple(input_config.image_size), config, mesh)
-    names, category_ids = source.label_map.names, source.label_map.category_ids
+    from retinanet_jax.data import pipeline
+
+    p = predictor
+    names, category_ids = p.label_map.names, p.label_map.category_ids
+    files = image_files(paths)
     out.mkdir(parents=True, exist_ok=True)
     results, skipped = [], []
-    files = image_files(paths)
     for i, path in enumerate(files):
         try:
             with Image.open(path) as f:
@@ -84,10 +153,10 @@ def predict_files(workdir: Path, paths: list[str], out: Path, min_score: float =
             'labels': tf.zeros([0], tf.int32),
             'is_crowd': tf.zeros([0], tf.bool),
         }
-        example = pipeline.preprocess(raw, input_config, train=False)
+        example = pipeline.preprocess(raw, p.input_config, train=False)
         batch = {k: np.asarray(v)[None] for k, v in example.items()}
         batch = {k: np.repeat(v, jax.device_count(), axis=0) for k, v in batch.items()}
-        dets = sharding.to_local(predict(state, sharding.to_global(batch, mesh)), mesh)
+        dets = sharding.to_local(p.predict(p.state, sharding.to_global(batch, p.mesh)), p.mesh)
         keep = dets['valid'][0]
         boxes, scores, labels = (
             dets['boxes'][0][keep],
@@ -110,7 +179,7 @@ def predict_files(workdir: Path, paths: list[str], out: Path, min_score: float =
     (out / 'detections.json').write_text(json.dumps(results, indent=1))
     note = f'; skipped {len(skipped)} unreadable: {skipped}' if skipped else ''
     print(
-        f'checkpoint step {step}: {len(results)} detections in {len(files) - len(skipped)} '
+        f'{p.description}: {len(results)} detections in {len(files) - len(skipped)} '
         f'image(s) -> {out}{note}'
     )
     return results
@@ -120,13 +189,20 @@ def main(argv) -> None:
     del argv
     absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every step at INFO
     f = flags.FLAGS
-    predict_files(Path(f.workdir), f.images, Path(f.out), f.min_score)
+    try:
+        predictor = load_predictor(f.model, f.variant, f.short_side, f.max_side)
+        predict_files(predictor, f.images, Path(f.out), f.min_score)
+    except (ValueError, FileNotFoundError) as e:
+        sys.exit(f'predict: {e}')
 
 
 if __name__ == '__main__':
-    flags.DEFINE_string('workdir', None, 'a training run directory (config.json + checkpoints)')
+    flags.DEFINE_string('model', None, 'a training run, a model directory or a state dict file')
     flags.DEFINE_list('images', None, 'image files and / or folders')
     flags.DEFINE_string('out', None, 'output folder for detections.json and pictures')
     flags.DEFINE_float('min_score', 0.3, 'draw detections from this score (the JSON has all)')
-    flags.mark_flags_as_required(['workdir', 'images', 'out'])
+    flags.DEFINE_enum('variant', 'v1', ['v1', 'v2'], 'torchvision state dicts: which model')
+    flags.DEFINE_integer('short_side', 800, 'torchvision models: resize the short side to this')
+    flags.DEFINE_integer('max_side', 1333, 'torchvision models: ... unless the long side exceeds')
+    flags.mark_flags_as_required(['model', 'images', 'out'])
     app.run(main)

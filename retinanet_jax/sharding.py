@@ -49,3 +49,46 @@ def to_local(tree, mesh: Mesh):
 
     local = multihost_utils.global_array_to_host_local_array(tree, mesh, PartitionSpec(DATA))
     return jax.tree.map(np.asarray, local)
+
+
+def initialize_distributed(
+    coordinator_address: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+) -> None:
+    """Starts a multi-process (multi-host) JAX run; call once, before anything touches devices.
+
+    Each argument falls back to the environment (JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES,
+    JAX_PROCESS_ID); what is still missing JAX detects itself where it can (SLURM, Open MPI,
+    Kubernetes, Cloud TPU). Nothing is started when neither an address nor a cluster is found,
+    so the same command runs on one machine. On CPUs the processes talk through gloo.
+    """
+    import os
+
+    address = coordinator_address or os.environ.get('JAX_COORDINATOR_ADDRESS')
+    num = num_processes or _int_env('JAX_NUM_PROCESSES')
+    pid = process_id if process_id is not None else _int_env('JAX_PROCESS_ID')
+    cluster = any(v in os.environ for v in ('SLURM_JOB_ID', 'OMPI_COMM_WORLD_SIZE'))
+    if address is None and not cluster:
+        if num not in (None, 1) or pid not in (None, 0):
+            raise ValueError(
+                f'num_processes={num} / process_id={pid} given without a coordinator '
+                'address (--coordinator_address or JAX_COORDINATOR_ADDRESS)'
+            )
+        return
+    if num is not None and pid is not None and not 0 <= pid < num:
+        raise ValueError(f'process_id must be in [0, {num}), got {pid}')
+    jax.config.update('jax_cpu_collectives_implementation', 'gloo')  # used by CPU devices only
+    jax.distributed.initialize(address, num, pid)
+
+
+def _int_env(name: str) -> int | None:
+    import os
+
+    value = os.environ.get(name)
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f'environment variable {name} must be an integer, got {value!r}') from None

@@ -2,9 +2,10 @@
 
 `train_and_evaluate(config, workdir)` is what `python train.py --config=...` runs. The config
 (an ml_collections ConfigDict, see configs/) is read here and nowhere else:
-  config.data      dataset name + source options, splits
+  config.data      dataset name + source options, splits; optional eval_dataset / eval_options
   config.input     pipeline.InputConfig fields
   config.model     ModelConfig fields; config.anchors / config.loss: preset names
+  config.init      optional: backbone = a torchvision ImageNet ResNet state dict file
   config.optim     optimizer; config.postprocess: PostprocessConfig fields
   config.batch_size (global), config.train_steps, config.seed, logging / eval / checkpoint periods
 The train step is one jax.jit over a ('data',) mesh: state replicated, batch split, state donated;
@@ -48,7 +49,7 @@ def make_schedule(config) -> optax.Schedule:
     o = config.optim
     if o.schedule == 'steps':
         # join_schedules hands the decay schedule (step - warmup_steps).
-        boundaries = {int(b * config.train_steps) - o.warmup_steps: 0.1 for b in o.decay_at}
+        boundaries = {round(b * config.train_steps) - o.warmup_steps: 0.1 for b in o.decay_at}
         decay = optax.piecewise_constant_schedule(o.lr, boundaries)
     elif o.schedule == 'cosine':
         decay = optax.cosine_decay_schedule(o.lr, max(config.train_steps - o.warmup_steps, 1))
@@ -94,6 +95,33 @@ def create_state(config, mesh):
     return graphdef, state
 
 
+def init_backbone(graphdef, state, path: str, mesh):
+    """A train state whose backbone holds a torchvision ImageNet ResNet state dict file
+    (.pth / .safetensors / .npz, see convert.load_state_dict); errors name the file."""
+    from retinanet_jax import convert
+
+    model, optimizer = nnx.merge(graphdef, state)
+    try:
+        convert.load_resnet_from_torchvision(model, convert.load_state_dict(path))
+    except ValueError as e:
+        raise ValueError(f'config.init.backbone={path}: {e}') from None
+    rep = sharding.replicated(mesh)
+    return jax.tree.map(
+        lambda x: jax.make_array_from_process_local_data(rep, np.asarray(x)),
+        nnx.state((model, optimizer)),
+    )
+
+
+def model_graphdef(config):
+    """The graphdef of the model alone (for make_predict_step), built from shapes only."""
+    return nnx.graphdef(nnx.eval_shape(lambda: build_model(ModelConfig(**config.model))))
+
+
+def model_state(state):
+    """The model's part of a (model, optimizer) train state."""
+    return state[0]
+
+
 def make_train_step(graphdef, anchors: np.ndarray, config, mesh):
     """jit(state, batch) -> (state, metrics); state donated, batch split over 'data'."""
     loss_cfg = loss_config(config)
@@ -133,7 +161,10 @@ def make_train_step(graphdef, anchors: np.ndarray, config, mesh):
 
 
 def make_predict_step(graphdef, image_hw: tuple[int, int], config, mesh):
-    """jit(state, batch) -> detections in original image pixels (see postprocess.py)."""
+    """jit(model_state, batch) -> detections in original image pixels (see postprocess.py).
+
+    `graphdef` / model_state are the model's alone (`model_state(state)` of a train state).
+    batch: 'image' uint8 [B, H, W, 3], 'image_size' int32 [B, 2], 'scale' float32 [B, 2]."""
     anchor_cfg = anchor_config(config)
     a = anchor_cfg.num_anchors_per_location
     level_sizes = tuple(gh * gw * a for gh, gw in anchor_lib.level_grid_sizes(image_hw, anchor_cfg))
@@ -141,7 +172,7 @@ def make_predict_step(graphdef, image_hw: tuple[int, int], config, mesh):
     anchors = jnp.asarray(anchor_lib.generate_anchors(image_hw, anchor_cfg))
 
     def predict(state, batch):
-        model, _ = nnx.merge(graphdef, state)
+        model = nnx.merge(graphdef, state)
         out = model(normalize_images(batch['image']))
         dets = postprocess.postprocess(
             out['cls_logits'],
@@ -159,7 +190,8 @@ def make_predict_step(graphdef, image_hw: tuple[int, int], config, mesh):
 
 
 def evaluate(predict, state, eval_ds, num_batches, evaluator, mesh, progress=None) -> dict:
-    """Runs `predict` over the evaluation dataset and returns the evaluator's metrics."""
+    """Runs `predict` (make_predict_step) with the model `state` over the evaluation dataset and
+    returns the evaluator's metrics."""
     evaluator.reset()
     batches = eval_ds.as_numpy_iterator()
     if progress is not None:
@@ -186,13 +218,35 @@ def _data(config):
     return source, input_config, pipeline
 
 
-def make_evaluator(source, split: str) -> evaluation.CocoEvaluator:
+def eval_source(config, source):
+    """The source evaluated on: config.data.eval_dataset (with eval_options) where given,
+    e.g. VOC 2007 test for a model trained on VOC 2007+2012; else the training source."""
+    from retinanet_jax.data import sources
+
+    name = config.data.get('eval_dataset') or config.data.dataset
+    if name == config.data.dataset:
+        return source
+    evaluated = sources.make_source(name, **config.data.get('eval_options', {}))
+    if evaluated.label_map.names != source.label_map.names:
+        raise ValueError(
+            f'config.data.eval_dataset {name!r} has other classes than {config.data.dataset!r}'
+        )
+    return evaluated
+
+
+def make_evaluator(source, split: str, detection_label_map=None) -> evaluation.CocoEvaluator:
     """A COCO evaluator whose ground truth is this process's share of `split` of `source`."""
     raw = source.raw(
         split, process_index=jax.process_index(), process_count=jax.process_count()
     ).as_numpy_iterator()
+    # VOC sources also get PASCAL VOC's AP50: 11-point on VOC 2007 (its convention), else area.
+    name = getattr(source, 'name', '')
+    voc = ('11_point' if name == 'voc/2007' else 'area') if name.startswith('voc') else None
     return evaluation.CocoEvaluator(
-        evaluation.coco_ground_truth(raw, source.label_map), source.label_map
+        evaluation.coco_ground_truth(raw, source.label_map),
+        source.label_map,
+        detection_label_map,
+        voc_ap50=voc,
     )
 
 
@@ -224,8 +278,6 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
     workdir = Path(workdir).absolute()
     workdir.mkdir(parents=True, exist_ok=True)
-    if jax.process_index() == 0:
-        (workdir / 'config.json').write_text(config.to_json_best_effort(indent=1))
     mesh = sharding.make_mesh()
     local_batch = sharding.local_batch_size(config.batch_size)
     source, input_config, pipeline = _data(config)
@@ -239,8 +291,13 @@ def train_and_evaluate(config, workdir: str) -> dict:
     if restored is not None:
         state = restored
         print(f'resumed from {workdir}/checkpoints at step {start_step}')
+    elif config.get('init', {}).get('backbone'):
+        state = init_backbone(graphdef, state, config.init.backbone, mesh)
+        print(f'backbone initialised from {config.init.backbone}')
+    if jax.process_index() == 0:  # only once the workdir is known to be this run's
+        (workdir / 'config.json').write_text(config.to_json_best_effort(indent=1))
     train_step = make_train_step(graphdef, anchors, config, mesh)
-    predict = make_predict_step(graphdef, image_hw, config, mesh)
+    predict = make_predict_step(model_graphdef(config), image_hw, config, mesh)
 
     # ---------------------------------------------------------------- data
     process = dict(process_index=jax.process_index(), process_count=jax.process_count())
@@ -250,10 +307,11 @@ def train_and_evaluate(config, workdir: str) -> dict:
     # The pipeline is deterministic for a seed: skipping the batches already used resumes the
     # input exactly where the interrupted run stopped.
     train_iter = train_ds.skip(start_step).as_numpy_iterator()
+    evaluated = eval_source(config, source)
     eval_ds, eval_batches = pipeline.eval_dataset(
-        source, input_config, local_batch, split=config.data.eval_split, **process
+        evaluated, input_config, local_batch, split=config.data.eval_split, **process
     )
-    evaluator = make_evaluator(source, config.data.eval_split)
+    evaluator = make_evaluator(evaluated, config.data.eval_split)
     writer = (
         tf.summary.create_file_writer(str(workdir / 'logs')) if jax.process_index() == 0 else None
     )
@@ -290,19 +348,22 @@ def train_and_evaluate(config, workdir: str) -> dict:
             manager.wait_until_finished()
             last_saved = done
         if done % config.eval_every == 0 or done == config.train_steps:
-            history[done] = evaluate(predict, state, eval_ds, eval_batches, evaluator, mesh, tqdm)
+            history[done] = evaluate(
+                predict, model_state(state), eval_ds, eval_batches, evaluator, mesh, tqdm
+            )
             _write(writer, done, {f'eval/{k}': v for k, v in history[done].items()})
             tqdm.write(f'step {done} eval:\n{evaluation.format_table(history[done])}')
     manager.close()
 
     # ---------------------------------------------------------------- summary
     final = history.get(config.train_steps) or evaluate(
-        predict, state, eval_ds, eval_batches, evaluator, mesh
+        predict, model_state(state), eval_ds, eval_batches, evaluator, mesh
     )
     summary = {'step': config.train_steps, 'wall_seconds': time.time() - start, **final}
     if jax.process_index() == 0:
         (workdir / 'metrics.json').write_text(json.dumps(summary, indent=1))
-        print(f'final evaluation ({config.data.dataset} {config.data.eval_split}):')
+        evaluated_on = config.data.get('eval_dataset') or config.data.dataset
+        print(f'final evaluation ({evaluated_on} {config.data.eval_split}):')
         print(evaluation.format_table(final))
         print(f'wrote {workdir}/metrics.json')
     return summary

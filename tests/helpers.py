@@ -1,4 +1,6 @@
-"""Random detection problems shared by the tests."""
+"""Random detection problems and mocked tfds datasets shared by the tests."""
+
+import contextlib
 
 import numpy as np
 
@@ -24,3 +26,62 @@ def random_problem(rng, num_boxes_per_image, num_anchors, num_classes, max_boxes
         gt_boxes[i, :n] = random_boxes(rng, n, image_hw)
         gt_labels[i, :n] = rng.integers(0, num_classes, n)
     return cls_logits, box_deltas, gt_boxes, gt_labels
+
+
+# ------------------------------------------------------------- tfds COCO / VOC under mock_data
+
+
+def _objects(rng, k, *, coco):
+    y1, x1 = rng.uniform(0, 0.5, (2, k))
+    bbox = np.stack([y1, x1, y1 + rng.uniform(0.1, 0.5, k), x1 + rng.uniform(0.1, 0.5, k)], 1)
+    objects = {'bbox': bbox.astype(np.float32), 'label': rng.integers(0, 20, k).astype(np.int64)}
+    if coco:
+        objects.update(
+            area=np.ones(k, np.int64), id=np.arange(k, dtype=np.int64), is_crowd=np.arange(k) == 1
+        )
+    else:
+        objects.update(
+            is_difficult=np.arange(k) == 1,
+            is_truncated=np.zeros(k, bool),
+            pose=np.zeros(k, np.int64),
+        )
+    return objects
+
+
+def mock_examples(coco: bool, n: int = 10):
+    """Consistent examples (tfds.testing.mock_data draws every objects/* length separately)."""
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        k = int(rng.integers(0, 5))
+        example = {
+            'image': rng.integers(0, 255, (50 + 3 * i, 70, 3), dtype=np.uint8),
+            'image/filename': f'{i:06d}.jpg',
+            'objects': _objects(rng, k, coco=coco),
+        }
+        if coco:
+            example['image/id'] = 500 + i
+        else:
+            example['labels'] = example['labels_no_difficult'] = example['objects']['label']
+        yield example
+
+
+def _as_dataset_fn(coco):
+    def fn(builder, *args, **kwargs):
+        del args, kwargs
+        signature = builder.info.features.get_tensor_spec()
+        import tensorflow as tf
+
+        return tf.data.Dataset.from_generator(
+            lambda: mock_examples(coco), output_signature=signature
+        )
+
+    return fn
+
+
+@contextlib.contextmanager
+def mock_tfds(coco: bool, num_examples: int = 10):
+    """tfds.testing.mock_data with consistent COCO- or VOC-like examples in every split."""
+    import tensorflow_datasets as tfds
+
+    with tfds.testing.mock_data(num_examples=num_examples, as_dataset_fn=_as_dataset_fn(coco)):
+        yield

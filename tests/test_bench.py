@@ -10,7 +10,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize('name', ['loss', 'forward', 'input', 'postprocess'])
+@pytest.mark.parametrize(
+    'name', ['loss', 'forward', 'input', 'postprocess', 'train_step', 'inference']
+)
 def test_bench_quick_runs(tmp_path, name):
     out = tmp_path / f'{name}.json'
     proc = subprocess.run(

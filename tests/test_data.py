@@ -5,7 +5,6 @@ import json
 import numpy as np
 import pytest
 import tensorflow as tf
-import tensorflow_datasets as tfds
 from PIL import Image
 
 from retinanet_jax.data import label_maps, pipeline, shapes, sources, transforms
@@ -17,6 +16,8 @@ from retinanet_jax.normalization import (
     denormalize_images,
     normalize_images,
 )
+
+from .helpers import mock_examples, mock_tfds
 
 # ---------------------------------------------------------------- transforms, eager and in tf.data
 
@@ -203,56 +204,11 @@ def test_train_order_and_augmentation_repeat_for_a_seed():
 # ---------------------------------------------------------------- tfds COCO and VOC under mock_data
 
 
-def _objects(rng, k, *, coco):
-    y1, x1 = rng.uniform(0, 0.5, (2, k))
-    bbox = np.stack([y1, x1, y1 + rng.uniform(0.1, 0.5, k), x1 + rng.uniform(0.1, 0.5, k)], 1)
-    objects = {'bbox': bbox.astype(np.float32), 'label': rng.integers(0, 20, k).astype(np.int64)}
-    if coco:
-        objects.update(
-            area=np.ones(k, np.int64), id=np.arange(k, dtype=np.int64), is_crowd=np.arange(k) == 1
-        )
-    else:
-        objects.update(
-            is_difficult=np.arange(k) == 1,
-            is_truncated=np.zeros(k, bool),
-            pose=np.zeros(k, np.int64),
-        )
-    return objects
-
-
-def _mock_examples(coco: bool, n: int = 10):
-    """Consistent examples (tfds.testing.mock_data draws every objects/* length separately)."""
-    rng = np.random.default_rng(0)
-    for i in range(n):
-        k = int(rng.integers(0, 5))
-        example = {
-            'image': rng.integers(0, 255, (50 + 3 * i, 70, 3), dtype=np.uint8),
-            'image/filename': f'{i:06d}.jpg',
-            'objects': _objects(rng, k, coco=coco),
-        }
-        if coco:
-            example['image/id'] = 500 + i
-        else:
-            example['labels'] = example['labels_no_difficult'] = example['objects']['label']
-        yield example
-
-
-def _as_dataset_fn(coco):
-    def fn(builder, *args, **kwargs):
-        del args, kwargs
-        signature = builder.info.features.get_tensor_spec()
-        return tf.data.Dataset.from_generator(
-            lambda: _mock_examples(coco), output_signature=signature
-        )
-
-    return fn
-
-
 @pytest.mark.parametrize('name', ['coco/2017', 'voc/2007', 'voc/2007+2012'])
 def test_tfds_pipelines_under_mock_data(name):
     coco = name.startswith('coco')
     config = pipeline.InputConfig(image_size=(96, 96), short_side=64, max_side=96, max_boxes=8)
-    with tfds.testing.mock_data(num_examples=10, as_dataset_fn=_as_dataset_fn(coco)):
+    with mock_tfds(coco):
         src = sources.make_source(name)
         batch = next(pipeline.train_dataset(src, config, 4).as_numpy_iterator())
         eval_ds, n = pipeline.eval_dataset(src, config, 4, split='validation')
@@ -265,7 +221,7 @@ def test_tfds_pipelines_under_mock_data(name):
     expected = [500 + i for i in range(10)] if coco else list(range(10))
     assert sorted(ids) == sorted(expected * copies)
     # Boxes: normalised yxyx -> absolute xyxy of the resized image; crowd / difficult dropped.
-    first = next(_mock_examples(coco))
+    first = next(mock_examples(coco))
     sy, sx = 64 / 50, 90 / 70  # 50x70 -> 64x90: short side 64, long side rounded
     keep = ~(first['objects']['is_crowd'] if coco else first['objects']['is_difficult'])
     y1, x1, y2, x2 = first['objects']['bbox'][keep].T
@@ -390,3 +346,16 @@ def test_render_batch():
     assert 0.02 < changed.mean() < 0.6  # outlines and labels drawn, the images still there
     x1, y1, _, _ = batch['gt_boxes'][0, 0].astype(int)
     assert changed[max(y1, 1) - 1 : y1 + 2, max(x1, 1) - 1 : x1 + 2].any()  # on the box corner
+
+
+def test_coco91_is_torchvision_coco_labels():
+    """Label i of a torchvision COCO model is COCO category id i, named as torchvision does."""
+    from torchvision.models.detection import RetinaNet_ResNet50_FPN_Weights
+
+    names = RetinaNet_ResNet50_FPN_Weights.COCO_V1.meta['categories']
+    assert label_maps.COCO91.names == tuple(names)
+    assert label_maps.COCO91.category_ids == tuple(range(91))
+    for i, cid in enumerate(label_maps.COCO.category_ids):  # the 80 real ones agree with COCO
+        assert label_maps.COCO91.names[cid] == label_maps.COCO.names[i]
+    assert label_maps.for_num_classes(91) is label_maps.COCO91
+    assert label_maps.for_num_classes(5).names == tuple(f'class_{i}' for i in range(5))

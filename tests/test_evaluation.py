@@ -122,3 +122,50 @@ def test_unknown_image_ids_are_named():
     evaluator.add_batch(detections, batch)
     with pytest.raises(ValueError, match='not in the ground truth'):
         evaluator.evaluate()
+
+
+def voc_case():
+    """One category; image 1 has two objects, image 2 one 'difficult' object (iscrowd)."""
+    gt = {
+        'images': [{'id': 1, 'height': 100, 'width': 100}, {'id': 2, 'height': 100, 'width': 100}],
+        'categories': [{'id': 5, 'name': 'a'}, {'id': 9, 'name': 'b'}],
+        'annotations': [
+            {'id': 1, 'image_id': 1, 'category_id': 5, 'bbox': [0, 0, 10, 10], 'iscrowd': 0},
+            {'id': 2, 'image_id': 1, 'category_id': 5, 'bbox': [20, 20, 10, 10], 'iscrowd': 0},
+            {'id': 3, 'image_id': 2, 'category_id': 5, 'bbox': [0, 0, 10, 10], 'iscrowd': 1},
+        ],
+    }
+    rows = np.array(
+        [  # image, x, y, w, h, score, category
+            [1, 0, 0, 10, 10, 0.9, 5],  # found
+            [2, 0, 0, 10, 10, 0.8, 5],  # the difficult object: neither found nor missed
+            [1, 50, 50, 10, 10, 0.7, 5],  # false positive
+            [1, 21, 20, 10, 10, 0.6, 5],  # found (IoU 0.82)
+            [1, 1, 0, 10, 10, 0.5, 5],  # a second detection of a found object: false positive
+            [2, 0, 0, 10, 10, 0.4, 9],  # category 9 has no ground truth: not averaged
+        ]
+    )
+    return gt, rows
+
+
+def test_voc_ap50_golden():
+    """By hand: recall 0.5, 0.5, 1, 1 at precision 1, 1/2, 2/3, 1/2.
+    11-point: 6 x 1 (recall >= 0 .. 0.5) + 5 x 2/3, over 11. Area: 0.5 x 1 + 0.5 x 2/3."""
+    from retinanet_jax.evaluation import voc_ap50
+
+    gt, rows = voc_case()
+    np.testing.assert_allclose(voc_ap50(rows, gt, [1, 2], True), (6 + 5 * 2 / 3) / 11)
+    np.testing.assert_allclose(voc_ap50(rows, gt, [1, 2], False), 0.5 + 0.5 * 2 / 3)
+    # Only image 1 evaluated: the difficult object's image is out, nothing else changes.
+    np.testing.assert_allclose(voc_ap50(rows, gt, [1], True), (6 + 5 * 2 / 3) / 11)
+    assert voc_ap50(rows[:0], gt, [1, 2], True) == 0.0
+
+
+def test_voc_ap50_through_the_evaluator():
+    examples, gt = shapes_ground_truth()
+    evaluator = CocoEvaluator(gt, LABELS, voc_ap50='11_point')
+    evaluator.add_batch(*detections_from(examples))
+    metrics = evaluator.evaluate()
+    assert metrics['VOC_AP50'] == pytest.approx(1.0) and 'VOC_AP50' in format_table(metrics)
+    with pytest.raises(ValueError, match="voc_ap50 must be None, '11_point' or 'area'"):
+        CocoEvaluator(gt, LABELS, voc_ap50='07')

@@ -29,9 +29,17 @@ def params_of(workdir: Path, step: int) -> dict:
     }
 
 
-def test_smoke_config_trains_evaluates_and_resumes_exactly(tmp_path):
+@pytest.fixture(scope='module')
+def straight(tmp_path_factory):
+    """The smoke config trained straight through (4 steps): (workdir, summary)."""
+    workdir = tmp_path_factory.mktemp('runs') / 'straight'
+    return workdir, train_lib.train_and_evaluate(smoke.get_config(), str(workdir))
+
+
+def test_smoke_config_trains_evaluates_and_resumes_exactly(tmp_path, straight):
     config = smoke.get_config()
-    summary = train_lib.train_and_evaluate(config, str(tmp_path / 'straight'))
+    (tmp_path / 'straight').symlink_to(straight[0])
+    summary = straight[1]
     assert summary['step'] == 4 and 0.0 <= summary['AP'] <= 1.0
     written = json.loads((tmp_path / 'straight' / 'metrics.json').read_text())
     assert written['AP'] == summary['AP']
@@ -41,7 +49,7 @@ def test_smoke_config_trains_evaluates_and_resumes_exactly(tmp_path):
     from PIL import Image
 
     from retinanet_jax.data import shapes
-    from retinanet_jax.predict import predict_files
+    from retinanet_jax.predict import load_predictor, predict_files
 
     images = tmp_path / 'images'
     images.mkdir()
@@ -50,7 +58,8 @@ def test_smoke_config_trains_evaluates_and_resumes_exactly(tmp_path):
             images / f'{i}.png'
         )
     (images / 'broken.png').write_bytes(b'not an image')
-    results = predict_files(tmp_path / 'straight', [str(images)], tmp_path / 'out', min_score=0.0)
+    predictor = load_predictor(tmp_path / 'straight')
+    results = predict_files(predictor, [str(images)], tmp_path / 'out', min_score=0.0)
     assert (tmp_path / 'out' / '0.png').is_file() and (tmp_path / 'out' / '1.png').is_file()
     assert json.loads((tmp_path / 'out' / 'detections.json').read_text()) == results
     assert not (tmp_path / 'out' / 'broken.png').exists()
@@ -83,6 +92,8 @@ def test_smoke_config_trains_evaluates_and_resumes_exactly(tmp_path):
     other.model.fpn_width = 64
     with pytest.raises(ValueError, match='does not match this config'):
         train_lib.train_and_evaluate(other, str(tmp_path / 'straight'))
+    saved = json.loads((tmp_path / 'straight' / 'config.json').read_text())
+    assert saved['model']['fpn_width'] == 32  # the refused run left the run's files alone
 
 
 def test_schedule_golden():
@@ -165,3 +176,322 @@ def test_one_step_on_eight_devices_equals_one_device(tmp_path):
             np.testing.assert_allclose(
                 results[8][key], results[1][key], rtol=1e-4, atol=1e-6, err_msg=key
             )
+
+
+TWO_PROCESSES = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    import jax
+    from configs import smoke
+    from retinanet_jax import anchors as anchor_lib, sharding, train_lib
+    from retinanet_jax.data import pipeline
+    pid, port, out = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+    if pid >= 0:
+        sharding.initialize_distributed(f'localhost:{port}', 2, pid)
+    config = smoke.get_config()
+    config.batch_size = 4
+    mesh = sharding.make_mesh()
+    source, input_config, _ = train_lib._data(config)
+    shares = [
+        pipeline.train_dataset(source, input_config, 2, process_index=p, process_count=2)
+        .as_numpy_iterator() for p in range(2)
+    ]
+    anchors = np.asarray(anchor_lib.generate_anchors((64, 64), train_lib.anchor_config(config)))
+    graphdef, state = train_lib.create_state(config, mesh)
+    step = train_lib.make_train_step(graphdef, anchors, config, mesh)
+    losses = []
+    for _ in range(2):
+        rows = [next(s) for s in shares]
+        if pid >= 0:  # this process's share of the global batch
+            local = rows[pid]
+        else:  # one process: the whole global batch (process 0's rows, then process 1's)
+            local = {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}
+        state, metrics = step(state, sharding.to_global(local, mesh))
+        losses.append(float(metrics['loss']))
+    kernel = np.asarray(train_lib.model_state(state)['classification_head']['output']['kernel'])
+    json.dump({'processes': jax.process_count(), 'devices': jax.device_count(),
+               'losses': losses, 'kernel_sum': float(np.abs(kernel).sum())}, open(out, 'w'))
+""")
+
+
+@pytest.mark.multiprocess
+def test_two_processes_on_localhost_agree_with_one(tmp_path):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(('localhost', 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, 'PYTHONPATH': str(ROOT)}
+    env.pop('XLA_FLAGS', None)
+
+    def start(pid):
+        return subprocess.Popen(
+            [sys.executable, '-c', TWO_PROCESSES, str(pid), str(port), str(tmp_path / f'{pid}')],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
+    procs = [start(0), start(1)]
+    for p in procs:
+        output, _ = p.communicate(timeout=600)
+        assert p.returncode == 0, output[-3000:]
+    single = start(-1)
+    output, _ = single.communicate(timeout=600)
+    assert single.returncode == 0, output[-3000:]
+    r0, r1, one = (json.loads((tmp_path / f'{i}').read_text()) for i in (0, 1, -1))
+    assert (r0['processes'], r0['devices'], one['processes']) == (2, 2, 1)
+    assert r0['losses'] == r1['losses']  # the same global value on both processes
+    np.testing.assert_allclose(r0['losses'], one['losses'], rtol=1e-5)
+    np.testing.assert_allclose(r0['kernel_sum'], one['kernel_sum'], rtol=1e-5)
+    assert r0['losses'][0] != r0['losses'][1]  # two different batches, a real update
+
+
+def test_backbone_initialised_from_a_torchvision_file(tmp_path):
+    import torch
+    import torchvision
+
+    from retinanet_jax import sharding
+
+    torch.manual_seed(0)
+    resnet = torchvision.models.resnet18(weights=None)
+    with torch.no_grad():  # statistics unlike the initial ones, so that loading shows
+        resnet.bn1.running_var.uniform_(0.5, 2.0)
+        resnet.bn1.weight.uniform_(0.5, 2.0)
+    torch.save(resnet.state_dict(), tmp_path / 'resnet18.pth')
+    config = smoke.get_config()
+    mesh = sharding.make_mesh()
+    graphdef, state = train_lib.create_state(config, mesh)
+    state = train_lib.init_backbone(graphdef, state, str(tmp_path / 'resnet18.pth'), mesh)
+    backbone = train_lib.model_state(state)['backbone']
+    expected = resnet.layer2[1].conv2.weight.detach().numpy().transpose(2, 3, 1, 0)  # OIHW->HWIO
+    np.testing.assert_array_equal(np.asarray(backbone['layer2'][1]['conv2']['kernel']), expected)
+    np.testing.assert_array_equal(np.asarray(backbone['bn1']['var']), resnet.bn1.running_var)
+    np.testing.assert_array_equal(
+        np.asarray(backbone['bn1']['scale']), resnet.bn1.weight.detach().numpy()
+    )
+    # The state is still a train state on the mesh: one step runs.
+    anchor_cfg = train_lib.anchor_config(config)
+    anchors = np.asarray(train_lib.anchor_lib.generate_anchors((64, 64), anchor_cfg))
+    step = train_lib.make_train_step(graphdef, anchors, config, mesh)
+    batch = {
+        'image': np.zeros((2, 64, 64, 3), np.uint8),
+        'gt_boxes': np.tile(np.array([[[8, 8, 40, 40]]], np.float32), (2, 1, 1)),
+        'gt_labels': np.zeros((2, 1), np.int32),
+    }
+    _, metrics = step(state, sharding.to_global(batch, mesh))
+    assert np.isfinite(float(metrics['loss']))
+
+    torch.save(torchvision.models.resnet34(weights=None).state_dict(), tmp_path / 'r34.pth')
+    _, state = train_lib.create_state(config, mesh)
+    with pytest.raises(ValueError, match=r'(?s)config.init.backbone=.*r34.pth: .*unexpected keys'):
+        train_lib.init_backbone(graphdef, state, str(tmp_path / 'r34.pth'), mesh)
+
+
+@pytest.mark.multiprocess
+def test_sigkill_then_resume_equals_straight(tmp_path, straight):
+    """`python train.py` killed with SIGKILL after its first checkpoint, a save cut off half
+    way (orbax's temporary directory left behind), then the same command again: the resumed
+    run ends with exactly the parameters of the run that was never interrupted."""
+    import signal
+    import time
+
+    workdir = tmp_path / 'killed'
+    command = [
+        sys.executable,
+        'train.py',
+        '--config=configs/smoke.py',
+        f'--workdir={workdir}',
+        '--config.checkpoint_every=1',
+    ]
+    proc = subprocess.Popen(
+        command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.time() + 300
+    while not (workdir / 'checkpoints' / '1').is_dir():
+        assert proc.poll() is None, proc.stderr.read()[-3000:]
+        assert time.time() < deadline, 'no checkpoint within 300 s'
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    proc.stderr.close()
+    steps = sorted(int(p.name) for p in (workdir / 'checkpoints').iterdir() if p.name.isdigit())
+    assert steps and steps[-1] < 4, f'killed too late to test anything: {steps}'
+    # A save interrupted half way leaves orbax's temporary directory, never a step directory.
+    partial = workdir / 'checkpoints' / f'{steps[-1] + 1}.orbax-checkpoint-tmp-1700000000'
+    partial.mkdir()
+    (partial / 'garbage').write_bytes(b'\x00' * 10)
+
+    resumed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f'resumed from {workdir}/checkpoints at step {steps[-1]}' in resumed.stdout
+    want, got = params_of(straight[0], 4), params_of(workdir, 4)
+    assert want.keys() == got.keys()
+    for key in want:
+        np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+
+
+@pytest.mark.parametrize('dataset', ['coco', 'voc'])
+def test_configs_train_end_to_end_under_mock_tfds(tmp_path, dataset):
+    """configs/coco.py and configs/voc.py (shrunk to a tiny model and 64x64 images) train and
+    evaluate end to end on mocked tensorflow-datasets; VOC evaluates on voc/2007 test."""
+    import importlib
+
+    from .helpers import mock_tfds
+
+    config = importlib.import_module(f'configs.{dataset}').get_config()
+    config.input.update(image_size=(64, 64), short_side=48, max_side=64, max_boxes=8)
+    config.model.update(depth=18, freeze_at=0, fpn_width=32, head_depth=1, dtype='float32')
+    config.update(batch_size=2, train_steps=2, eval_every=2, checkpoint_every=2, log_every=1)
+    config.input.shuffle_buffer = 16
+    with mock_tfds(coco=dataset == 'coco'):
+        summary = train_lib.train_and_evaluate(config, str(tmp_path))
+    assert summary['step'] == 2 and 0.0 <= summary['AP'] <= 1.0
+    assert ('VOC_AP50' in summary) == (dataset == 'voc')  # 11-point AP50 on VOC 2007 test
+    assert (tmp_path / 'checkpoints' / '2').is_dir()
+    saved = json.loads((tmp_path / 'config.json').read_text())
+    assert saved['data']['dataset'] == config.data.dataset
+
+
+def run_command(*args, env=None, timeout=600):
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def assert_clear_failure(proc, *needles):
+    """A failed command that says why in a few lines, without a Python traceback."""
+    assert proc.returncode != 0, proc.stdout[-2000:]
+    assert 'Traceback' not in proc.stderr, proc.stderr[-3000:]
+    for needle in needles:
+        assert needle in proc.stderr, proc.stderr[-3000:]
+
+
+def test_train_command_bad_input_says_why(tmp_path, straight):
+    smoke_config = '--config=configs/smoke.py'
+    workdir = f'--workdir={tmp_path / "w"}'
+    assert_clear_failure(run_command('train.py', smoke_config, workdir, '--config.nope=1'), 'nope')
+    assert_clear_failure(
+        run_command('train.py', f'--config={tmp_path / "missing.py"}', workdir), 'missing.py'
+    )
+    (tmp_path / 'broken.py').write_text('def get_config(:\n')
+    assert_clear_failure(run_command('train.py', f'--config={tmp_path / "broken.py"}', workdir))
+    eight = {'XLA_FLAGS': '--xla_force_host_platform_device_count=8'}
+    assert_clear_failure(
+        run_command('train.py', smoke_config, workdir, env=eight),
+        'train.py: ',
+        'not divisible by the number of devices (8)',
+    )
+    assert_clear_failure(
+        run_command(
+            'train.py', smoke_config, f'--workdir={straight[0]}', '--config.model.fpn_width=64'
+        ),
+        'does not match this config',
+    )
+
+
+def test_predict_and_evaluate_commands_bad_input_say_why(tmp_path, straight):
+    import shutil
+
+    (tmp_path / 'empty').mkdir()
+    (tmp_path / 'empty' / 'notes.txt').write_text('not an image')
+    predict = ['-m', 'retinanet_jax.predict', f'--out={tmp_path / "out"}']
+    assert_clear_failure(
+        run_command(*predict, f'--model={straight[0]}', f'--images={tmp_path / "empty"}'),
+        'predict: no image files found',
+        'empty',
+    )
+    assert_clear_failure(
+        run_command(*predict, f'--model={tmp_path / "nothing"}', f'--images={tmp_path}'),
+        'nothing: neither a training run',
+    )
+    other = tmp_path / 'other'  # the run's checkpoints under a config of another model
+    shutil.copytree(straight[0], other)
+    config = json.loads((other / 'config.json').read_text())
+    config['model']['fpn_width'] = 64
+    (other / 'config.json').write_text(json.dumps(config))
+    assert_clear_failure(
+        run_command('-m', 'retinanet_jax.evaluate', f'--model={other}'),
+        'evaluate: ',
+        'does not match this config',
+    )
+
+
+def test_predict_and_evaluate_torchvision_weights(tmp_path):
+    """A torchvision retinanet_resnet50_fpn state dict file and the model directory the
+    converter makes of it predict the same detections; both evaluate on a dataset."""
+    import torch
+    from PIL import Image
+    from torchvision.models.detection import retinanet_resnet50_fpn
+
+    from retinanet_jax.data import label_maps, shapes
+    from retinanet_jax.evaluate import evaluate_run
+    from retinanet_jax.predict import load_predictor, predict_files
+
+    torch.manual_seed(0)
+    reference = retinanet_resnet50_fpn(weights=None, weights_backbone=None)
+    with torch.no_grad():  # scores ~0.12 instead of 0.01, so that detections come out
+        reference.head.classification_head.cls_logits.bias.fill_(-2.0)
+    torch.save(reference.state_dict(), tmp_path / 'retinanet.pth')
+    converted = run_command(
+        '-m',
+        'retinanet_jax.convert',
+        f'--input={tmp_path / "retinanet.pth"}',
+        '--variant=v1',
+        f'--output={tmp_path / "model"}',
+    )
+    assert converted.returncode == 0, converted.stderr[-3000:]
+    images = tmp_path / 'images'
+    images.mkdir()
+    Image.fromarray(shapes.generate_example(0, 'test', image_size=96)['image']).save(
+        images / 'a.png'
+    )
+    sizes = dict(short_side=96, max_side=128)
+    results = {}
+    for name in ('retinanet.pth', 'model'):
+        predictor = load_predictor(tmp_path / name, **sizes)
+        assert predictor.label_map == label_maps.COCO91
+        results[name] = predict_files(predictor, [str(images)], tmp_path / f'out-{name}')
+        assert (tmp_path / f'out-{name}' / 'a.png').is_file()
+    assert len(results['model']) == 100  # max_detections, all above the 0.05 threshold
+    assert results['model'] == results['retinanet.pth']
+    assert {r['category_id'] for r in results['model']} <= set(range(1, 91))
+
+    # Evaluated on images whose ground truth is the model's own 20 best detections (over both
+    # images): each category's best detections are exactly its ground truth, so AP is 1 at
+    # every IoU threshold.
+    from PIL import Image as PILImage
+
+    PILImage.fromarray(shapes.generate_example(1, 'test', image_size=96)['image']).save(
+        images / 'b.png'
+    )
+    results = predict_files(load_predictor(tmp_path / 'model', **sizes), [str(images)], tmp_path)
+    files = ('a.png', 'b.png')
+    coco = {
+        'images': [
+            {'id': i + 1, 'file_name': f, 'height': 96, 'width': 96} for i, f in enumerate(files)
+        ],
+        'categories': [{'id': i, 'name': n} for i, n in enumerate(label_maps.COCO91.names)],
+        'annotations': [],
+    }
+    for r in sorted(results, key=lambda r: -r['score'])[:20]:
+        coco['annotations'].append(
+            {'id': len(coco['annotations']) + 1, 'image_id': files.index(r['file_name']) + 1,
+             'iscrowd': 0, 'category_id': r['category_id'], 'bbox': r['bbox']}
+        )  # fmt: skip
+    (tmp_path / 'gt.json').write_text(json.dumps(coco))
+    options = {'annotations': {'val': str(tmp_path / 'gt.json')}, 'image_dir': str(images)}
+    metrics = evaluate_run(
+        tmp_path / 'retinanet.pth', 'val', dataset='coco_folder', dataset_options=options,
+        out=tmp_path / 'eval.json', **sizes,
+    )  # fmt: skip
+    assert metrics['dataset'] == 'coco_folder' and metrics['step'] is None
+    np.testing.assert_allclose([metrics['AP'], metrics['AP50'], metrics['AP75']], 1.0)
+    assert json.loads((tmp_path / 'eval.json').read_text())['AP'] == metrics['AP']

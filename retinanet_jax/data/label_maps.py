@@ -232,3 +232,19 @@ class LabelMap:
 COCO = LabelMap(COCO_NAMES, COCO_CATEGORY_IDS)
 VOC = LabelMap.contiguous(VOC_NAMES)
 SHAPES = LabelMap.contiguous(SHAPES_NAMES)
+# torchvision's COCO models predict 91 labels: label i is COCO category id i (0 is background,
+# and the ten ids COCO left unused are 'N/A'), so no id mapping happens.
+_COCO_NAME_OF_ID = dict(zip(COCO_CATEGORY_IDS, COCO_NAMES, strict=True))
+COCO91 = LabelMap(
+    tuple('__background__' if i == 0 else _COCO_NAME_OF_ID.get(i, 'N/A') for i in range(91)),
+    tuple(range(91)),
+)
+
+
+def for_num_classes(num_classes: int) -> LabelMap:
+    """A label map for a model known only by its class count (a converted torchvision model):
+    91 -> torchvision's COCO, 80 -> COCO, 20 -> VOC, 3 -> shapes, else class_0, class_1..."""
+    known = {91: COCO91, 80: COCO, 20: VOC, 3: SHAPES}
+    if num_classes in known:
+        return known[num_classes]
+    return LabelMap.contiguous(tuple(f'class_{i}' for i in range(num_classes)))

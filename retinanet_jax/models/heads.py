@@ -56,15 +56,17 @@ class Subnet(nnx.Module):
                 )
         self.convs = nnx.List(convs)
         self.norms = nnx.List(norms)
-        # The output conv computes in float32 whatever `dtype` is: logits and deltas feed the
-        # loss and box decoding directly, and bfloat16's 8-bit mantissa shows there.
+        # The output conv returns float32 whatever `dtype` is: logits and deltas feed the loss
+        # and box decoding directly. It convolves in `dtype` (a float32 convolution of this
+        # size cost ~13 ms of a 70 ms bf16 train step on an H100) and adds its bias in float32.
         self.output = conv(
             width if depth else in_channels,
             num_anchors * num_outputs,
             3,
             kernel_init=_NORMAL_001,
             bias_init=nnx.initializers.constant(output_bias),
-            dtype=jnp.float32,
+            dtype=dtype,
+            output_dtype=jnp.float32,
             rngs=rngs,
         )
 

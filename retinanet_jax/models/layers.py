@@ -32,12 +32,21 @@ def conv(
     kernel_init=KAIMING_UNIFORM_A1,
     bias_init=ZEROS,
     dtype=jnp.float32,
+    output_dtype=None,
     rngs: nnx.Rngs,
 ) -> nnx.Conv:
     """A square convolution with torchvision's symmetric padding k // 2 (not XLA's 'SAME',
     which pads stride-2 convolutions asymmetrically). Parameters are float32; `dtype` is the
-    compute dtype."""
+    dtype of the operands (inputs and kernel). `output_dtype` (default `dtype`): the dtype of
+    the bias and of the result. With bfloat16 operands and a float32 output the convolution
+    itself stays bfloat16 (on a GPU, cuDNN has no bf16-in / f32-out kernel and XLA would fall
+    back to a float32 one at several times the cost) and the bias is added in float32, so a
+    large bias (the class prior, -4.6) is not rounded to bfloat16."""
     pad = kernel_size // 2
+    mixed = {}
+    if output_dtype is not None and jnp.dtype(output_dtype) != jnp.dtype(dtype):
+        mixed = dict(promote_dtype=_operands_in(dtype))
+        dtype = output_dtype
     return nnx.Conv(
         in_features,
         out_features,
@@ -50,7 +59,18 @@ def conv(
         dtype=dtype,
         param_dtype=jnp.float32,
         rngs=rngs,
+        **mixed,
     )
+
+
+def _operands_in(dtype):
+    """nnx.Conv's promote_dtype hook: inputs and kernel in `dtype`, the bias left as it is."""
+
+    def promote(arrays, dtype_=None, inexact=True, **_):
+        inputs, kernel, bias = arrays
+        return inputs.astype(dtype), kernel.astype(dtype), bias
+
+    return promote
 
 
 class FrozenBatchNorm(nnx.Module):
