@@ -104,7 +104,6 @@ def torchvision_inference(weights, image, dtype, runs, device, threads):
     import torch
     from torchvision.models.detection import retinanet_resnet50_fpn
 
-
     torch.set_num_threads(threads)
     dev = torch.device('cuda' if device == 'gpu' else 'cpu')
     if device == 'gpu':

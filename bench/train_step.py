@@ -137,7 +137,6 @@ def torchvision_step(images, boxes, labels, dtype, depth, runs, device, threads)
     from torchvision.ops.feature_pyramid_network import LastLevelP6P7
     from torchvision.ops.misc import FrozenBatchNorm2d
 
-
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     dev = torch.device('cuda' if device == 'gpu' else 'cpu')
