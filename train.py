@@ -4,8 +4,9 @@ python train.py --config=configs/shapes.py --workdir=/tmp/shapes
 python train.py --config=configs/shapes.py --workdir=/tmp/shapes --config.train_steps=100
 
 Multi-host: run the same command on every host with --coordinator_address=HOST0:PORT
---num_processes=N --process_id=I (or the JAX_* environment variables; SLURM and Open MPI are
-detected). Every process reads its own share of the data; process 0 writes logs and metrics.
+--num_processes=N --process_id=I (or the JAX_* environment variables; a SLURM job step of
+several tasks is detected). Every process reads its own share of the data; process 0 writes
+logs and metrics.
 """
 
 import sys

@@ -17,7 +17,7 @@ import re
 import tempfile
 
 KINDS = [
-    ('convolution / matmul (cuDNN, cuBLAS, cutlass)', r'conv|cudnn|gemm|cutlass|sm90|xmma|wgmma'),
+    ('convolution / matmul (cuDNN, cuBLAS, cutlass)', r'convolution|cudnn|gemm|cutlass|xmma|nvjet'),
     ('transpose / copy', r'transpose|copy|memcpy|memset'),
     ('reduction', r'reduce|reduction'),
     ('fusion (XLA element-wise)', r'fusion|loop_|input_'),

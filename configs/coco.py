@@ -22,6 +22,7 @@ float32); --config.model.dtype=float32 for the paper's arithmetic.
 """
 
 import ml_collections
+from ml_collections import config_dict
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -30,7 +31,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.data = ml_collections.ConfigDict(
         {
             'dataset': 'coco/2017',
-            'options': {},
+            'options': {'data_dir': config_dict.placeholder(str)},  # tfds data_dir
             'train_split': 'train',
             'eval_split': 'validation',
         }

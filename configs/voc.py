@@ -8,9 +8,12 @@ VOC must be prepared for tensorflow-datasets (`tfds build voc/2007 voc/2012`, or
 --config.data.options.data_dir and --config.data.eval_options.data_dir). The recipe is
 detectron2's VOC schedule scaled to single-scale training: batch 16, SGD lr 0.01, 18k
 iterations with 10x drops at 12k and 16k, horizontal flip, images resized to a short side of
-600 (long side at most 1000) on a static 1024x1024 canvas. Metrics: the 12 COCO numbers;
-'difficult' objects are ignored, as VOC's own evaluation does.
+600 (long side at most 1000) on a static 1024x1024 canvas. Metrics: the 12 COCO numbers
+(with 'difficult' objects as COCO's crowd regions) and VOC_AP50, PASCAL VOC's own 11-point
+AP at IoU 0.5 on VOC 2007 test, which ignores difficult objects as VOC does.
 """
+
+from ml_collections import config_dict
 
 from configs import coco
 
@@ -20,7 +23,7 @@ def get_config():
     c.data.dataset = 'voc/2007+2012'
     c.data.train_split = 'train+validation'
     c.data.eval_dataset = 'voc/2007'
-    c.data.eval_options = {}
+    c.data.eval_options = {'data_dir': config_dict.placeholder(str)}
     c.data.eval_split = 'test'
     c.input.short_side = 600
     c.input.max_side = 1000

@@ -44,8 +44,10 @@ def evaluate_run(
     from retinanet_jax.data import pipeline, sources
 
     model = Path(model)
-    p = load_predictor(model, **predictor_options)
     run = (model / 'config.json').is_file()
+    if not run and (dataset is None or split is None):
+        raise ValueError(f'--model {model} is not a training run: give --dataset and --split')
+    p = load_predictor(model, **predictor_options)
     if run and dataset is None:  # the run's own evaluation data
         source, _, _ = train_lib._data(p.config)
         source = train_lib.eval_source(p.config, source)
@@ -54,8 +56,6 @@ def evaluate_run(
         name = p.config.data.get('eval_dataset') or p.config.data.dataset
         out = out or model / f'eval_{split}.json'
     else:
-        if dataset is None or split is None:
-            raise ValueError(f'--model {model} is not a training run: give --dataset and --split')
         source, name = sources.make_source(dataset, **(dataset_options or {})), dataset
         batch_size = batch_size or jax.device_count()
     process = dict(process_index=jax.process_index(), process_count=jax.process_count())

@@ -9,10 +9,11 @@
   a torchvision state dict   (retinanet_resnet50_fpn .pth / .safetensors / .npz; --variant v1/v2)
 The last two are torchvision models: torchvision's anchors and resizing (short side
 --short_side, long side at most --max_side) and class names by class count (91: torchvision's
-COCO labels, which are COCO category ids). Writes <out>/detections.json (COCO results:
-file_name, category_id, bbox xywh in original pixels, score) and <out>/<name>.png with boxes,
-class names and scores drawn. Unreadable files are skipped with a warning naming them; the
-rest are still written.
+COCO labels, which are COCO category ids), 100 detections per image (torchvision keeps 300;
+COCO's AP counts the best 100 of each image, so its numbers are the same). Writes
+<out>/detections.json (COCO results: file_name, category_id, bbox xywh in original pixels,
+score) and <out>/<name>.png with boxes, class names and scores drawn. Unreadable files are
+skipped with a warning naming them; the rest are still written.
 """
 
 import dataclasses
@@ -30,7 +31,6 @@ except ImportError:
 import jax
 import ml_collections
 import numpy as np
-import orbax.checkpoint as ocp
 from absl import app, flags
 from absl import logging as absl_logging
 from PIL import Image, UnidentifiedImageError
@@ -48,7 +48,7 @@ def load_run(workdir: Path):
     config = ml_collections.ConfigDict(json.loads(config_file.read_text()))
     mesh = sharding.make_mesh()
     _, state = train_lib.create_state(config, mesh)
-    with ocp.CheckpointManager(workdir / 'checkpoints') as manager:
+    with train_lib._checkpoints(workdir) as manager:
         restored, step = train_lib._restore(manager, state, workdir)
     if restored is None:
         raise FileNotFoundError(f'{workdir}/checkpoints holds no checkpoint')

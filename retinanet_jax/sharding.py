@@ -59,16 +59,18 @@ def initialize_distributed(
     """Starts a multi-process (multi-host) JAX run; call once, before anything touches devices.
 
     Each argument falls back to the environment (JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES,
-    JAX_PROCESS_ID); what is still missing JAX detects itself where it can (SLURM, Open MPI,
-    Kubernetes, Cloud TPU). Nothing is started when neither an address nor a cluster is found,
-    so the same command runs on one machine. On CPUs the processes talk through gloo.
+    JAX_PROCESS_ID). Inside a SLURM job step of several tasks (`srun -n N python train.py ...`)
+    JAX finds all three itself. Nothing is started when neither an address nor such a job step
+    is found, so the same command runs on one machine (a one-task SLURM allocation included).
+    On CPUs the processes talk through gloo.
     """
     import os
 
     address = coordinator_address or os.environ.get('JAX_COORDINATOR_ADDRESS')
     num = num_processes or _int_env('JAX_NUM_PROCESSES')
     pid = process_id if process_id is not None else _int_env('JAX_PROCESS_ID')
-    cluster = any(v in os.environ for v in ('SLURM_JOB_ID', 'OMPI_COMM_WORLD_SIZE'))
+    slurm = ('SLURM_JOB_ID', 'SLURM_STEP_NODELIST', 'SLURM_NTASKS', 'SLURM_PROCID', 'SLURM_LOCALID')
+    cluster = all(v in os.environ for v in slurm) and (_int_env('SLURM_NTASKS') or 1) > 1
     if address is None and not cluster:
         if num not in (None, 1) or pid not in (None, 0):
             raise ValueError(

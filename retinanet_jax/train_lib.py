@@ -208,7 +208,7 @@ def evaluate(predict, state, eval_ds, num_batches, evaluator, mesh, progress=Non
 def _data(config):
     from retinanet_jax.data import pipeline, sources
 
-    source = sources.make_source(config.data.dataset, **config.data.get('options', {}))
+    source = sources.make_source(config.data.dataset, **_plain(config.data.get('options', {})))
     input_config = pipeline.InputConfig(**{**config.input, 'seed': config.seed})
     if source.label_map.num_classes != config.model.num_classes:
         raise ValueError(
@@ -216,6 +216,11 @@ def _data(config):
             f'{config.data.dataset!r} has {source.label_map.num_classes} classes'
         )
     return source, input_config, pipeline
+
+
+def _plain(options) -> dict:
+    """Source options as plain Python (ConfigDict -> dict, recursively)."""
+    return options.to_dict() if hasattr(options, 'to_dict') else dict(options)
 
 
 def eval_source(config, source):
@@ -226,7 +231,7 @@ def eval_source(config, source):
     name = config.data.get('eval_dataset') or config.data.dataset
     if name == config.data.dataset:
         return source
-    evaluated = sources.make_source(name, **config.data.get('eval_options', {}))
+    evaluated = sources.make_source(name, **_plain(config.data.get('eval_options', {})))
     if evaluated.label_map.names != source.label_map.names:
         raise ValueError(
             f'config.data.eval_dataset {name!r} has other classes than {config.data.dataset!r}'
@@ -235,10 +240,9 @@ def eval_source(config, source):
 
 
 def make_evaluator(source, split: str, detection_label_map=None) -> evaluation.CocoEvaluator:
-    """A COCO evaluator whose ground truth is this process's share of `split` of `source`."""
-    raw = source.raw(
-        split, process_index=jax.process_index(), process_count=jax.process_count()
-    ).as_numpy_iterator()
+    """A COCO evaluator whose ground truth is the whole of `split` of `source` (on every
+    process: `evaluate` gathers every process's detections before scoring them)."""
+    raw = source.raw(split).as_numpy_iterator()
     # VOC sources also get PASCAL VOC's AP50: 11-point on VOC 2007 (its convention), else area.
     name = getattr(source, 'name', '')
     voc = ('11_point' if name == 'voc/2007' else 'area') if name.startswith('voc') else None
@@ -250,25 +254,48 @@ def make_evaluator(source, split: str, detection_label_map=None) -> evaluation.C
     )
 
 
-def _checkpoints(workdir: Path, config) -> ocp.CheckpointManager:
-    options = ocp.CheckpointManagerOptions(max_to_keep=config.keep_checkpoints, create=True)
-    return ocp.CheckpointManager(workdir / 'checkpoints', options=options)
+def _checkpoints(workdir: Path, config=None) -> ocp.CheckpointManager:
+    """The run's checkpoint manager (read-only use: config None)."""
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=config.keep_checkpoints if config else None, create=config is not None
+    )
+    return ocp.CheckpointManager(
+        workdir / 'checkpoints', options=options, item_handlers=ocp.StandardCheckpointHandler()
+    )
 
 
 def _restore(manager, state, workdir):
-    """The latest checkpoint into the sharded abstract `state`, or None for a fresh run."""
+    """The latest checkpoint into the sharded abstract `state`, or None for a fresh run.
+
+    The stored shapes are compared with the state's first, from the checkpoint's metadata:
+    a checkpoint of another model is refused with the differences named, before any array
+    is read."""
     step = manager.latest_step()
     if step is None:
         return None, 0
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
-    try:
-        restored = manager.restore(step, args=ocp.args.StandardRestore(abstract))
-    except (ValueError, KeyError) as e:
+    stored, wanted = _shapes(manager.item_metadata(step)), _shapes(abstract)
+    if stored != wanted:
+        differences = sorted(
+            f'{k}: checkpoint {stored.get(k, "absent")}, model {wanted.get(k, "absent")}'
+            for k in set(stored) | set(wanted)
+            if stored.get(k) != wanted.get(k)
+        )
         raise ValueError(
-            f'{workdir}/checkpoints/{step} does not match this config (another model?); '
-            f'use a new --workdir. ({str(e).splitlines()[0][:200]})'
-        ) from None
-    return restored, step
+            f'{workdir}/checkpoints/{step} does not match this config (another model?); use '
+            f'a new --workdir. {len(differences)} difference(s), e.g. {differences[:3]}'
+        )
+    return manager.restore(step, args=ocp.args.StandardRestore(abstract)), step
+
+
+def _shapes(tree) -> dict[str, tuple]:
+    """{'0/backbone/conv1/kernel': shape} of a state tree or of orbax's metadata of one."""
+
+    def name(path):
+        keys = [str(getattr(k, 'key', getattr(k, 'name', getattr(k, 'idx', k)))) for k in path]
+        return '/'.join(k for k in keys if k != 'value')
+
+    return {name(p): tuple(x.shape) for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
 def train_and_evaluate(config, workdir: str) -> dict:

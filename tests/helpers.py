@@ -65,14 +65,14 @@ def mock_examples(coco: bool, n: int = 10):
         yield example
 
 
-def _as_dataset_fn(coco):
+def _as_dataset_fn(coco, num_examples):
     def fn(builder, *args, **kwargs):
         del args, kwargs
         signature = builder.info.features.get_tensor_spec()
         import tensorflow as tf
 
         return tf.data.Dataset.from_generator(
-            lambda: mock_examples(coco), output_signature=signature
+            lambda: mock_examples(coco, num_examples), output_signature=signature
         )
 
     return fn
@@ -83,5 +83,7 @@ def mock_tfds(coco: bool, num_examples: int = 10):
     """tfds.testing.mock_data with consistent COCO- or VOC-like examples in every split."""
     import tensorflow_datasets as tfds
 
-    with tfds.testing.mock_data(num_examples=num_examples, as_dataset_fn=_as_dataset_fn(coco)):
+    with tfds.testing.mock_data(
+        num_examples=num_examples, as_dataset_fn=_as_dataset_fn(coco, num_examples)
+    ):
         yield

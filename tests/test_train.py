@@ -209,8 +209,16 @@ TWO_PROCESSES = textwrap.dedent("""
         state, metrics = step(state, sharding.to_global(local, mesh))
         losses.append(float(metrics['loss']))
     kernel = np.asarray(train_lib.model_state(state)['classification_head']['output']['kernel'])
+    # Evaluation: each process predicts its share of the split; detections are gathered.
+    shards = dict(process_index=jax.process_index(), process_count=jax.process_count())
+    eval_ds, n = pipeline.eval_dataset(source, input_config, 4 // jax.process_count(),
+                                       split='validation', **shards)
+    predict = train_lib.make_predict_step(train_lib.model_graphdef(config), (64, 64), config, mesh)
+    evaluator = train_lib.make_evaluator(source, 'validation')
+    metrics = train_lib.evaluate(predict, train_lib.model_state(state), eval_ds, n, evaluator, mesh)
     json.dump({'processes': jax.process_count(), 'devices': jax.device_count(),
-               'losses': losses, 'kernel_sum': float(np.abs(kernel).sum())}, open(out, 'w'))
+               'losses': losses, 'kernel_sum': float(np.abs(kernel).sum()), 'eval': metrics},
+              open(out, 'w'))
 """)
 
 
@@ -225,28 +233,33 @@ def test_two_processes_on_localhost_agree_with_one(tmp_path):
     env.pop('XLA_FLAGS', None)
 
     def start(pid):
+        log = open(tmp_path / f'{pid}.log', 'w')  # a file, not a pipe nobody reads yet
         return subprocess.Popen(
             [sys.executable, '-c', TWO_PROCESSES, str(pid), str(port), str(tmp_path / f'{pid}')],
             cwd=ROOT,
             env=env,
-            stdout=subprocess.PIPE,
+            stdout=log,
             stderr=subprocess.STDOUT,
-            text=True,
         )
 
-    procs = [start(0), start(1)]
-    for p in procs:
-        output, _ = p.communicate(timeout=600)
-        assert p.returncode == 0, output[-3000:]
-    single = start(-1)
-    output, _ = single.communicate(timeout=600)
-    assert single.returncode == 0, output[-3000:]
+    for group in ([start(0), start(1)], [start(-1)]):
+        for p in group:
+            p.wait(timeout=600)
+            assert p.returncode == 0, (tmp_path / f'{p.args[3]}.log').read_text()[-3000:]
     r0, r1, one = (json.loads((tmp_path / f'{i}').read_text()) for i in (0, 1, -1))
     assert (r0['processes'], r0['devices'], one['processes']) == (2, 2, 1)
     assert r0['losses'] == r1['losses']  # the same global value on both processes
     np.testing.assert_allclose(r0['losses'], one['losses'], rtol=1e-5)
     np.testing.assert_allclose(r0['kernel_sum'], one['kernel_sum'], rtol=1e-5)
     assert r0['losses'][0] != r0['losses'][1]  # two different batches, a real update
+    # Every process scores the gathered detections of the whole split: the same numbers, and
+    # those of one process evaluating everything.
+    assert r0['eval'] == r1['eval']
+    np.testing.assert_allclose(
+        [r0['eval'][k] for k in sorted(one['eval'])],
+        [one['eval'][k] for k in sorted(one['eval'])],
+        atol=1e-3,
+    )
 
 
 def test_backbone_initialised_from_a_torchvision_file(tmp_path):
@@ -349,7 +362,20 @@ def test_configs_train_end_to_end_under_mock_tfds(tmp_path, dataset):
     with mock_tfds(coco=dataset == 'coco'):
         summary = train_lib.train_and_evaluate(config, str(tmp_path))
     assert summary['step'] == 2 and 0.0 <= summary['AP'] <= 1.0
-    assert ('VOC_AP50' in summary) == (dataset == 'voc')  # 11-point AP50 on VOC 2007 test
+    assert ('VOC_AP50' in summary) == (dataset == 'voc')
+    with mock_tfds(coco=dataset == 'coco'):
+        source, _, _ = train_lib._data(config)
+        evaluated = train_lib.eval_source(config, source)
+        evaluator = train_lib.make_evaluator(evaluated, config.data.eval_split)
+    if dataset == 'voc':  # trained on VOC 2007+2012, evaluated on VOC 2007 test, 11-point
+        assert (source.name, evaluated.name, config.data.eval_split) == (
+            'voc/2007+2012',
+            'voc/2007',
+            'test',
+        )
+        assert evaluator.voc_ap50 == '11_point'
+    else:
+        assert evaluated is source and evaluator.voc_ap50 is None
     assert (tmp_path / 'checkpoints' / '2').is_dir()
     saved = json.loads((tmp_path / 'config.json').read_text())
     assert saved['data']['dataset'] == config.data.dataset
@@ -426,7 +452,7 @@ def test_predict_and_evaluate_commands_bad_input_say_why(tmp_path, straight):
 
 def test_predict_and_evaluate_torchvision_weights(tmp_path):
     """A torchvision retinanet_resnet50_fpn state dict file and the model directory the
-    converter makes of it predict the same detections; both evaluate on a dataset."""
+    converter makes of it predict the same detections; the file evaluates on a COCO folder."""
     import torch
     from PIL import Image
     from torchvision.models.detection import retinanet_resnet50_fpn
@@ -462,7 +488,7 @@ def test_predict_and_evaluate_torchvision_weights(tmp_path):
         assert (tmp_path / f'out-{name}' / 'a.png').is_file()
     assert len(results['model']) == 100  # max_detections, all above the 0.05 threshold
     assert results['model'] == results['retinanet.pth']
-    assert {r['category_id'] for r in results['model']} <= set(range(1, 91))
+    assert {r['category_id'] for r in results['model']} <= set(range(91))  # torchvision's labels
 
     # Evaluated on images whose ground truth is the model's own 20 best detections (over both
     # images): each category's best detections are exactly its ground truth, so AP is 1 at
