@@ -26,7 +26,7 @@ from absl import app, flags
 from absl import logging as absl_logging
 
 from retinanet_jax import evaluation, sharding, train_lib
-from retinanet_jax.predict import load_predictor
+from retinanet_jax.predict import define_model_flags, load_predictor, model_options
 
 
 def evaluate_run(
@@ -88,16 +88,14 @@ def main(argv) -> None:
             dataset_options=json.loads(f.dataset_options) if f.dataset_options else None,
             batch_size=f.batch_size,
             out=f.out,
-            variant=f.variant,
-            short_side=f.short_side,
-            max_side=f.max_side,
+            **model_options(),
         )
     except (ValueError, FileNotFoundError) as e:
         sys.exit(f'evaluate: {e}')
 
 
 if __name__ == '__main__':
-    flags.DEFINE_string('model', None, 'a training run, a model directory or a state dict file')
+    define_model_flags()
     flags.DEFINE_string('split', None, "dataset split (a training run: its config's eval_split)")
     flags.DEFINE_string('dataset', None, 'a source name (data/sources.py); a run: its own')
     flags.DEFINE_string(
@@ -105,8 +103,5 @@ if __name__ == '__main__':
     )
     flags.DEFINE_integer('batch_size', None, "global batch (default: the run's, or one per device)")
     flags.DEFINE_string('out', None, 'write the metrics here as JSON')
-    flags.DEFINE_enum('variant', 'v1', ['v1', 'v2'], 'torchvision state dicts: which model')
-    flags.DEFINE_integer('short_side', 800, 'torchvision models: resize the short side to this')
-    flags.DEFINE_integer('max_side', 1333, 'torchvision models: ... unless the long side exceeds')
     flags.mark_flags_as_required(['model'])
     app.run(main)

@@ -185,24 +185,35 @@ def predict_files(
     return results
 
 
+def define_model_flags() -> None:
+    """--model and the settings of torchvision models (predict and evaluate share them)."""
+    flags.DEFINE_string('model', None, 'a training run, a model directory or a state dict file')
+    flags.DEFINE_enum('variant', 'v1', ['v1', 'v2'], 'torchvision state dicts: which model')
+    flags.DEFINE_integer('short_side', 800, 'torchvision models: resize the short side to this')
+    flags.DEFINE_integer('max_side', 1333, 'torchvision models: ... unless the long side exceeds')
+
+
+def model_options() -> dict:
+    """load_predictor's keyword arguments from the flags of define_model_flags."""
+    f = flags.FLAGS
+    return dict(variant=f.variant, short_side=f.short_side, max_side=f.max_side)
+
+
 def main(argv) -> None:
     del argv
     absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every step at INFO
     f = flags.FLAGS
     try:
-        predictor = load_predictor(f.model, f.variant, f.short_side, f.max_side)
+        predictor = load_predictor(f.model, **model_options())
         predict_files(predictor, f.images, Path(f.out), f.min_score)
     except (ValueError, FileNotFoundError) as e:
         sys.exit(f'predict: {e}')
 
 
 if __name__ == '__main__':
-    flags.DEFINE_string('model', None, 'a training run, a model directory or a state dict file')
+    define_model_flags()
     flags.DEFINE_list('images', None, 'image files and / or folders')
     flags.DEFINE_string('out', None, 'output folder for detections.json and pictures')
     flags.DEFINE_float('min_score', 0.3, 'draw detections from this score (the JSON has all)')
-    flags.DEFINE_enum('variant', 'v1', ['v1', 'v2'], 'torchvision state dicts: which model')
-    flags.DEFINE_integer('short_side', 800, 'torchvision models: resize the short side to this')
-    flags.DEFINE_integer('max_side', 1333, 'torchvision models: ... unless the long side exceeds')
     flags.mark_flags_as_required(['model', 'images', 'out'])
     app.run(main)
