@@ -96,10 +96,15 @@ def level_grid_sizes(
     return tuple((-(-h // 2**level), -(-w // 2**level)) for level in config.levels)
 
 
+def level_sizes(image_hw: tuple[int, int], config: AnchorConfig) -> tuple[int, ...]:
+    """Anchors at each level, in anchor order (what post-processing splits the rows by)."""
+    a = config.num_anchors_per_location
+    return tuple(gh * gw * a for gh, gw in level_grid_sizes(image_hw, config))
+
+
 def num_anchors(image_hw: tuple[int, int], config: AnchorConfig) -> int:
     """Total anchor count R for an image size (99,765 for 640x832 with the default config)."""
-    a = config.num_anchors_per_location
-    return sum(gh * gw * a for gh, gw in level_grid_sizes(image_hw, config))
+    return sum(level_sizes(image_hw, config))
 
 
 def base_anchors(level_index: int, config: AnchorConfig) -> np.ndarray:

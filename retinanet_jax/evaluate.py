@@ -49,8 +49,7 @@ def evaluate_run(
         raise ValueError(f'--model {model} is not a training run: give --dataset and --split')
     p = load_predictor(model, **predictor_options)
     if run and dataset is None:  # the run's own evaluation data
-        source, _, _ = train_lib._data(p.config)
-        source = train_lib.eval_source(p.config, source)
+        source = p.eval_source
         split = split or p.config.data.eval_split
         batch_size = batch_size or p.config.batch_size
         name = p.config.data.get('eval_dataset') or p.config.data.dataset

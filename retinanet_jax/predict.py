@@ -67,6 +67,7 @@ class Predictor:
     config: ml_collections.ConfigDict  # a training run's config, or the torchvision settings
     description: str  # e.g. 'checkpoint step 700' or 'retinanet.pth'
     step: int | None = None  # a training run's checkpoint step
+    eval_source: object = None  # a training run's evaluation source (data.sources.Source)
 
 
 def load_predictor(
@@ -86,7 +87,7 @@ def load_predictor(
         predict = train_lib.make_predict_step(graphdef, image_hw, config, mesh)
         return Predictor(
             predict, state, mesh, input_config, source.label_map, config,
-            f'checkpoint step {step}', step,
+            f'checkpoint step {step}', step, train_lib.eval_source(config, source),
         )  # fmt: skip
     if path.is_dir() and (path / 'model_config.json').is_file():
         net, _ = checkpoint.load_model(path)

@@ -166,8 +166,7 @@ def make_predict_step(graphdef, image_hw: tuple[int, int], config, mesh):
     `graphdef` / model_state are the model's alone (`model_state(state)` of a train state).
     batch: 'image' uint8 [B, H, W, 3], 'image_size' int32 [B, 2], 'scale' float32 [B, 2]."""
     anchor_cfg = anchor_config(config)
-    a = anchor_cfg.num_anchors_per_location
-    level_sizes = tuple(gh * gw * a for gh, gw in anchor_lib.level_grid_sizes(image_hw, anchor_cfg))
+    level_sizes = anchor_lib.level_sizes(image_hw, anchor_cfg)
     post_cfg = postprocess.PostprocessConfig(**config.postprocess)
     anchors = jnp.asarray(anchor_lib.generate_anchors(image_hw, anchor_cfg))
 

@@ -76,7 +76,7 @@ def test_postprocess_matches_torchvision():
     image_hw, k = (256, 320), 7
     cfg = anchor_lib.AnchorConfig.torchvision()
     anchors = np.array(anchor_lib.generate_anchors(image_hw, cfg))
-    level_sizes = [gh * gw * 9 for gh, gw in anchor_lib.level_grid_sizes(image_hw, cfg)]
+    level_sizes = list(anchor_lib.level_sizes(image_hw, cfg))
     rng = np.random.default_rng(0)
     cls_logits = rng.normal(-4.0, 1.5, (2, len(anchors), k)).astype(np.float32)
     box_deltas = rng.normal(0.0, 0.3, (2, len(anchors), 4)).astype(np.float32)
