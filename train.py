@@ -17,10 +17,10 @@ except ImportError:
     pass
 
 import jax
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
-from retinanet_jax import sharding, train_lib
+from retinanet_jax import cli, sharding, train_lib
 
 config_flags.DEFINE_config_file('config', None, 'path to a configs/*.py file', lock_config=True)
 flags.DEFINE_string('workdir', None, 'directory for checkpoints, logs and metrics')
@@ -35,14 +35,17 @@ flags.mark_flags_as_required(['config', 'workdir'])
 def main(argv) -> None:
     if len(argv) > 1:
         raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-    logging.set_verbosity(logging.WARNING)
+    cli.quiet()
     jax.config.update('jax_threefry_partitionable', True)
     f = flags.FLAGS
-    try:
-        sharding.initialize_distributed(f.coordinator_address, f.num_processes, f.process_id)
-        train_lib.train_and_evaluate(f.config, f.workdir)
-    except (ValueError, FileNotFoundError, FloatingPointError) as e:
-        sys.exit(f'train.py: {e}')  # bad input: the reason, not a stack of JAX internals
+    cli.exit_on_bad_input(
+        'train.py',
+        sharding.initialize_distributed,
+        f.coordinator_address,
+        f.num_processes,
+        f.process_id,
+    )
+    cli.exit_on_bad_input('train.py', train_lib.train_and_evaluate, f.config, f.workdir)
 
 
 def parse_flags(argv: list[str]) -> list[str]:

@@ -2,7 +2,7 @@
 post-processing, against torchvision's RetinaNet in eval mode, same weights.
 
   ours         a torchvision retinanet_resnet50_fpn state dict converted
-               (convert.retinanet_from_torchvision), train_lib.make_predict_step with the
+               (convert.retinanet_from_torchvision), inference.make_predict_step with the
                torchvision presets (anchors, score 0.05, top-1000 per level, NMS 0.5, 300 dets)
   torchvision  retinanet_resnet50_fpn(min_size=max_size=size).eval() under inference_mode:
                its transform (normalise, batch), backbone, head, postprocess_detections and the
@@ -54,30 +54,26 @@ def child(side, *, weights, size, dtype, runs, device, threads):
 
 
 def ours_inference(weights, image, dtype, runs, device):
-    import dataclasses
     import time
 
     import jax
-    import ml_collections
     import numpy as np
     from flax import nnx
 
     from bench.timing import time_fn
-    from retinanet_jax import convert, sharding, train_lib
+    from retinanet_jax import convert, inference, sharding
+    from retinanet_jax.anchors import AnchorConfig
     from retinanet_jax.postprocess import PostprocessConfig
 
     model = convert.retinanet_from_torchvision(convert.load_state_dict(weights), 'v1', dtype=dtype)
+    model.eval()
     graphdef, state = nnx.split(model)
-    config = ml_collections.ConfigDict(
-        {
-            'anchors': 'torchvision',
-            'postprocess': dataclasses.asdict(PostprocessConfig.torchvision()),
-        }
-    )
     mesh = sharding.make_mesh()
     state = jax.device_put(state, sharding.replicated(mesh))
     size = image.shape[:2]
-    predict = train_lib.make_predict_step(graphdef, size, config, mesh)
+    predict = inference.make_predict_step(
+        graphdef, size, AnchorConfig.torchvision(), PostprocessConfig.torchvision(), mesh
+    )
     batch = {
         'image': image[None],
         'image_size': np.array([size], np.int32),

@@ -78,17 +78,18 @@ def ours_setup(images, boxes, labels, dtype, depth=50, compile=True):
 
     from configs import coco
     from retinanet_jax import anchors as anchor_lib
-    from retinanet_jax import sharding, train_lib
+    from retinanet_jax import settings, sharding, train_lib
 
     batch, size = images.shape[:2]
     config = coco.get_config()
     config.model.dtype, config.model.depth = dtype, depth
     config.batch_size = batch
+    s = settings.from_config(config)
     mesh = sharding.make_mesh()
-    graphdef, state = train_lib.create_state(config, mesh)
-    anchors = anchor_lib.generate_anchors((size, size), train_lib.anchor_config(config))
-    step = train_lib.make_train_step(graphdef, np.asarray(anchors), config, mesh)
-    m = config.input.max_boxes
+    graph, state = train_lib.create_state(s, mesh)
+    anchors = anchor_lib.generate_anchors((size, size), s.anchors)
+    step = train_lib.make_train_step(graph, np.asarray(anchors), s, mesh)
+    m = s.input.max_boxes
     gt_boxes = np.zeros((batch, m, 4), np.float32)
     gt_labels = np.full((batch, m), -1, np.int32)
     gt_boxes[:, :BOXES], gt_labels[:, :BOXES] = boxes, labels

@@ -8,6 +8,7 @@ Name mapping (ours -> torchvision), layouts OIHW -> HWIO for convolution kernels
   backbone.X                 -> backbone.body.X   (ResNet; `prefix=''` for classification files)
   backbone.*.downsample.conv -> *.downsample.0,  downsample.bn -> *.downsample.1
   fpn.inner_blocks.i         -> backbone.fpn.inner_blocks.i.0  (likewise layer_blocks)
+  fpn.inner_norms.i          -> backbone.fpn.inner_blocks.i.1  (FPN norm; likewise layer_norms)
   fpn.p6 / fpn.p7            -> backbone.fpn.extra_blocks.p6 / p7
   classification_head.convs.i / norms.i / output
                              -> head.classification_head.conv.i.0 / .1 / cls_logits
@@ -37,6 +38,7 @@ _MODULE_RULES = [
     (r'^backbone\.(.*)downsample\.bn$', r'{body}\1downsample.1'),
     (r'^backbone\.(.*)$', r'{body}\1'),
     (r'^fpn\.(inner|layer)_blocks\.(\d+)$', r'backbone.fpn.\1_blocks.\2.0'),
+    (r'^fpn\.(inner|layer)_norms\.(\d+)$', r'backbone.fpn.\1_blocks.\2.1'),
     (r'^fpn\.(p6|p7)$', r'backbone.fpn.extra_blocks.\1'),
     (r'^classification_head\.convs\.(\d+)$', r'head.classification_head.conv.\1.0'),
     (r'^classification_head\.norms\.(\d+)$', r'head.classification_head.conv.\1.1'),
@@ -145,9 +147,14 @@ def retinanet_from_torchvision(
     variant: str = 'v1',
     num_classes: int | None = None,
     dtype: str = 'float32',
+    norm: str = 'frozen',
 ) -> RetinaNet:
     """A RetinaNet holding a torchvision retinanet_resnet50_fpn (v1) or _v2 state dict.
 
+    `norm` 'frozen' (default): the backbone's batch norms become FrozenBatchNorm, as in
+    torchvision's pretrained models. 'batch': trainable BatchNorm (stages after freeze_at 2):
+    the running statistics become its batch statistics, the affine terms trainable parameters;
+    the model comes back in training mode (`model.eval()` to predict as torchvision's `eval()`).
     With `num_classes` different from the file's, everything but the final class conv is
     loaded; that conv is freshly initialised (prior bias) and a warning says so.
     """
@@ -161,7 +168,9 @@ def retinanet_from_torchvision(
     file_classes = np.asarray(state_dict[CLASS_OUTPUT_KEYS[1]]).shape[0] // 9
     num_classes = file_classes if num_classes is None else num_classes
     preset = ModelConfig.torchvision_v1 if variant == 'v1' else ModelConfig.torchvision_v2
-    config = dataclasses.replace(preset(num_classes), dtype=dtype)
+    if norm not in ('frozen', 'batch'):
+        raise ValueError(f"norm must be 'frozen' or 'batch' for torchvision weights, got {norm!r}")
+    config = dataclasses.replace(preset(num_classes), dtype=dtype, norm=norm)
     model = nnx.eval_shape(lambda: build_model(config))
     skip = CLASS_OUTPUT_KEYS if num_classes != file_classes else ()
     skipped = load_into(model, state_dict, skip=skip)
@@ -222,9 +231,11 @@ def main(argv) -> None:
     del argv
     absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every step at INFO
     f = flags.FLAGS
-    model = retinanet_from_torchvision(load_state_dict(f.input), f.variant, f.num_classes)
+    model = retinanet_from_torchvision(
+        load_state_dict(f.input), f.variant, f.num_classes, norm=f.norm
+    )
     preset = ModelConfig.torchvision_v1 if f.variant == 'v1' else ModelConfig.torchvision_v2
-    config = preset(model.num_classes)
+    config = dataclasses.replace(preset(model.num_classes), norm=f.norm)
     out = save_model(f.output, model, config)
     print(f'saved {f.variant} RetinaNet ({config.num_classes} classes) to {out}')
 
@@ -237,6 +248,9 @@ if __name__ == '__main__':
     )
     flags.DEFINE_enum('variant', 'v1', ['v1', 'v2'], 'retinanet_resnet50_fpn (v1) or _v2')
     flags.DEFINE_integer('num_classes', None, 'classes of the new model (default: as the file)')
+    flags.DEFINE_enum(
+        'norm', 'frozen', ['frozen', 'batch'], 'backbone batch norm: frozen, or trainable'
+    )
     flags.DEFINE_string('output', None, 'directory to write the model to')
     flags.mark_flags_as_required(['input', 'output'])
     app.run(main)

@@ -7,7 +7,7 @@
 
 --model is a training run directory (its latest checkpoint on its own dataset; a workdir whose
 checkpoints do not match its config is refused with a reason), a model directory from
-`python -m retinanet_jax.convert`, or a torchvision state dict file (see predict.py; these
+`python -m retinanet_jax.convert`, or a torchvision state dict file (see inference.py; these
 need --dataset). Every image of the split is evaluated once (progress bar); the metrics are
 printed and written to --out (default for a training run: <workdir>/eval_<split>.json).
 """
@@ -23,10 +23,8 @@ except ImportError:
 
 import jax
 from absl import app, flags
-from absl import logging as absl_logging
 
-from retinanet_jax import evaluation, sharding, train_lib
-from retinanet_jax.predict import define_model_flags, load_predictor, model_options
+from retinanet_jax import cli, evaluation, inference, sharding
 
 
 def evaluate_run(
@@ -47,12 +45,12 @@ def evaluate_run(
     run = (model / 'config.json').is_file()
     if not run and (dataset is None or split is None):
         raise ValueError(f'--model {model} is not a training run: give --dataset and --split')
-    p = load_predictor(model, **predictor_options)
+    p = inference.load_predictor(model, **predictor_options)
     if run and dataset is None:  # the run's own evaluation data
-        source = p.eval_source
-        split = split or p.config.data.eval_split
-        batch_size = batch_size or p.config.batch_size
-        name = p.config.data.get('eval_dataset') or p.config.data.dataset
+        source = p.sources[1]
+        split = split or p.settings.data.eval_split
+        batch_size = batch_size or p.settings.batch_size
+        name = p.settings.data.evaluated
         out = out or model / f'eval_{split}.json'
     else:
         source, name = sources.make_source(dataset, **(dataset_options or {})), dataset
@@ -60,11 +58,11 @@ def evaluate_run(
     process = dict(process_index=jax.process_index(), process_count=jax.process_count())
     local_batch = sharding.local_batch_size(batch_size)
     eval_ds, num_batches = pipeline.eval_dataset(
-        source, p.input_config, local_batch, split=split, **process
+        source, p.input, local_batch, split=split, **process
     )
     detection_labels = None if p.label_map == source.label_map else p.label_map
-    evaluator = train_lib.make_evaluator(source, split, detection_labels)
-    metrics = train_lib.evaluate(p.predict, p.state, eval_ds, num_batches, evaluator, p.mesh, tqdm)
+    evaluator = evaluation.make_evaluator(source, split, detection_labels)
+    metrics = inference.evaluate(p.predict, p.state, eval_ds, num_batches, evaluator, p.mesh, tqdm)
     result = {'model': str(model), 'step': p.step, 'dataset': name, 'split': split, **metrics}
     if jax.process_index() == 0:
         print(f'{p.description} on {name} {split}:')
@@ -77,24 +75,27 @@ def evaluate_run(
 
 def main(argv) -> None:
     del argv
-    absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every step at INFO
+    cli.quiet()
     f = flags.FLAGS
     try:
-        evaluate_run(
-            f.model,
-            f.split,
-            dataset=f.dataset,
-            dataset_options=json.loads(f.dataset_options) if f.dataset_options else None,
-            batch_size=f.batch_size,
-            out=f.out,
-            **model_options(),
-        )
-    except (ValueError, FileNotFoundError) as e:
-        sys.exit(f'evaluate: {e}')
+        options = json.loads(f.dataset_options) if f.dataset_options else None
+    except json.JSONDecodeError as e:
+        sys.exit(f'evaluate: --dataset_options is not valid JSON: {e}')
+    cli.exit_on_bad_input(
+        'evaluate',
+        evaluate_run,
+        f.model,
+        f.split,
+        dataset=f.dataset,
+        dataset_options=options,
+        batch_size=f.batch_size,
+        out=f.out,
+        **cli.model_options(),
+    )
 
 
 if __name__ == '__main__':
-    define_model_flags()
+    cli.define_model_flags()
     flags.DEFINE_string('split', None, "dataset split (a training run: its config's eval_split)")
     flags.DEFINE_string('dataset', None, 'a source name (data/sources.py); a run: its own')
     flags.DEFINE_string(

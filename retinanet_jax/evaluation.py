@@ -124,6 +124,19 @@ class CocoEvaluator:
         return metrics
 
 
+def make_evaluator(source, split: str, detection_label_map=None) -> CocoEvaluator:
+    """A COCO evaluator whose ground truth is the whole of `split` of `source` (a
+    data.sources.Source; on every process: `evaluate` gathers every process's detections before
+    scoring them). `detection_label_map`: the model's, where it differs from the dataset's. VOC
+    sources add VOC_AP50 in their own convention (`source.voc_ap50`)."""
+    return CocoEvaluator(
+        coco_ground_truth(source.raw(split).as_numpy_iterator(), source.label_map),
+        source.label_map,
+        detection_label_map,
+        voc_ap50=source.voc_ap50,
+    )
+
+
 def _empty_results(coco_gt):
     from pycocotools.coco import COCO
 

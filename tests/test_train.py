@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from configs import smoke
-from retinanet_jax import train_lib
+from retinanet_jax import optim, settings, train_lib
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -21,8 +21,11 @@ def params_of(workdir: Path, step: int) -> dict:
     """The saved parameters of a checkpoint, as flat numpy."""
     import orbax.checkpoint as ocp
 
-    with ocp.CheckpointManager(workdir / 'checkpoints') as manager:
-        restored = manager.restore(step, args=ocp.args.StandardRestore())
+    from retinanet_jax import checkpoint
+
+    items = {name: ocp.args.StandardRestore() for name in ('model', 'optimizer')}
+    with checkpoint.run_checkpoints(workdir) as manager:
+        restored = dict(manager.restore(step, args=ocp.args.Composite(**items)).items())
     return {
         '/'.join(map(str, k)): np.asarray(v)
         for k, v in jax.tree_util.tree_flatten_with_path(restored)[0]
@@ -49,7 +52,8 @@ def test_smoke_config_trains_evaluates_and_resumes_exactly(tmp_path, straight):
     from PIL import Image
 
     from retinanet_jax.data import shapes
-    from retinanet_jax.predict import load_predictor, predict_files
+    from retinanet_jax.inference import load_predictor
+    from retinanet_jax.predict import predict_files
 
     images = tmp_path / 'images'
     images.mkdir()
@@ -102,11 +106,11 @@ def test_schedule_golden():
         schedule='steps', lr=0.01, warmup_steps=10, warmup_factor=0.1, decay_at=(2 / 3, 8 / 9)
     )
     config.train_steps = 90
-    schedule = train_lib.make_schedule(config)
+    schedule = optim.make_schedule(settings.from_config(config).optim, config.train_steps)
     got = [float(schedule(s)) for s in (0, 5, 10, 59, 60, 79, 80, 89)]
     np.testing.assert_allclose(got, [1e-3, 5.5e-3, 1e-2, 1e-2, 1e-3, 1e-3, 1e-4, 1e-4], rtol=1e-6)
     config.optim.schedule = 'cosine'
-    schedule = train_lib.make_schedule(config)
+    schedule = optim.make_schedule(settings.from_config(config).optim, config.train_steps)
     np.testing.assert_allclose([float(schedule(10)), float(schedule(90))], [1e-2, 0.0], atol=1e-9)
 
 
@@ -126,21 +130,22 @@ ONE_STEP = textwrap.dedent("""
     import numpy as np
     import jax
     from configs import smoke
-    from retinanet_jax import anchors as anchor_lib, sharding, train_lib
-    from retinanet_jax.data import pipeline, sources
+    from retinanet_jax import anchors as anchor_lib, settings, sharding, train_lib
+    from retinanet_jax.data import pipeline
     config = smoke.get_config()
     config.batch_size = 8
+    s = settings.from_config(config)
     mesh = sharding.make_mesh()
     try:
         sharding.local_batch_size(12)
         refused = 0
     except ValueError as e:
         refused = int('not divisible by the number of devices (8)' in str(e))
-    source, input_config, _ = train_lib._data(config)
-    batch = next(pipeline.train_dataset(source, input_config, 8).as_numpy_iterator())
-    anchors = np.asarray(anchor_lib.generate_anchors((64, 64), train_lib.anchor_config(config)))
-    graphdef, state = train_lib.create_state(config, mesh)
-    step = train_lib.make_train_step(graphdef, anchors, config, mesh)
+    source, _ = settings.make_sources(s)
+    batch = next(pipeline.train_dataset(source, s.input, 8).as_numpy_iterator())
+    anchors = np.asarray(anchor_lib.generate_anchors((64, 64), s.anchors))
+    graph, state = train_lib.create_state(s, mesh)
+    step = train_lib.make_train_step(graph, anchors, s, mesh)
     state, metrics = step(state, sharding.to_global(batch, mesh))
     leaves = {str(i): np.asarray(x) for i, x in enumerate(jax.tree.leaves(state))}
     np.savez(sys.argv[1], loss=np.asarray(metrics['loss']), devices=jax.device_count(),
@@ -183,22 +188,24 @@ TWO_PROCESSES = textwrap.dedent("""
     import numpy as np
     import jax
     from configs import smoke
-    from retinanet_jax import anchors as anchor_lib, sharding, train_lib
+    from retinanet_jax import anchors as anchor_lib, evaluation, inference, settings, sharding
+    from retinanet_jax import train_lib
     from retinanet_jax.data import pipeline
     pid, port, out = int(sys.argv[1]), sys.argv[2], sys.argv[3]
     if pid >= 0:
         sharding.initialize_distributed(f'localhost:{port}', 2, pid)
     config = smoke.get_config()
     config.batch_size = 4
+    s = settings.from_config(config)
     mesh = sharding.make_mesh()
-    source, input_config, _ = train_lib._data(config)
+    source, _ = settings.make_sources(s)
     shares = [
-        pipeline.train_dataset(source, input_config, 2, process_index=p, process_count=2)
+        pipeline.train_dataset(source, s.input, 2, process_index=p, process_count=2)
         .as_numpy_iterator() for p in range(2)
     ]
-    anchors = np.asarray(anchor_lib.generate_anchors((64, 64), train_lib.anchor_config(config)))
-    graphdef, state = train_lib.create_state(config, mesh)
-    step = train_lib.make_train_step(graphdef, anchors, config, mesh)
+    anchors = np.asarray(anchor_lib.generate_anchors((64, 64), s.anchors))
+    graph, state = train_lib.create_state(s, mesh)
+    step = train_lib.make_train_step(graph, anchors, s, mesh)
     losses = []
     for _ in range(2):
         rows = [next(s) for s in shares]
@@ -208,14 +215,15 @@ TWO_PROCESSES = textwrap.dedent("""
             local = {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}
         state, metrics = step(state, sharding.to_global(local, mesh))
         losses.append(float(metrics['loss']))
-    kernel = np.asarray(train_lib.model_state(state)['classification_head']['output']['kernel'])
+    kernel = np.asarray(state['model']['classification_head']['output']['kernel'])
     # Evaluation: each process predicts its share of the split; detections are gathered.
     shards = dict(process_index=jax.process_index(), process_count=jax.process_count())
-    eval_ds, n = pipeline.eval_dataset(source, input_config, 4 // jax.process_count(),
+    eval_ds, n = pipeline.eval_dataset(source, s.input, 4 // jax.process_count(),
                                        split='validation', **shards)
-    predict = train_lib.make_predict_step(train_lib.model_graphdef(config), (64, 64), config, mesh)
-    evaluator = train_lib.make_evaluator(source, 'validation')
-    metrics = train_lib.evaluate(predict, train_lib.model_state(state), eval_ds, n, evaluator, mesh)
+    predict = inference.make_predict_step(graph.eval_model, (64, 64), s.anchors, s.postprocess,
+                                          mesh)
+    evaluator = evaluation.make_evaluator(source, 'validation')
+    metrics = inference.evaluate(predict, state['model'], eval_ds, n, evaluator, mesh)
     json.dump({'processes': jax.process_count(), 'devices': jax.device_count(),
                'losses': losses, 'kernel_sum': float(np.abs(kernel).sum()), 'eval': metrics},
               open(out, 'w'))
@@ -275,10 +283,11 @@ def test_backbone_initialised_from_a_torchvision_file(tmp_path):
         resnet.bn1.weight.uniform_(0.5, 2.0)
     torch.save(resnet.state_dict(), tmp_path / 'resnet18.pth')
     config = smoke.get_config()
+    s = settings.from_config(config)
     mesh = sharding.make_mesh()
-    graphdef, state = train_lib.create_state(config, mesh)
-    state = train_lib.init_backbone(graphdef, state, str(tmp_path / 'resnet18.pth'), mesh)
-    backbone = train_lib.model_state(state)['backbone']
+    graph, state = train_lib.create_state(s, mesh)
+    state = train_lib.init_backbone(graph, state, str(tmp_path / 'resnet18.pth'), mesh)
+    backbone = state['model']['backbone']
     expected = resnet.layer2[1].conv2.weight.detach().numpy().transpose(2, 3, 1, 0)  # OIHW->HWIO
     np.testing.assert_array_equal(np.asarray(backbone['layer2'][1]['conv2']['kernel']), expected)
     np.testing.assert_array_equal(np.asarray(backbone['bn1']['var']), resnet.bn1.running_var)
@@ -286,9 +295,8 @@ def test_backbone_initialised_from_a_torchvision_file(tmp_path):
         np.asarray(backbone['bn1']['scale']), resnet.bn1.weight.detach().numpy()
     )
     # The state is still a train state on the mesh: one step runs.
-    anchor_cfg = train_lib.anchor_config(config)
-    anchors = np.asarray(train_lib.anchor_lib.generate_anchors((64, 64), anchor_cfg))
-    step = train_lib.make_train_step(graphdef, anchors, config, mesh)
+    anchors = np.asarray(train_lib.anchor_lib.generate_anchors((64, 64), s.anchors))
+    step = train_lib.make_train_step(graph, anchors, s, mesh)
     batch = {
         'image': np.zeros((2, 64, 64, 3), np.uint8),
         'gt_boxes': np.tile(np.array([[[8, 8, 40, 40]]], np.float32), (2, 1, 1)),
@@ -298,9 +306,9 @@ def test_backbone_initialised_from_a_torchvision_file(tmp_path):
     assert np.isfinite(float(metrics['loss']))
 
     torch.save(torchvision.models.resnet34(weights=None).state_dict(), tmp_path / 'r34.pth')
-    _, state = train_lib.create_state(config, mesh)
+    _, state = train_lib.create_state(s, mesh)
     with pytest.raises(ValueError, match=r'(?s)config.init.backbone=.*r34.pth: .*unexpected keys'):
-        train_lib.init_backbone(graphdef, state, str(tmp_path / 'r34.pth'), mesh)
+        train_lib.init_backbone(graph, state, str(tmp_path / 'r34.pth'), mesh)
 
 
 @pytest.mark.multiprocess
@@ -363,10 +371,11 @@ def test_configs_train_end_to_end_under_mock_tfds(tmp_path, dataset):
         summary = train_lib.train_and_evaluate(config, str(tmp_path))
     assert summary['step'] == 2 and 0.0 <= summary['AP'] <= 1.0
     assert ('VOC_AP50' in summary) == (dataset == 'voc')
+    from retinanet_jax import evaluation
+
     with mock_tfds(coco=dataset == 'coco'):
-        source, _, _ = train_lib._data(config)
-        evaluated = train_lib.eval_source(config, source)
-        evaluator = train_lib.make_evaluator(evaluated, config.data.eval_split)
+        source, evaluated = settings.make_sources(settings.from_config(config))
+        evaluator = evaluation.make_evaluator(evaluated, config.data.eval_split)
     if dataset == 'voc':  # trained on VOC 2007+2012, evaluated on VOC 2007 test, 11-point
         assert (source.name, evaluated.name, config.data.eval_split) == (
             'voc/2007+2012',
@@ -436,7 +445,7 @@ def test_predict_and_evaluate_commands_bad_input_say_why(tmp_path, straight):
     )
     assert_clear_failure(
         run_command(*predict, f'--model={tmp_path / "nothing"}', f'--images={tmp_path}'),
-        'nothing: neither a training run',
+        'nothing: no such file or directory',
     )
     other = tmp_path / 'other'  # the run's checkpoints under a config of another model
     shutil.copytree(straight[0], other)
@@ -459,7 +468,8 @@ def test_predict_and_evaluate_torchvision_weights(tmp_path):
 
     from retinanet_jax.data import label_maps, shapes
     from retinanet_jax.evaluate import evaluate_run
-    from retinanet_jax.predict import load_predictor, predict_files
+    from retinanet_jax.inference import load_predictor
+    from retinanet_jax.predict import predict_files
 
     torch.manual_seed(0)
     reference = retinanet_resnet50_fpn(weights=None, weights_backbone=None)

@@ -20,42 +20,11 @@ the same for the same seed. `eval_dataset` covers every example of the split exa
 pads the last batch with masked examples; every process yields the same number of batches.
 """
 
-import dataclasses
-from typing import Literal
-
 import tensorflow as tf
 
 from retinanet_jax.data import transforms
+from retinanet_jax.data.input_config import InputConfig
 from retinanet_jax.data.sources import Source
-
-
-@dataclasses.dataclass(frozen=True)
-class InputConfig:
-    """Preprocessing settings (the dataset itself is a `Source`)."""
-
-    image_size: tuple[int, int] = (128, 128)  # static, padded network input (H, W)
-    resize: Literal['keep_aspect', 'square'] = 'keep_aspect'
-    short_side: int = 128  # keep_aspect: target short side ...
-    max_side: int = 128  # ... unless the long side would exceed this
-    flip: bool = True
-    scale_jitter: tuple[float, float] | None = None  # e.g. (0.8, 1.2); crops to image_size
-    max_boxes: int = 100
-    min_box_size: float = 1.0  # boxes narrower or lower than this (pixels) are dropped
-    shuffle_buffer: int = 1000
-    seed: int = 0
-
-    def __post_init__(self):
-        if self.resize not in ('keep_aspect', 'square'):
-            raise ValueError(
-                f"InputConfig.resize must be 'keep_aspect' or 'square': {self.resize!r}"
-            )
-        if self.resize == 'keep_aspect' and self.max_side > max(self.image_size):
-            raise ValueError(
-                f'InputConfig.max_side {self.max_side} exceeds the static image_size '
-                f'{self.image_size}: images would not fit'
-            )
-        if self.max_boxes < 1:
-            raise ValueError(f'InputConfig.max_boxes must be >= 1, got {self.max_boxes}')
 
 
 def preprocess(example: dict, config: InputConfig, *, train: bool, seed=None) -> dict:
@@ -76,6 +45,20 @@ def preprocess(example: dict, config: InputConfig, *, train: bool, seed=None) ->
         example = transforms.random_horizontal_flip(example, seeds[2])
     example = transforms.clip_and_filter_boxes(example, config.min_box_size)
     return transforms.pad(example, config.image_size, config.max_boxes)
+
+
+def preprocess_image(image, config: InputConfig) -> dict:
+    """One uint8 [H, W, 3] RGB image -> the numpy fields a predict step needs ('image',
+    'image_size', 'scale'), preprocessed as evaluation examples are (eagerly)."""
+    raw = {
+        'image': tf.constant(image, tf.uint8),
+        'image_id': tf.constant(0, tf.int64),
+        'boxes': tf.zeros([0, 4]),
+        'labels': tf.zeros([0], tf.int32),
+        'is_crowd': tf.zeros([0], tf.bool),
+    }
+    example = preprocess(raw, config, train=False)
+    return {k: example[k].numpy() for k in ('image', 'image_size', 'scale')}
 
 
 def train_dataset(

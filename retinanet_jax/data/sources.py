@@ -40,6 +40,7 @@ class Source:
     """A dataset: its label map, its split sizes and its raw examples."""
 
     label_map: label_maps.LabelMap
+    voc_ap50 = None
 
     def num_examples(self, split: str, process_index: int = 0, process_count: int = 1) -> int:
         raise NotImplementedError
@@ -230,6 +231,8 @@ class TfdsSource(Source):
 
     def __post_init__(self):
         self.label_map = label_maps.COCO if self.name.startswith('coco') else label_maps.VOC
+        if self.name.startswith('voc'):
+            self.voc_ap50 = '11_point' if self.name == 'voc/2007' else 'area'
         self._names = ['voc/2007', 'voc/2012'] if self.name == 'voc/2007+2012' else [self.name]
 
     def _builders(self):

@@ -1,12 +1,25 @@
-"""Shared layers: frozen batch norm, convolution with torchvision padding, freezing.
+"""Shared layers: normalisation (frozen / trainable batch norm, group norm), convolution with
+torchvision padding, freezing.
 
 Variable types decide what trains (the optimizer is built with `wrt=nnx.Param`):
   nnx.Param      trained weights
   Frozen         weights that are never trained: frozen batch-norm scale / bias, and every
                  kernel of the stages `freeze_at` freezes. They count as parameters (as
                  torchvision's frozen `requires_grad=False` weights do) but get no update.
-  nnx.BatchStat  running mean / variance of frozen batch norm (statistics, not parameters).
+  nnx.BatchStat  running mean / variance of batch norm (statistics, not parameters): fixed in
+                 FrozenBatchNorm, updated by BatchNorm in training mode.
 All tensors are NHWC; kernels are HWIO.
+
+Normalisation kinds (`make_norm`):
+  'frozen'  FrozenBatchNorm: y = x * scale + shift with fixed statistics (torchvision's
+            FrozenBatchNorm2d; the pretrained recipes).
+  'batch'   BatchNorm: torchvision's nn.BatchNorm2d (momentum 0.1, eps 1e-5). In training mode
+            (`model.train()`, the default) it normalises with the statistics of the batch and
+            updates the running ones; in eval mode (`model.eval()`) it uses the running ones.
+            Under jax.jit with the batch split over devices (the ('data',) mesh of
+            sharding.py) the batch mean and variance are reductions over the *global* batch:
+            synchronised batch norm, with no extra code.
+  'group'   GroupNorm with 32 groups, eps 1e-5 (torch.nn.GroupNorm(32, C)).
 """
 
 import jax
@@ -93,6 +106,71 @@ class FrozenBatchNorm(nnx.Module):
         # The affine step runs in float32 (fused into the conv's epilogue by XLA): in bfloat16
         # the per-channel scale alone would carry a relative error of up to 2^-8.
         return (x.astype(jnp.float32) * scale + shift).astype(x.dtype)
+
+
+class BatchNorm(nnx.Module):
+    """Trainable batch norm over [..., C] (NHWC), as torch.nn.BatchNorm2d.
+
+    Training mode (`use_running_average=False`): normalises with the batch mean and biased
+    variance over every axis but the last, and updates the running statistics with
+    momentum 0.1 as torch does: mean <- 0.9 mean + 0.1 batch_mean, var <- 0.9 var + 0.1
+    batch_var * n / (n - 1) (torch keeps the unbiased variance). Eval mode: the running
+    statistics. Statistics and the affine step are float32 whatever the input dtype.
+    """
+
+    def __init__(
+        self,
+        features: int,
+        *,
+        momentum: float = 0.1,
+        eps: float = 1e-5,
+        use_running_average: bool = False,
+    ):
+        self.momentum = momentum
+        self.eps = eps
+        self.use_running_average = use_running_average
+        self.scale = nnx.Param(jnp.ones((features,), jnp.float32))
+        self.bias = nnx.Param(jnp.zeros((features,), jnp.float32))
+        self.mean = nnx.BatchStat(jnp.zeros((features,), jnp.float32))
+        self.var = nnx.BatchStat(jnp.ones((features,), jnp.float32))
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        xf = x.astype(jnp.float32)
+        if self.use_running_average:
+            mean, var = self.mean[...], self.var[...]
+        else:
+            axes = tuple(range(x.ndim - 1))
+            mean = jnp.mean(xf, axis=axes)
+            # E[x^2] - E[x]^2: one fused pass over x (as flax's default fast variance).
+            var = jnp.maximum(jnp.mean(jnp.square(xf), axis=axes) - jnp.square(mean), 0.0)
+            n = x.size // x.shape[-1]
+            m = self.momentum
+            batch_mean, batch_var = jax.lax.stop_gradient((mean, var))
+            self.mean[...] = (1 - m) * self.mean[...] + m * batch_mean
+            self.var[...] = (1 - m) * self.var[...] + m * batch_var * (n / max(n - 1, 1))
+        scale = self.scale[...] * jax.lax.rsqrt(var + self.eps)
+        shift = self.bias[...] - mean * scale
+        return (xf * scale + shift).astype(x.dtype)
+
+
+NORMS = ('frozen', 'batch', 'group')
+GROUPS = 32  # GroupNorm's group count (the paper of GroupNorm, detectron2, torchvision v2)
+
+
+def make_norm(kind: str, features: int, *, dtype=jnp.float32, rngs: nnx.Rngs) -> nnx.Module:
+    """A normalisation layer over `features` channels: 'frozen', 'batch' or 'group'."""
+    if kind == 'frozen':
+        return FrozenBatchNorm(features)
+    if kind == 'batch':
+        return BatchNorm(features)
+    if kind == 'group':
+        if features % GROUPS:
+            raise ValueError(f'GroupNorm needs channels divisible by {GROUPS}, got {features}')
+        return nnx.GroupNorm(
+            features, num_groups=GROUPS, epsilon=1e-5, dtype=dtype, param_dtype=jnp.float32,
+            rngs=rngs,
+        )  # fmt: skip
+    raise ValueError(f'unknown norm {kind!r}; known: {NORMS}')
 
 
 def freeze(module: nnx.Module) -> None:

@@ -7,7 +7,9 @@
 with R = anchors.num_anchors((H, W), anchor_config) and rows in the order of
 `anchors.generate_anchors`. Losses (losses.py) and post-processing stay outside the module.
 Parameters are float32; `dtype='bfloat16'` computes convolutions in bfloat16 and returns
-float32 outputs.
+float32 outputs. With trainable batch norm (ModelConfig.norm / fpn_norm 'batch') the model has
+two modes: `model.train()` (the state after build_model; batch statistics, running ones
+updated) and `model.eval()` (running statistics), for prediction, evaluation and export.
 """
 
 import dataclasses
@@ -17,9 +19,10 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from retinanet_jax.models.fpn import FPN
+from retinanet_jax.models.fpn import FPN, FPN_NORMS
 from retinanet_jax.models.heads import Subnet, class_prior_bias
-from retinanet_jax.models.resnet import ResNet
+from retinanet_jax.models.layers import GROUPS, NORMS
+from retinanet_jax.models.resnet import SPECS, ResNet
 
 
 class RetinaNet(nnx.Module):
@@ -61,18 +64,49 @@ def _check_images(images) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    """Every architectural setting. Defaults: the paper's R50-FPN (P6 from C5)."""
+    """Every architectural setting. Defaults: the paper's R50-FPN (P6 from C5), frozen BN.
+
+    norm: the backbone's normalisation, 'frozen' (FrozenBatchNorm, the pretrained recipes),
+      'batch' (trainable, synchronised BatchNorm; running statistics in the train state) or
+      'group' (GroupNorm, 32 groups). fpn_norm: 'none' (the paper), 'group' or 'batch' after
+      the FPN's lateral and output convs (detectron2's FPN.NORM). head_group_norm: GroupNorm
+      in the class and box subnets (torchvision v2).
+    """
 
     num_classes: int = 80
     depth: int = 50
     freeze_at: int = 2
+    norm: Literal['frozen', 'batch', 'group'] = 'frozen'
     fpn_width: int = 256
+    fpn_norm: Literal['none', 'group', 'batch'] = 'none'
     head_depth: int = 4
     head_group_norm: bool = False
     p6_from: Literal['c5', 'p5'] = 'c5'
     num_anchors: int = 9
     prior_probability: float = 0.01
     dtype: Literal['float32', 'bfloat16'] = 'float32'
+
+    def __post_init__(self):
+        def check(ok: bool, field: str, message: str):
+            if not ok:
+                raise ValueError(f'ModelConfig.{field} {message}, got {getattr(self, field)!r}')
+
+        check(self.num_classes >= 1, 'num_classes', 'must be >= 1')
+        check(self.depth in SPECS, 'depth', f'must be one of {sorted(SPECS)}')
+        check(0 <= self.freeze_at <= 5, 'freeze_at', 'must be in 0..5')
+        check(self.norm in NORMS, 'norm', f'must be one of {NORMS}')
+        check(self.fpn_norm in FPN_NORMS, 'fpn_norm', f'must be one of {FPN_NORMS}')
+        check(self.p6_from in ('c5', 'p5'), 'p6_from', "must be 'c5' or 'p5'")
+        check(self.dtype in ('float32', 'bfloat16'), 'dtype', "must be 'float32' or 'bfloat16'")
+        check(self.head_depth >= 0, 'head_depth', 'must be >= 0')
+        grouped = [k for k, on in [('head_group_norm', self.head_group_norm),
+                                   ('fpn_norm', self.fpn_norm == 'group')] if on]  # fmt: skip
+        for key in grouped:
+            if self.fpn_width % GROUPS:
+                raise ValueError(
+                    f'ModelConfig.{key} uses GroupNorm with {GROUPS} groups: fpn_width must be a '
+                    f'multiple of {GROUPS}, got {self.fpn_width}'
+                )
 
     @classmethod
     def torchvision_v1(cls, num_classes: int = 91) -> 'ModelConfig':
@@ -84,30 +118,34 @@ class ModelConfig:
         """retinanet_resnet50_fpn_v2: P6 from C5, GroupNorm in the heads."""
         return cls(num_classes=num_classes, p6_from='c5', head_group_norm=True)
 
-
-def build_model(config: ModelConfig | Any, *, seed: int = 0) -> RetinaNet:
-    """Builds a RetinaNet from a ModelConfig (or any mapping / ConfigDict with its fields)."""
-    if not isinstance(config, ModelConfig):
-        fields = {f.name for f in dataclasses.fields(ModelConfig)}
-        given = dict(config)
+    @classmethod
+    def from_dict(cls, values) -> 'ModelConfig':
+        """From a mapping / ConfigDict of its fields; unknown keys are named."""
+        fields = {f.name for f in dataclasses.fields(cls)}
+        given = dict(values)
         unknown = sorted(set(given) - fields)
         if unknown:
             raise ValueError(f'unknown model config keys {unknown}; known: {sorted(fields)}')
-        config = ModelConfig(**given)
-    if config.dtype not in ('float32', 'bfloat16'):
-        raise ValueError(f"model dtype must be 'float32' or 'bfloat16', got {config.dtype!r}")
-    if config.num_classes < 1:
-        raise ValueError(f'num_classes must be >= 1, got {config.num_classes}')
-    if config.head_group_norm and config.fpn_width % 32:
-        raise ValueError(
-            f'head_group_norm uses 32 groups: fpn_width must be a multiple of 32, '
-            f'got {config.fpn_width}'
-        )
+        return cls(**given)
+
+
+def build_model(config: ModelConfig | Any, *, seed: int = 0) -> RetinaNet:
+    """Builds a RetinaNet (in training mode: `model.eval()` for inference) from a ModelConfig
+    (or any mapping / ConfigDict with its fields)."""
+    if not isinstance(config, ModelConfig):
+        config = ModelConfig.from_dict(config)
     dtype = jnp.dtype(config.dtype)
     rngs = nnx.Rngs(seed)
-    backbone = ResNet(config.depth, freeze_at=config.freeze_at, dtype=dtype, rngs=rngs)
+    backbone = ResNet(
+        config.depth, freeze_at=config.freeze_at, norm=config.norm, dtype=dtype, rngs=rngs
+    )
     fpn = FPN(
-        backbone.out_channels, config.fpn_width, p6_from=config.p6_from, dtype=dtype, rngs=rngs
+        backbone.out_channels,
+        config.fpn_width,
+        p6_from=config.p6_from,
+        norm=config.fpn_norm,
+        dtype=dtype,
+        rngs=rngs,
     )
     head = dict(
         width=config.fpn_width,

@@ -1,0 +1,40 @@
+"""What the command-line tools (train.py, predict, evaluate, export, convert) share: the
+--model flags, quiet start-up, and bad input reported in one line.
+
+Library code never imports this module; the tools import it.
+"""
+
+import sys
+
+from absl import flags
+from absl import logging as absl_logging
+
+KNOWN_ERRORS = (ValueError, FileNotFoundError, FileExistsError, FloatingPointError)
+
+
+def define_model_flags() -> None:
+    """--model and the settings of torchvision models (see inference.load_predictor)."""
+    flags.DEFINE_string('model', None, 'a training run, a model directory or a state dict file')
+    flags.DEFINE_enum('variant', 'v1', ['v1', 'v2'], 'torchvision state dicts: which model')
+    flags.DEFINE_integer('short_side', 800, 'torchvision models: resize the short side to this')
+    flags.DEFINE_integer('max_side', 1333, 'torchvision models: ... unless the long side exceeds')
+
+
+def model_options() -> dict:
+    """load_predictor's keyword arguments from the flags of define_model_flags."""
+    f = flags.FLAGS
+    return dict(variant=f.variant, short_side=f.short_side, max_side=f.max_side)
+
+
+def quiet() -> None:
+    """Only warnings and errors from absl logging (orbax logs every step at INFO)."""
+    absl_logging.set_verbosity(absl_logging.WARNING)
+
+
+def exit_on_bad_input(prog: str, fn, *args, **kwargs):
+    """fn(*args, **kwargs); bad input (a ValueError, a missing file, ...) ends the program
+    with `prog: reason` on one line instead of a stack of library internals."""
+    try:
+        return fn(*args, **kwargs)
+    except KNOWN_ERRORS as e:
+        sys.exit(f'{prog}: {e}')

@@ -1,0 +1,180 @@
+"""The one place where a run's config (an ml_collections ConfigDict, see configs/) becomes typed
+settings. Everything downstream (train, predict, evaluate, export, bench) takes these objects.
+
+  settings = from_config(config)
+  settings.model        models.ModelConfig          config.model
+  settings.anchors      anchors.AnchorConfig        config.anchors: a preset name
+  settings.loss         losses.LossConfig           config.loss: a preset name
+  settings.input        data.InputConfig            config.input (its seed: config.seed)
+  settings.postprocess  postprocess.PostprocessConfig   config.postprocess
+  settings.optim        optim.OptimConfig           config.optim
+  settings.data         DataConfig                  config.data: dataset, options, splits
+  settings.batch_size, train_steps, seed, log_every, eval_every, checkpoint_every,
+  keep_checkpoints, init_backbone (config.init.backbone)
+  make_sources(settings) -> (training source, evaluation source), classes checked
+
+Every error names the config key at fault ("config.model.norm must be one of ..."); unknown
+keys are refused with the known ones listed.
+"""
+
+import dataclasses
+import json
+from typing import Any
+
+from retinanet_jax.anchors import AnchorConfig
+from retinanet_jax.data.input_config import InputConfig
+from retinanet_jax.losses import LossConfig
+from retinanet_jax.models import ModelConfig
+from retinanet_jax.optim import OptimConfig
+from retinanet_jax.postprocess import PostprocessConfig
+
+ANCHOR_PRESETS = ('paper', 'torchvision', 'pytorch_retinanet')
+LOSS_PRESETS = ('paper', 'torchvision', 'torchvision_v2', 'pytorch_retinanet')
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Which data: a source name (data/sources.py) with its options, and the splits. Evaluation
+    uses `eval_dataset` (with `eval_options`) where given, else the training dataset."""
+
+    dataset: str
+    options: dict = dataclasses.field(default_factory=dict)
+    train_split: str = 'train'
+    eval_split: str = 'validation'
+    eval_dataset: str | None = None
+    eval_options: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def evaluated(self) -> str:
+        """The name of the dataset evaluated on."""
+        return self.eval_dataset or self.dataset
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    model: ModelConfig
+    anchors: AnchorConfig
+    loss: LossConfig
+    input: InputConfig
+    postprocess: PostprocessConfig
+    optim: OptimConfig
+    data: DataConfig
+    batch_size: int
+    train_steps: int
+    seed: int = 0
+    log_every: int = 100
+    eval_every: int = 10_000
+    checkpoint_every: int = 5_000
+    keep_checkpoints: int = 3
+    init_backbone: str = ''  # a torchvision ImageNet ResNet state dict file, for fresh runs
+
+    @property
+    def image_hw(self) -> tuple[int, int]:
+        return tuple(self.input.image_size)
+
+
+def from_config(config) -> Settings:
+    """Typed settings from a run's ConfigDict (or nested dict); ValueError names the key."""
+    c = _plain(config)
+    top = {f.name for f in dataclasses.fields(Settings)} - {'init_backbone'}
+    sections = {'model', 'anchors', 'loss', 'input', 'postprocess', 'optim', 'data'}
+    unknown = sorted(set(c) - top - {'init'})
+    if unknown:
+        raise ValueError(f'the config has unknown keys {unknown}; known: {sorted(top | {"init"})}')
+    missing = sorted(k for k in ('model', 'data', 'batch_size', 'train_steps') if k not in c)
+    if missing:
+        raise ValueError(f'the config lacks {missing}')
+    seed = c.get('seed', 0)
+    init = c.get('init') or {}
+    if set(init) - {'backbone'}:
+        raise ValueError(f'config.init has unknown keys {sorted(set(init) - {"backbone"})}')
+    for key in ('batch_size', 'train_steps', 'log_every', 'eval_every', 'checkpoint_every'):
+        if key in c and (not isinstance(c[key], int) or c[key] < 1):
+            raise ValueError(f'config.{key} must be a positive integer, got {c[key]!r}')
+    return Settings(
+        model=_section(ModelConfig, 'model', c['model']),
+        anchors=_preset(AnchorConfig, 'anchors', c.get('anchors', 'paper'), ANCHOR_PRESETS),
+        loss=_preset(LossConfig, 'loss', c.get('loss', 'paper'), LOSS_PRESETS),
+        input=_section(InputConfig, 'input', {**c.get('input', {}), 'seed': seed}),
+        postprocess=_section(PostprocessConfig, 'postprocess', c.get('postprocess', {})),
+        optim=_section(OptimConfig, 'optim', c.get('optim', {})),
+        data=_section(DataConfig, 'data', c['data']),
+        init_backbone=init.get('backbone') or '',
+        **{k: c[k] for k in top - sections if k in c},
+    )
+
+
+def make_sources(settings: Settings):
+    """(training source, evaluation source) of settings.data (data/sources.py); they are the
+    same object unless config.data.eval_dataset names another. Checks that the model's class
+    count and the datasets' agree."""
+    d = settings.data
+    source = _make_source(d.dataset, d.options, 'config.data.options')
+    if source.label_map.num_classes != settings.model.num_classes:
+        raise ValueError(
+            f'config.model.num_classes is {settings.model.num_classes} but dataset '
+            f'{d.dataset!r} has {source.label_map.num_classes} classes'
+        )
+    if d.evaluated == d.dataset:
+        return source, source
+    evaluated = _make_source(d.eval_dataset, d.eval_options, 'config.data.eval_options')
+    if evaluated.label_map.names != source.label_map.names:
+        raise ValueError(f'config.data.eval_dataset {d.eval_dataset!r} has other classes than '
+                         f'{d.dataset!r}')  # fmt: skip
+    return source, evaluated
+
+
+def _make_source(name: str, options: dict, key: str):
+    from retinanet_jax.data import sources
+
+    try:
+        return sources.make_source(name, **options)
+    except TypeError as e:  # an option the source does not take
+        raise ValueError(f'{key} for dataset {name!r}: {e}') from None
+
+
+def _plain(value) -> Any:
+    """ConfigDict / FrozenConfigDict -> plain dicts, recursively; placeholders (None) dropped
+    from option dicts by the sections that take them."""
+    if hasattr(value, 'to_dict'):
+        value = value.to_dict()
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return tuple(_plain(v) for v in value)
+    return value
+
+
+def _section(cls, name: str, values):
+    """cls(**values), with every error naming config.<name>.<field>."""
+    if not isinstance(values, dict):
+        raise ValueError(f'config.{name} must be a dict of settings, got {values!r}')
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - fields)
+    if unknown:
+        raise ValueError(
+            f'config.{name} has unknown keys {unknown}; known: {sorted(fields - {"seed"})}'
+        )
+    if cls is DataConfig:  # unset placeholders (e.g. data_dir) are not options
+        values = {
+            k: {o: x for o, x in v.items() if x is not None} if k.endswith('options') else v
+            for k, v in values.items()
+        }
+    try:
+        return cls(**values)
+    except (TypeError, ValueError) as e:
+        message = str(e).replace(f'{cls.__name__}.', f'config.{name}.')
+        if f'config.{name}' not in message:
+            message = f'config.{name}: {message}'
+        raise ValueError(message) from None
+
+
+def _preset(cls, name: str, value, presets: tuple[str, ...]):
+    if value not in presets:
+        raise ValueError(f'config.{name} must be one of {presets}, got {value!r}')
+    return getattr(cls, value)()
+
+
+def to_json(config) -> str:
+    """The config as JSON, as written to a run's config.json and read back by from_config."""
+    return json.dumps(_plain(config), indent=1)
