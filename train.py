@@ -29,13 +29,14 @@ flags.DEFINE_string(
 )
 flags.DEFINE_integer('num_processes', None, 'multi-host: process count (or JAX_NUM_PROCESSES)')
 flags.DEFINE_integer('process_id', None, 'multi-host: this process, 0-based (or JAX_PROCESS_ID)')
+cli.define_cache_flag()
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
 def main(argv) -> None:
     if len(argv) > 1:
         raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-    cli.quiet()
+    cli.start()
     jax.config.update('jax_threefry_partitionable', True)
     f = flags.FLAGS
     cli.exit_on_bad_input(

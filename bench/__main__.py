@@ -24,7 +24,17 @@ def main(argv=None) -> int:
     parser.add_argument('--threads', type=int, default=2, help='torch intra-op threads')
     parser.add_argument('--device', choices=['cpu', 'gpu'], default='cpu')
     parser.add_argument('--json', help='also write the results to this JSON file')
+    parser.add_argument(
+        '--compilation_cache',
+        default=None,
+        help='persistent XLA compilation cache folder (default: the tools\' own; "" for none, '
+        'so that first-call figures are real compile times)',
+    )
     args = parser.parse_args(argv)
+    from retinanet_jax import compilation_cache
+
+    # Children (bench/isolated.py) read the same folder from the environment.
+    os.environ[compilation_cache.ENV] = compilation_cache.enable(args.compilation_cache) or ''
 
     if args.device == 'gpu':  # JAX here and PyTorch (in-process or in a child) share the GPU
         os.environ.setdefault('XLA_PYTHON_CLIENT_PREALLOCATE', 'false')

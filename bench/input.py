@@ -78,13 +78,12 @@ def run(quick: bool = False, threads: int = 2, device: str = 'cpu') -> list:
             short_side=size,
             max_side=size,
             scale_jitter=(0.8, 1.25),
-            shuffle_buffer=64,
         )
-        it = pipeline.train_dataset(source, config, batch_size).as_numpy_iterator()
+        it = pipeline.train_iterator(pipeline.train_dataset(source, config, batch_size))
         rate, warm = _images_per_second(it, batch_size, batches)
         ref_name = f'torchvision DataLoader (2 workers): {size}x{size}'
         results.append(
-            _as_timing(f'ours: tf.data train pipeline {size}x{size}', rate, batches, warm, ref_name)
+            _as_timing(f'ours: grain train pipeline {size}x{size}', rate, batches, warm, ref_name)
         )
 
         torch.set_num_threads(1)  # per worker; two workers use the two cores

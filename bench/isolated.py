@@ -47,6 +47,9 @@ def measure(module: str, side: str, env: dict | None = None, **options) -> Timin
 
 def child_main(child) -> None:
     """`python -m bench.X side '{options}'` -> prints the child's Timing as JSON."""
+    from retinanet_jax import compilation_cache
+
+    compilation_cache.enable()  # the parent's folder, through the environment
     side, options = sys.argv[1], json.loads(sys.argv[2])
     timing = child(side, **options)
     if timing.peak_mib is None:  # host RSS (KiB on Linux)

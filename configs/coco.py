@@ -44,7 +44,6 @@ def get_config() -> ml_collections.ConfigDict:
             'flip': True,
             'scale_jitter': None,
             'max_boxes': 100,
-            'shuffle_buffer': 2000,
         }
     )
     c.init = ml_collections.ConfigDict({'backbone': ''})

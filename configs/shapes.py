@@ -29,7 +29,6 @@ def get_config() -> ml_collections.ConfigDict:
             'flip': True,
             'scale_jitter': None,
             'max_boxes': 16,
-            'shuffle_buffer': 1000,
         }
     )
     c.model = ml_collections.ConfigDict(

@@ -12,7 +12,6 @@ def get_config():
     c.input.image_size = (64, 64)
     c.input.short_side = 64
     c.input.max_side = 64
-    c.input.shuffle_buffer = 16
     c.input.max_boxes = 8
     c.model.fpn_width = 32
     c.model.head_depth = 1

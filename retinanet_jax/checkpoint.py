@@ -116,13 +116,18 @@ def restore_run(
             f'{len(differences)} difference(s), e.g. {differences[:3]}'
         )
     items = {name: ocp.args.StandardRestore(tree) for name, tree in abstract.items()}
+    restored = dict(manager.restore(step, args=ocp.args.Composite(**items)).items())
+    restored['data'] = None
     if data and (Path(where) / 'data').is_dir():
-        items['data'] = ocp.args.JsonRestore()
-    try:
-        restored = dict(manager.restore(step, args=ocp.args.Composite(**items)).items())
-    except (ValueError, OSError) as e:  # e.g. a truncated JSON file
-        raise ValueError(f'{where}: cannot read the checkpoint ({type(e).__name__}: {e})') from e
-    restored.setdefault('data', None)
+        try:
+            position = manager.restore(step, args=ocp.args.Composite(data=ocp.args.JsonRestore()))
+            restored['data'] = position['data']
+        except (ValueError, OSError) as e:  # a truncated or corrupt file
+            reason = str(e).splitlines()[0][:200]
+            raise ValueError(
+                f'{where}/data: the input position is unreadable, corrupt or truncated '
+                f'({type(e).__name__}: {reason}); use an earlier checkpoint or a new --workdir'
+            ) from None
     return restored, step
 
 

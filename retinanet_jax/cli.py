@@ -1,5 +1,5 @@
 """What the command-line tools (train.py, predict, evaluate, export, convert) share: the
---model flags, quiet start-up, and bad input reported in one line.
+--model and --compilation_cache flags, quiet start-up, and bad input reported in one line.
 
 Library code never imports this module; the tools import it.
 """
@@ -8,6 +8,8 @@ import sys
 
 from absl import flags
 from absl import logging as absl_logging
+
+from retinanet_jax import compilation_cache
 
 KNOWN_ERRORS = (ValueError, FileNotFoundError, FileExistsError, FloatingPointError)
 
@@ -26,9 +28,20 @@ def model_options() -> dict:
     return dict(variant=f.variant, short_side=f.short_side, max_side=f.max_side)
 
 
-def quiet() -> None:
-    """Only warnings and errors from absl logging (orbax logs every step at INFO)."""
-    absl_logging.set_verbosity(absl_logging.WARNING)
+def define_cache_flag() -> None:
+    flags.DEFINE_string(
+        'compilation_cache',
+        None,
+        'folder of the persistent XLA compilation cache (default: $RETINANET_JAX_CACHE or '
+        '~/.cache/retinanet-jax/jax); "" turns it off',
+    )
+
+
+def start() -> None:
+    """What every tool does first: quiet logging, the compilation cache of --compilation_cache
+    (define_cache_flag) switched on."""
+    absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every step at INFO
+    compilation_cache.enable(flags.FLAGS.compilation_cache)
 
 
 def exit_on_bad_input(prog: str, fn, *args, **kwargs):

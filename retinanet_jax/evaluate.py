@@ -62,7 +62,8 @@ def evaluate_run(
     )
     detection_labels = None if p.label_map == source.label_map else p.label_map
     evaluator = evaluation.make_evaluator(source, split, detection_labels)
-    metrics = inference.evaluate(p.predict, p.state, eval_ds, num_batches, evaluator, p.mesh, tqdm)
+    batches = pipeline.eval_batches(eval_ds)
+    metrics = inference.evaluate(p.predict, p.state, batches, num_batches, evaluator, p.mesh, tqdm)
     result = {'model': str(model), 'step': p.step, 'dataset': name, 'split': split, **metrics}
     if jax.process_index() == 0:
         print(f'{p.description} on {name} {split}:')
@@ -75,7 +76,7 @@ def evaluate_run(
 
 def main(argv) -> None:
     del argv
-    cli.quiet()
+    cli.start()
     f = flags.FLAGS
     try:
         options = json.loads(f.dataset_options) if f.dataset_options else None
@@ -96,6 +97,7 @@ def main(argv) -> None:
 
 if __name__ == '__main__':
     cli.define_model_flags()
+    cli.define_cache_flag()
     flags.DEFINE_string('split', None, "dataset split (a training run: its config's eval_split)")
     flags.DEFINE_string('dataset', None, 'a source name (data/sources.py); a run: its own')
     flags.DEFINE_string(

@@ -130,7 +130,7 @@ def make_evaluator(source, split: str, detection_label_map=None) -> CocoEvaluato
     scoring them). `detection_label_map`: the model's, where it differs from the dataset's. VOC
     sources add VOC_AP50 in their own convention (`source.voc_ap50`)."""
     return CocoEvaluator(
-        coco_ground_truth(source.raw(split).as_numpy_iterator(), source.label_map),
+        coco_ground_truth(source.ground_truth(split), source.label_map),
         source.label_map,
         detection_label_map,
         voc_ap50=source.voc_ap50,
@@ -150,17 +150,31 @@ def _empty_results(coco_gt):
     return empty
 
 
-def coco_ground_truth(raw_examples, label_map: LabelMap) -> dict:
-    """A COCO json dict from raw source examples (numpy dicts with 'image', 'image_id', 'boxes'
-    xyxy original pixels, 'labels', 'is_crowd'); crowd boxes are kept with iscrowd=1."""
-    images, annotations = [], []
-    for example in raw_examples:
-        image_id = int(example['image_id'])
-        h, w = np.asarray(example['image']).shape[:2]
-        images.append({'id': image_id, 'height': int(h), 'width': int(w)})
-        for box, label, crowd in zip(
-            example['boxes'], example['labels'], example['is_crowd'], strict=True
-        ):
+def coco_ground_truth(records, label_map: LabelMap) -> dict:
+    """A COCO json dict from ground-truth records (data.sources.Source.ground_truth: dicts with
+    'image_id', 'height', 'width', 'boxes' xyxy original pixels, 'labels', 'is_crowd' and
+    optionally 'area'); crowd boxes are kept with iscrowd=1. Labels must be in
+    [0, num_classes) and image ids unique: ValueError naming the image otherwise."""
+    images, annotations, seen = [], [], set()
+    num_classes = label_map.num_classes
+    for r in records:
+        image_id = int(r['image_id'])
+        if image_id in seen:
+            raise ValueError(f'ground truth: image id {image_id} appears twice')
+        seen.add(image_id)
+        images.append({'id': image_id, 'height': int(r['height']), 'width': int(r['width'])})
+        boxes = np.asarray(r['boxes'], np.float64).reshape(-1, 4)
+        labels = np.asarray(r['labels']).reshape(-1)
+        bad = labels[(labels < 0) | (labels >= num_classes)]
+        if len(bad):
+            raise ValueError(
+                f'ground truth of image id {image_id}: label {int(bad[0])} outside '
+                f'[0, {num_classes})'
+            )
+        areas = r.get('area')
+        if areas is None:
+            areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+        for box, label, crowd, area in zip(boxes, labels, r['is_crowd'], areas, strict=True):
             x1, y1, x2, y2 = (float(v) for v in box)
             annotations.append(
                 {
@@ -168,7 +182,7 @@ def coco_ground_truth(raw_examples, label_map: LabelMap) -> dict:
                     'image_id': image_id,
                     'category_id': int(label_map.category_ids[int(label)]),
                     'bbox': [x1, y1, x2 - x1, y2 - y1],
-                    'area': (x2 - x1) * (y2 - y1),
+                    'area': float(area),
                     'iscrowd': int(bool(crowd)),
                 }
             )

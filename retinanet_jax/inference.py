@@ -4,7 +4,7 @@ lives. The predict, evaluate and export commands are thin users of this module.
   predictor = load_predictor(path)         # a training run, a model directory or a .pth file
   dets = predictor.predict_image(image)    # uint8 [H, W, 3] RGB -> detections (numpy)
   step = make_predict_step(graphdef, image_hw, anchor_config, postprocess_config, mesh)
-  metrics = evaluate(step, model_state, eval_ds, num_batches, evaluator, mesh)
+  metrics = evaluate(step, model_state, batches, num_batches, evaluator, mesh)
 
 Detections: 'boxes' float32 [D, 4] xyxy in original image pixels, 'scores' [D], 'labels' int32
 [D] contiguous (the predictor's label_map turns them into names and category ids), 'valid'
@@ -81,13 +81,12 @@ def make_predict_step(
     return jax.jit(predict, in_shardings=(rep, split), out_shardings=split)
 
 
-def evaluate(predict, state, eval_ds, num_batches: int, evaluator, mesh, progress=None) -> dict:
-    """Runs `predict` (make_predict_step) with the model `state` over an evaluation dataset
-    (pipeline.eval_dataset) and returns the evaluator's metrics. `progress`: an optional
-    wrapper of the batch iterator (e.g. a progress bar); it sees each batch after that batch's
-    detections are on the host, so its rate counts finished work."""
+def evaluate(predict, state, batches, num_batches: int, evaluator, mesh, progress=None) -> dict:
+    """Runs `predict` (make_predict_step) with the model `state` over evaluation batches (an
+    iterable of numpy batches, e.g. pipeline.eval_batches) and returns the evaluator's metrics.
+    `progress`: an optional progress-bar class (tqdm); a batch counts once its detections are
+    on the host, so the bar's rate and ETA come from finished work."""
     evaluator.reset()
-    batches = eval_ds.as_numpy_iterator()
     pending = None  # the previous batch, whose detections are still being computed
 
     def finish(item):

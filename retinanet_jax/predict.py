@@ -84,7 +84,7 @@ def predict_files(
 
 def main(argv) -> None:
     del argv
-    cli.quiet()
+    cli.start()
     f = flags.FLAGS
     predictor = cli.exit_on_bad_input('predict', load_predictor, f.model, **cli.model_options())
     cli.exit_on_bad_input('predict', predict_files, predictor, f.images, Path(f.out), f.min_score)
@@ -92,6 +92,7 @@ def main(argv) -> None:
 
 if __name__ == '__main__':
     cli.define_model_flags()
+    cli.define_cache_flag()
     flags.DEFINE_list('images', None, 'image files and / or folders')
     flags.DEFINE_string('out', None, 'output folder for detections.json and pictures')
     flags.DEFINE_float('min_score', 0.3, 'draw detections from this score (the JSON has all)')

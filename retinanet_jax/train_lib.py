@@ -144,10 +144,18 @@ def train_and_evaluate(config, workdir: str) -> dict:
     anchors = np.asarray(anchor_lib.generate_anchors(s.image_hw, s.anchors))
 
     # ---------------------------------------------------------------- state, maybe resumed
+    process = dict(process_index=jax.process_index(), process_count=jax.process_count())
+    train_ds = pipeline.train_dataset(source, s.input, local_batch, split=s.data.train_split,
+                                      **process)  # fmt: skip
+    order = pipeline.order_of(source, s.input, local_batch, split=s.data.train_split,
+                              process_count=jax.process_count())  # fmt: skip
     graph, state = create_state(s, mesh)
     manager = checkpoint.run_checkpoints(workdir, keep=s.keep_checkpoints)
-    restored, start_step = checkpoint.restore_run(manager, abstract_state(state))
+    restored, start_step = checkpoint.restore_run(manager, abstract_state(state), data=True)
     if restored is not None:
+        # The input resumes at the checkpoint's position, if the order is still the same.
+        pipeline.check_position(restored['data'], order, start_step,
+                                f'{workdir}/checkpoints/{start_step}/data')  # fmt: skip
         state = {'model': restored['model'], 'optimizer': restored['optimizer']}
         print(f'resumed from {workdir}/checkpoints at step {start_step}')
     elif s.init_backbone:
@@ -160,13 +168,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
                                           s.postprocess, mesh)  # fmt: skip
 
     # ---------------------------------------------------------------- data
-    process = dict(process_index=jax.process_index(), process_count=jax.process_count())
-    train_ds = pipeline.train_dataset(
-        source, s.input, local_batch, split=s.data.train_split, **process
-    )
-    # The pipeline is deterministic for a seed: skipping the batches already used resumes the
-    # input exactly where the interrupted run stopped.
-    train_iter = train_ds.skip(start_step).as_numpy_iterator()
+    # Batch k of train_ds is step k's: the iterator starts at start_step, reading nothing before.
+    train_iter = pipeline.train_iterator(train_ds, start_step)
     eval_ds, eval_batches = pipeline.eval_dataset(
         evaluated, s.input, local_batch, split=s.data.eval_split, **process
     )
@@ -201,13 +204,13 @@ def train_and_evaluate(config, workdir: str) -> dict:
             if writer:
                 writer.write(done, metrics)
         if done % s.checkpoint_every == 0 or done == s.train_steps:
-            checkpoint.save_run(manager, done, state, None)
+            checkpoint.save_run(manager, done, state, {'next_index': done, 'order': order})
             last_saved = done
         if done % s.eval_every == 0 or done == s.train_steps:
             jax.block_until_ready(previous)
-            history[done] = inference.evaluate(
-                predict, state['model'], eval_ds, eval_batches, evaluator, mesh, tqdm
-            )
+            history[done] = inference.evaluate(predict, state['model'],
+                                               pipeline.eval_batches(eval_ds), eval_batches,
+                                               evaluator, mesh, tqdm)  # fmt: skip
             if writer:
                 writer.write(done, {f'eval/{k}': v for k, v in history[done].items()})
             if done != s.train_steps:
@@ -220,7 +223,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
     # ---------------------------------------------------------------- summary
     final = history.get(s.train_steps) or inference.evaluate(
-        predict, state['model'], eval_ds, eval_batches, evaluator, mesh
+        predict, state['model'], pipeline.eval_batches(eval_ds), eval_batches, evaluator, mesh
     )
     summary = {'step': s.train_steps, 'wall_seconds': time.time() - start, **final}
     if jax.process_index() == 0:

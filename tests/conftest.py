@@ -6,8 +6,25 @@ too, since torchvision.ops imports torch._dynamo and with it triton, which torch
 not (running test_data.py before test_models.py alone crashed that way).
 """
 
+import atexit
+import os
+import shutil
+import tempfile
+
 import torch
 import torchvision
 import torchvision.ops  # noqa: F401
 
 torch.set_num_threads(2)
+
+# One persistent compilation cache for this test session, shared by every test process (the
+# tools read RETINANET_JAX_CACHE; other subprocesses and this process, JAX's own variables):
+# separate processes that build the same model compile it once.
+_CACHE = tempfile.mkdtemp(prefix='retinanet-jax-test-cache-')
+atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
+os.environ.update(
+    RETINANET_JAX_CACHE=_CACHE,
+    JAX_COMPILATION_CACHE_DIR=_CACHE,
+    JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
+    JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='0',
+)

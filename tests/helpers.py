@@ -65,15 +65,23 @@ def mock_examples(coco: bool, n: int = 10):
         yield example
 
 
-def _as_dataset_fn(coco, num_examples):
-    def fn(builder, *args, **kwargs):
-        del args, kwargs
-        signature = builder.info.features.get_tensor_spec()
-        import tensorflow as tf
+def _as_data_source_fn(coco, num_examples):
+    """tfds' random-access data source, mocked: a list of consistent examples (images PNG-encoded
+    where the caller skips decoding, as tfds returns them then)."""
 
-        return tf.data.Dataset.from_generator(
-            lambda: mock_examples(coco, num_examples), output_signature=signature
-        )
+    def fn(builder, *args, decoders=None, **kwargs):
+        del builder, args, kwargs
+        examples = list(mock_examples(coco, num_examples))
+        if decoders is not None:  # SkipDecoding: the encoded image bytes
+            import io
+
+            from PIL import Image
+
+            for e in examples:
+                buffer = io.BytesIO()
+                Image.fromarray(e['image']).save(buffer, format='PNG')
+                e['image'] = buffer.getvalue()
+        return examples
 
     return fn
 
@@ -84,6 +92,6 @@ def mock_tfds(coco: bool, num_examples: int = 10):
     import tensorflow_datasets as tfds
 
     with tfds.testing.mock_data(
-        num_examples=num_examples, as_dataset_fn=_as_dataset_fn(coco, num_examples)
+        num_examples=num_examples, as_data_source_fn=_as_data_source_fn(coco, num_examples)
     ):
         yield

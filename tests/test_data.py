@@ -169,7 +169,7 @@ def test_shapes_source_pipeline_covers_split_once_per_process():
     seen, counts = [], []
     for p in range(3):
         ds, n = pipeline.eval_dataset(src, config, 8, process_index=p, process_count=3)
-        batches = list(ds.as_numpy_iterator())
+        batches = list(pipeline.eval_batches(ds))
         counts.append((n, len(batches)))
         for b in batches:
             seen += list(b['image_id'][b['valid']])
@@ -188,10 +188,9 @@ def test_train_order_and_augmentation_repeat_for_a_seed():
             short_side=64,
             max_side=64,
             scale_jitter=(0.8, 1.25),
-            shuffle_buffer=50,
             seed=seed,
         )
-        it = pipeline.train_dataset(src, config, 4).as_numpy_iterator()
+        it = pipeline.train_iterator(pipeline.train_dataset(src, config, 4))
         return [next(it) for _ in range(3)]
 
     a, b, c = first_batches(0), first_batches(0), first_batches(1)
@@ -210,9 +209,9 @@ def test_tfds_pipelines_under_mock_data(name):
     config = pipeline.InputConfig(image_size=(96, 96), short_side=64, max_side=96, max_boxes=8)
     with mock_tfds(coco):
         src = sources.make_source(name)
-        batch = next(pipeline.train_dataset(src, config, 4).as_numpy_iterator())
+        batch = pipeline.train_dataset(src, config, 4)[0]
         eval_ds, n = pipeline.eval_dataset(src, config, 4, split='validation')
-        eval_batches = list(eval_ds.as_numpy_iterator())
+        eval_batches = list(pipeline.eval_batches(eval_ds))
     assert batch['image'].shape == (4, 96, 96, 3) and batch['gt_boxes'].shape == (4, 8, 4)
     assert src.label_map.num_classes == (80 if coco else 20)
     copies = 2 if name == 'voc/2007+2012' else 1
@@ -282,7 +281,7 @@ def test_coco_folder_loads_with_category_mapping(tmp_path):
     assert src.label_map.category_ids == (3, 7, 12)
     config = pipeline.InputConfig(image_size=(64, 64), short_side=40, max_side=60, max_boxes=4)
     ds, n = pipeline.eval_dataset(src, config, 2, split='train')
-    batches = list(ds.as_numpy_iterator())
+    batches = [ds[i] for i in range(n)]
     assert n == 2 and sum(int(b['valid'].sum()) for b in batches) == 3
     flat = {
         int(i): (boxes, labels)
@@ -293,7 +292,7 @@ def test_coco_folder_loads_with_category_mapping(tmp_path):
         boxes, labels = flat[100 + i]
         np.testing.assert_array_equal(labels, [i, -1, -1, -1])  # crowd of image 101 not a target
         np.testing.assert_allclose(boxes[0], [10, 5 + i, 30, 25 + i])
-    raw = next(iter(src.raw('train').skip(1)))
+    raw = src.example('train', 1)
     np.testing.assert_array_equal(raw['is_crowd'], [False, True])  # kept aside for evaluation
 
 
@@ -338,7 +337,7 @@ def test_label_maps():
 def test_render_batch():
     src = sources.make_source('shapes', image_size=64, sizes={'train': 8})
     config = pipeline.InputConfig(image_size=(64, 64), short_side=64, max_side=64)
-    batch = next(pipeline.train_dataset(src, config, 4).as_numpy_iterator())
+    batch = pipeline.train_dataset(src, config, 4)[0]
     picture = np.asarray(render_batch(batch, src.label_map.names))
     assert picture.shape == (64, 256, 3)
     plain = np.concatenate(list(batch['image']), axis=1)

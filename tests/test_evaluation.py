@@ -16,7 +16,7 @@ def shapes_ground_truth(n=6):
     examples = []
     for i in range(n):
         e = shapes.generate_example(i, image_size=96)
-        e['is_crowd'] = np.zeros(len(e['labels']), bool)
+        e.update(is_crowd=np.zeros(len(e['labels']), bool), height=96, width=96)
         examples.append(e)
     return examples, coco_ground_truth(examples, LABELS)
 

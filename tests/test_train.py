@@ -100,6 +100,29 @@ def test_smoke_config_trains_evaluates_and_resumes_exactly(tmp_path, straight):
     assert saved['model']['fpn_width'] == 32  # the refused run left the run's files alone
 
 
+def test_resume_refuses_a_changed_order_or_an_unreadable_position(tmp_path, straight):
+    """A resume that would not continue the interrupted epoch, or whose input position is
+    corrupt, stops with a reason; it never silently restarts the epoch."""
+    import shutil
+
+    run = tmp_path / 'run'
+    shutil.copytree(straight[0], run)
+    changed = smoke.get_config()
+    changed.train_steps = 6
+    changed.data.options['sizes'] = {'train': 20, 'validation': 4}
+    with pytest.raises(ValueError, match=r'order has changed .*num_examples 16 -> 20'):
+        train_lib.train_and_evaluate(changed, str(run))
+    position = run / 'checkpoints' / '4' / 'data' / 'metadata'
+    assert json.loads(position.read_text())['next_index'] == 4
+    config = smoke.get_config()
+    config.train_steps = 6
+    for damaged in (position.read_text()[:25], '{"next_index": 4}'):  # truncated; corrupt
+        position.write_text(damaged)
+        with pytest.raises(ValueError, match=r'checkpoints/4/data: the input position is '
+                                             r'(unreadable|corrupt)'):  # fmt: skip
+            train_lib.train_and_evaluate(config, str(run))
+
+
 def test_schedule_golden():
     config = smoke.get_config()
     config.optim.update(
@@ -142,7 +165,7 @@ ONE_STEP = textwrap.dedent("""
     except ValueError as e:
         refused = int('not divisible by the number of devices (8)' in str(e))
     source, _ = settings.make_sources(s)
-    batch = next(pipeline.train_dataset(source, s.input, 8).as_numpy_iterator())
+    batch = pipeline.train_dataset(source, s.input, 8)[0]
     anchors = np.asarray(anchor_lib.generate_anchors((64, 64), s.anchors))
     graph, state = train_lib.create_state(s, mesh)
     step = train_lib.make_train_step(graph, anchors, s, mesh)
@@ -200,8 +223,9 @@ TWO_PROCESSES = textwrap.dedent("""
     mesh = sharding.make_mesh()
     source, _ = settings.make_sources(s)
     shares = [
-        pipeline.train_dataset(source, s.input, 2, process_index=p, process_count=2)
-        .as_numpy_iterator() for p in range(2)
+        pipeline.train_iterator(
+            pipeline.train_dataset(source, s.input, 2, process_index=p, process_count=2))
+        for p in range(2)
     ]
     anchors = np.asarray(anchor_lib.generate_anchors((64, 64), s.anchors))
     graph, state = train_lib.create_state(s, mesh)
@@ -216,6 +240,24 @@ TWO_PROCESSES = textwrap.dedent("""
         state, metrics = step(state, sharding.to_global(local, mesh))
         losses.append(float(metrics['loss']))
     kernel = np.asarray(state['model']['classification_head']['output']['kernel'])
+    # Resume: the state and this process's input position are checkpointed (one directory for
+    # both processes), restored, and the restored iterator goes on with the very batch that
+    # the uninterrupted one gives next, each process with its own share.
+    from retinanet_jax import checkpoint
+    mine = max(pid, 0)
+    order = pipeline.order_of(source, s.input, 2, split='train', process_count=2)
+    manager = checkpoint.run_checkpoints(sys.argv[4], keep=1)
+    checkpoint.save_run(manager, 2, state, {'next_index': 2, 'order': order})
+    restored, step = checkpoint.restore_run(manager, train_lib.abstract_state(state), data=True)
+    pipeline.check_position(restored['data'], order, step, 'checkpoint')
+    resumed = pipeline.train_iterator(
+        pipeline.train_dataset(source, s.input, 2, process_index=mine, process_count=2),
+        restored['data']['next_index'])
+    want, got = next(shares[mine]), next(resumed)
+    resumed_ok = step == 2 and all(np.array_equal(want[k], got[k]) for k in want) and all(
+        np.array_equal(a, b) for a, b in zip(jax.tree.leaves(restored['model']),
+                                             jax.tree.leaves(state['model'])))
+    resumed_ids = [int(i) for i in got['image_id']]
     # Evaluation: each process predicts its share of the split; detections are gathered.
     shards = dict(process_index=jax.process_index(), process_count=jax.process_count())
     eval_ds, n = pipeline.eval_dataset(source, s.input, 4 // jax.process_count(),
@@ -223,15 +265,16 @@ TWO_PROCESSES = textwrap.dedent("""
     predict = inference.make_predict_step(graph.eval_model, (64, 64), s.anchors, s.postprocess,
                                           mesh)
     evaluator = evaluation.make_evaluator(source, 'validation')
-    metrics = inference.evaluate(predict, state['model'], eval_ds, n, evaluator, mesh)
+    metrics = inference.evaluate(predict, state['model'], pipeline.eval_batches(eval_ds), n,
+                                 evaluator, mesh)
     json.dump({'processes': jax.process_count(), 'devices': jax.device_count(),
-               'losses': losses, 'kernel_sum': float(np.abs(kernel).sum()), 'eval': metrics},
-              open(out, 'w'))
+               'losses': losses, 'kernel_sum': float(np.abs(kernel).sum()), 'eval': metrics,
+               'resumed_ok': bool(resumed_ok), 'resumed_ids': resumed_ids}, open(out, 'w'))
 """)
 
 
 @pytest.mark.multiprocess
-def test_two_processes_on_localhost_agree_with_one(tmp_path):
+def test_two_processes_on_localhost_agree_with_one_and_resume_their_shares(tmp_path):
     import socket
 
     with socket.socket() as s:
@@ -243,7 +286,15 @@ def test_two_processes_on_localhost_agree_with_one(tmp_path):
     def start(pid):
         log = open(tmp_path / f'{pid}.log', 'w')  # a file, not a pipe nobody reads yet
         return subprocess.Popen(
-            [sys.executable, '-c', TWO_PROCESSES, str(pid), str(port), str(tmp_path / f'{pid}')],
+            [
+                sys.executable,
+                '-c',
+                TWO_PROCESSES,
+                str(pid),
+                str(port),
+                str(tmp_path / f'{pid}'),
+                str(tmp_path / ('ckpt-one' if pid < 0 else 'ckpt-two')),
+            ],
             cwd=ROOT,
             env=env,
             stdout=log,
@@ -260,6 +311,10 @@ def test_two_processes_on_localhost_agree_with_one(tmp_path):
     np.testing.assert_allclose(r0['losses'], one['losses'], rtol=1e-5)
     np.testing.assert_allclose(r0['kernel_sum'], one['kernel_sum'], rtol=1e-5)
     assert r0['losses'][0] != r0['losses'][1]  # two different batches, a real update
+    # Each process resumed its own share exactly, from one shared checkpoint directory.
+    assert r0['resumed_ok'] and r1['resumed_ok'] and one['resumed_ok']
+    assert not set(r0['resumed_ids']) & set(r1['resumed_ids'])
+    assert one['resumed_ids'] == r0['resumed_ids']  # one process reading share 0: the same
     # Every process scores the gathered detections of the whole split: the same numbers, and
     # those of one process evaluating everything.
     assert r0['eval'] == r1['eval']
@@ -366,7 +421,6 @@ def test_configs_train_end_to_end_under_mock_tfds(tmp_path, dataset):
     config.input.update(image_size=(64, 64), short_side=48, max_side=64, max_boxes=8)
     config.model.update(depth=18, freeze_at=0, fpn_width=32, head_depth=1, dtype='float32')
     config.update(batch_size=2, train_steps=2, eval_every=2, checkpoint_every=2, log_every=1)
-    config.input.shuffle_buffer = 16
     with mock_tfds(coco=dataset == 'coco'):
         summary = train_lib.train_and_evaluate(config, str(tmp_path))
     assert summary['step'] == 2 and 0.0 <= summary['AP'] <= 1.0

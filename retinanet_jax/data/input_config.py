@@ -17,7 +17,6 @@ class InputConfig:
     scale_jitter: tuple[float, float] | None = None  # e.g. (0.8, 1.2); crops to image_size
     max_boxes: int = 100
     min_box_size: float = 1.0  # boxes narrower or lower than this (pixels) are dropped
-    shuffle_buffer: int = 1000
     seed: int = 0
 
     def __post_init__(self):

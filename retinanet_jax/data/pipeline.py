@@ -1,4 +1,5 @@
-"""Input pipelines: raw source examples -> batches with static shapes.
+"""Input pipelines: raw source examples -> batches with static shapes, in an order that is a
+pure function of record indices (grain over the sources' random access).
 
 A batch (numpy, per process) holds, for local batch size b, static image size (H, W) and
 M = max_boxes:
@@ -14,21 +15,44 @@ M = max_boxes:
                                        evaluation batch
   'num_boxes_truncated' int32 [b]      boxes beyond M (never silently: log their sum)
 
-`train_dataset` shuffles, repeats and augments (flip, optional scale jitter + crop) with
-stateless randomness derived from `InputConfig.seed`, so the order and the augmentations are
-the same for the same seed. `eval_dataset` covers every example of the split exactly once and
-pads the last batch with masked examples; every process yields the same number of batches.
+Training order (`train_dataset`): epoch e is a fresh permutation of the whole split, a pure
+function of (seed, e); each process takes every process_count-th record of it (the last
+`n mod process_count` records of each epoch's permutation are left out so that every process
+sees as many), and batch k of a process is records [k b, (k + 1) b) of its stream. So the
+position of step k is known without reading anything: `train_dataset(...)[k]` is step k's
+batch, and an iterator resumed at step k (`train_iterator(ds, k)`) reads and decodes only
+what steps >= k need. The augmentation of a record (flip, scale jitter + crop) is a pure
+function of (seed, record, epoch), whatever the process count or thread timing. grain
+(MapDataset: shuffle, slice, repeat, batch; threads for prefetching) does the indexing;
+`order_of` describes the order, so that a checkpoint can refuse a resume whose order changed.
+
+`eval_dataset` covers every example of the split once, in record order, each process a
+contiguous share, and pads the last batch with masked examples; every process yields the
+same number of batches. Transforms (transforms.py) are TensorFlow ops, run eagerly per
+example through one traced tf.function.
 """
 
+import os
+
+import grain
+import numpy as np
 import tensorflow as tf
 
 from retinanet_jax.data import transforms
 from retinanet_jax.data.input_config import InputConfig
 from retinanet_jax.data.sources import Source
 
+RAW_SIGNATURE = {
+    'image': tf.TensorSpec([None, None, 3], tf.uint8),
+    'image_id': tf.TensorSpec([], tf.int64),
+    'boxes': tf.TensorSpec([None, 4], tf.float32),
+    'labels': tf.TensorSpec([None], tf.int32),
+    'is_crowd': tf.TensorSpec([None], tf.bool),
+}
+
 
 def preprocess(example: dict, config: InputConfig, *, train: bool, seed=None) -> dict:
-    """One raw example -> one padded example (see the module docstring for the fields)."""
+    """One raw example (tensors) -> one padded example (see the module docstring)."""
     example = transforms.init_sizes(example)
     seeds = tf.random.experimental.stateless_split(seed, 3) if train else None
     if train and config.scale_jitter is not None:
@@ -47,18 +71,50 @@ def preprocess(example: dict, config: InputConfig, *, train: bool, seed=None) ->
     return transforms.pad(example, config.image_size, config.max_boxes)
 
 
+class Preprocessor:
+    """`preprocess` of numpy examples through one traced tf.function (thread-safe)."""
+
+    def __init__(self, config: InputConfig, train: bool):
+        self.config = config
+        signature = [RAW_SIGNATURE, tf.TensorSpec([2], tf.int64)]
+        self._fn = tf.function(
+            lambda ex, seed: preprocess(ex, config, train=train, seed=seed),
+            input_signature=signature,
+        )
+
+    def __call__(self, example: dict, key: int = 0) -> dict:
+        raw = {k: example[k] for k in RAW_SIGNATURE}
+        seed = np.array([self.config.seed, key], np.int64)
+        return {k: v.numpy() for k, v in self._fn(raw, seed).items()}
+
+
 def preprocess_image(image, config: InputConfig) -> dict:
     """One uint8 [H, W, 3] RGB image -> the numpy fields a predict step needs ('image',
-    'image_size', 'scale'), preprocessed as evaluation examples are (eagerly)."""
+    'image_size', 'scale'), preprocessed as evaluation examples are."""
     raw = {
-        'image': tf.constant(image, tf.uint8),
-        'image_id': tf.constant(0, tf.int64),
-        'boxes': tf.zeros([0, 4]),
-        'labels': tf.zeros([0], tf.int32),
-        'is_crowd': tf.zeros([0], tf.bool),
+        'image': np.asarray(image, np.uint8),
+        'image_id': np.int64(0),
+        'boxes': np.zeros([0, 4], np.float32),
+        'labels': np.zeros([0], np.int32),
+        'is_crowd': np.zeros([0], bool),
     }
-    example = preprocess(raw, config, train=False)
-    return {k: example[k].numpy() for k in ('image', 'image_size', 'scale')}
+    example = _eval_preprocessor(config)(raw)
+    return {k: example[k] for k in ('image', 'image_size', 'scale')}
+
+
+_EVAL_PREPROCESSORS: dict = {}
+
+
+def _eval_preprocessor(config: InputConfig) -> Preprocessor:
+    if config not in _EVAL_PREPROCESSORS:
+        _EVAL_PREPROCESSORS[config] = Preprocessor(config, train=False)
+    return _EVAL_PREPROCESSORS[config]
+
+
+def _shuffle_seed(seed: int) -> int:
+    # grain reshuffles epoch e with seed + e: hashing keeps seed 1's epoch 0 from being
+    # seed 0's epoch 1.
+    return int(np.random.SeedSequence([seed, 0x5EED]).generate_state(1)[0])
 
 
 def train_dataset(
@@ -69,20 +125,79 @@ def train_dataset(
     split: str = 'train',
     process_index: int = 0,
     process_count: int = 1,
-) -> tf.data.Dataset:
-    """An infinite, shuffled, augmented dataset of this process's batches of `batch_size`."""
-    seed = config.seed * 1_000_003 + process_index
-    ds = source.raw(split, shuffle_files=True, seed=seed, process_index=process_index,
-                    process_count=process_count)  # fmt: skip
-    ds = ds.shuffle(config.shuffle_buffer, seed=seed, reshuffle_each_iteration=True).repeat()
-    ds = ds.enumerate().map(
-        lambda i, ex: preprocess(
-            ex, config, train=True, seed=tf.stack([tf.cast(seed, tf.int64), i])
-        ),
-        num_parallel_calls=tf.data.AUTOTUNE,
-        deterministic=True,
-    )
-    return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+) -> grain.MapDataset:
+    """This process's infinite dataset of batches of `batch_size`: element k is step k's batch
+    (see the module docstring)."""
+    records = source.records(split)
+    n = len(records)
+    per_epoch = n - n % process_count
+    if per_epoch == 0:
+        raise ValueError(f'{source.name} {split} has {n} examples: too few for '
+                         f'{process_count} process(es)')  # fmt: skip
+    prep = Preprocessor(config, train=True)
+    # map_with_index before the shuffle: the index is record + epoch * n, so a record's
+    # augmentation depends on (seed, record, epoch) alone.
+    ds = grain.MapDataset.source(records).map_with_index(lambda key, ex: prep(ex, key))
+    ds = ds.shuffle(seed=_shuffle_seed(config.seed))
+    ds = ds[:per_epoch][process_index::process_count].repeat()
+    return ds.batch(batch_size, drop_remainder=True)
+
+
+def train_iterator(dataset: grain.MapDataset, start_step: int = 0):
+    """A prefetching iterator (grain threads) over `dataset` from batch `start_step` on; its
+    get_state() is {'next_index': the next step}. Nothing before start_step is read."""
+    threads = max(2, min(8, os.cpu_count() or 2))
+    options = grain.ReadOptions(num_threads=threads, prefetch_buffer_size=threads)
+    iterator = iter(dataset.to_iter_dataset(options))
+    if start_step:
+        iterator.set_state({'next_index': int(start_step)})
+    return iterator
+
+
+def order_of(
+    source: Source, config: InputConfig, batch_size: int, *, split: str, process_count: int
+) -> dict:
+    """What the training order depends on: two runs with equal descriptions read the same
+    records at the same steps (a checkpoint stores it with the input position)."""
+    return {
+        'dataset': source.name,
+        'split': split,
+        'num_examples': source.num_examples(split),
+        'seed': config.seed,
+        'batch_size_per_process': batch_size,
+        'process_count': process_count,
+    }
+
+
+def check_position(saved, order: dict, step: int, where: str) -> None:
+    """Checks a checkpoint's input position (`{'next_index': step, 'order': order_of(...)}`)
+    against this run: ValueError naming what changed (dataset size, seed, batch size, process
+    count: the interrupted epoch would not continue) or what is unreadable. A checkpoint
+    without one (written by a run without an input position) is refused too: resuming it would
+    silently restart the epoch."""
+    if saved is None:
+        raise ValueError(f'{where}: the checkpoint has no input position; it cannot resume the '
+                         'input exactly (use a new --workdir)')  # fmt: skip
+    if (
+        not isinstance(saved, dict)
+        or not isinstance(saved.get('next_index'), int)
+        or not isinstance(saved.get('order'), dict)
+    ):
+        raise ValueError(f'{where}: the input position is corrupt ({str(saved)[:100]!r})')
+    if saved['next_index'] != step:
+        raise ValueError(f'{where}: the input position {saved["next_index"]} does not match '
+                         f'checkpoint step {step} (a corrupt checkpoint)')  # fmt: skip
+    changed = [
+        f'{k} {saved["order"].get(k, "absent")!r} -> {v!r}'
+        for k, v in order.items()
+        if saved['order'].get(k) != v
+    ]
+    if changed:
+        raise ValueError(
+            f'{where}: the training data order has changed since this checkpoint '
+            f'({"; ".join(changed)}), so resuming would not continue its epoch; restore those '
+            'settings or use a new --workdir'
+        )
 
 
 def eval_dataset(
@@ -93,21 +208,33 @@ def eval_dataset(
     split: str = 'validation',
     process_index: int = 0,
     process_count: int = 1,
-) -> tuple[tf.data.Dataset, int]:
+) -> tuple[grain.MapDataset, int]:
     """(dataset, num_batches): every example of this process's share once, in order, then
     masked padding examples up to num_batches * batch_size. num_batches is the same on every
-    process (the largest share decides)."""
-    largest = max(source.num_examples(split, p, process_count) for p in range(process_count))
+    process (the largest share decides). Iterate it, or `eval_batches(...)` to prefetch."""
+    records = source.records(split)
+    n = len(records)
+    start, stop = even_range(n, process_index, process_count)
+    largest = max(b - a for a, b in (even_range(n, p, process_count) for p in range(process_count)))
     num_batches = -(-largest // batch_size)
-    mine = source.num_examples(split, process_index, process_count)
-    ds = source.raw(split, process_index=process_index, process_count=process_count)
-    ds = ds.map(lambda ex: preprocess(ex, config, train=False),
-                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)  # fmt: skip
+    prep = _eval_preprocessor(config)
     filler = padding_example(config)
-    ds = ds.concatenate(
-        tf.data.Dataset.from_tensors(filler).repeat(num_batches * batch_size - mine)
-    )
-    return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE), num_batches
+
+    def example(i):
+        return prep(records[start + i]) if start + i < stop else filler
+
+    ds = grain.MapDataset.range(num_batches * batch_size).map(example)
+    return ds.batch(batch_size, drop_remainder=True), num_batches
+
+
+def eval_batches(dataset: grain.MapDataset):
+    """The batches of an `eval_dataset`, prefetched by grain threads."""
+    return train_iterator(dataset)
+
+
+def even_range(n: int, process_index: int, process_count: int) -> tuple[int, int]:
+    """[start, stop) of process `process_index`'s share of n items (sizes differ by <= 1)."""
+    return n * process_index // process_count, n * (process_index + 1) // process_count
 
 
 def padding_example(config: InputConfig) -> dict:
@@ -115,13 +242,13 @@ def padding_example(config: InputConfig) -> dict:
     h, w = config.image_size
     m = config.max_boxes
     return {
-        'image': tf.zeros([h, w, 3], tf.uint8),
-        'gt_boxes': tf.zeros([m, 4], tf.float32),
-        'gt_labels': tf.fill([m], -1),
-        'image_id': tf.constant(-1, tf.int64),
-        'orig_size': tf.constant([h, w], tf.int32),
-        'scale': tf.ones([2], tf.float32),
-        'image_size': tf.constant([h, w], tf.int32),
-        'valid': tf.constant(False),
-        'num_boxes_truncated': tf.constant(0, tf.int32),
+        'image': np.zeros([h, w, 3], np.uint8),
+        'gt_boxes': np.zeros([m, 4], np.float32),
+        'gt_labels': np.full([m], -1, np.int32),
+        'image_id': np.int64(-1),
+        'orig_size': np.array([h, w], np.int32),
+        'scale': np.ones([2], np.float32),
+        'image_size': np.array([h, w], np.int32),
+        'valid': np.bool_(False),
+        'num_boxes_truncated': np.int32(0),
     }

@@ -44,7 +44,7 @@ def main(argv) -> None:
         ds = pipeline.train_dataset(source, config, f.batch_size, split=f.split)
     else:
         ds, _ = pipeline.eval_dataset(source, config, f.batch_size, split=f.split)
-    batch = next(ds.as_numpy_iterator())
+    batch = ds[0]
     render_batch(batch, source.label_map.names).save(f.out)
     boxes = int((batch['gt_labels'] >= 0).sum())
     print(f'wrote {f.out}: {int(batch["valid"].sum())} images, {boxes} boxes')
