@@ -155,6 +155,21 @@ def _generate_anchors(image_hw: tuple[int, int], config: AnchorConfig) -> np.nda
     return anchors
 
 
+def check_image_size(image_hw, config: AnchorConfig = AnchorConfig()) -> tuple[int, int]:
+    """(H, W) if each side is a positive multiple of the largest stride 2**max_level (128), so
+    that every level's grid covers the image exactly (what torchvision's anchor generator
+    assumes, and what detectron2 pads inputs to); else a ValueError saying so."""
+    h, w = _check_image_hw(image_hw)
+    stride = 2**config.max_level
+    if h % stride or w % stride:
+        up = (-(-h // stride) * stride, -(-w // stride) * stride)
+        raise ValueError(
+            f'image size {h}x{w}: each side must be a multiple of {stride}, the largest stride '
+            f'(P{config.max_level}); e.g. {up[0]},{up[1]}'
+        )
+    return h, w
+
+
 def _check_image_hw(image_hw) -> tuple[int, int]:
     try:
         h, w = (int(v) for v in image_hw)

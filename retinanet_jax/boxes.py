@@ -4,7 +4,12 @@ Box formats (the format is in every function name):
   xyxy:   (x1, y1, x2, y2), absolute pixels, x2 >= x1 for a valid box. The default everywhere.
   xywh:   (x1, y1, width, height), as in COCO json.
   cxcywh: (centre x, centre y, width, height).
-All functions take boxes as [..., 4] and broadcast over leading dimensions.
+All functions take boxes as [..., 4] and broadcast over leading dimensions, with any number of
+boxes (zero included).
+
+Dtypes: every function computes, and returns, float32, or float64 for float64 inputs.
+float16, bfloat16 and integer boxes are converted first (`as_float`), as torchvision's `_upcast`
+does: in float16 the area of a 300-pixel box already overflows, and int16 products wrap.
 
 Box coding follows the R-CNN parametrisation used by every reference:
   dx = wx * (gx - ax) / aw,  dy = wy * (gy - ay) / ah,
@@ -28,39 +33,48 @@ DEFAULT_SCALE_CLAMP = math.log(1000.0 / 16)
 _MIN_ENCODE_SIZE = 1e-6
 
 
+def as_float(boxes) -> jax.Array:
+    """`boxes` as float32 (float64 stays float64): the dtype every function here computes in."""
+    boxes = jnp.asarray(boxes)
+    if boxes.dtype == jnp.float64:
+        return boxes
+    return boxes.astype(jnp.float32)
+
+
 def box_xyxy_to_cxcywh(boxes: jax.Array) -> jax.Array:
     """[..., 4] xyxy -> [..., 4] cxcywh."""
-    x1, y1, x2, y2 = jnp.unstack(boxes, axis=-1)
+    x1, y1, x2, y2 = jnp.unstack(as_float(boxes), axis=-1)
     w, h = x2 - x1, y2 - y1
     return jnp.stack([x1 + 0.5 * w, y1 + 0.5 * h, w, h], axis=-1)
 
 
 def box_cxcywh_to_xyxy(boxes: jax.Array) -> jax.Array:
     """[..., 4] cxcywh -> [..., 4] xyxy."""
-    cx, cy, w, h = jnp.unstack(boxes, axis=-1)
+    cx, cy, w, h = jnp.unstack(as_float(boxes), axis=-1)
     return jnp.stack([cx - 0.5 * w, cy - 0.5 * h, cx + 0.5 * w, cy + 0.5 * h], axis=-1)
 
 
 def box_xyxy_to_xywh(boxes: jax.Array) -> jax.Array:
     """[..., 4] xyxy -> [..., 4] xywh (COCO json)."""
-    x1, y1, x2, y2 = jnp.unstack(boxes, axis=-1)
+    x1, y1, x2, y2 = jnp.unstack(as_float(boxes), axis=-1)
     return jnp.stack([x1, y1, x2 - x1, y2 - y1], axis=-1)
 
 
 def box_xywh_to_xyxy(boxes: jax.Array) -> jax.Array:
     """[..., 4] xywh (COCO json) -> [..., 4] xyxy."""
-    x1, y1, w, h = jnp.unstack(boxes, axis=-1)
+    x1, y1, w, h = jnp.unstack(as_float(boxes), axis=-1)
     return jnp.stack([x1, y1, x1 + w, y1 + h], axis=-1)
 
 
 def box_area_xyxy(boxes: jax.Array) -> jax.Array:
     """[..., 4] xyxy -> [...] area; boxes with negative extent have area 0."""
-    x1, y1, x2, y2 = jnp.unstack(boxes, axis=-1)
+    x1, y1, x2, y2 = jnp.unstack(as_float(boxes), axis=-1)
     return jnp.maximum(x2 - x1, 0.0) * jnp.maximum(y2 - y1, 0.0)
 
 
 def clip_boxes_xyxy(boxes: jax.Array, image_hw: jax.Array | tuple[float, float]) -> jax.Array:
     """Clips [..., 4] xyxy boxes to [0, width] x [0, height]; image_hw broadcasts as [..., 2]."""
+    boxes = as_float(boxes)
     image_hw = jnp.asarray(image_hw, boxes.dtype)
     h, w = image_hw[..., 0:1], image_hw[..., 1:2]
     x1, y1, x2, y2 = jnp.split(boxes, 4, axis=-1)
@@ -71,8 +85,8 @@ def clip_boxes_xyxy(boxes: jax.Array, image_hw: jax.Array | tuple[float, float])
 
 def _intersection_union(boxes1: jax.Array, boxes2: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Intersection and union areas of broadcastable [..., 4] xyxy boxes -> ([...], [...])."""
-    ax1, ay1, ax2, ay2 = jnp.unstack(boxes1, axis=-1)
-    bx1, by1, bx2, by2 = jnp.unstack(boxes2, axis=-1)
+    ax1, ay1, ax2, ay2 = jnp.unstack(as_float(boxes1), axis=-1)
+    bx1, by1, bx2, by2 = jnp.unstack(as_float(boxes2), axis=-1)
     iw = jnp.maximum(jnp.minimum(ax2, bx2) - jnp.maximum(ax1, bx1), 0.0)
     ih = jnp.maximum(jnp.minimum(ay2, by2) - jnp.maximum(ay1, by1), 0.0)
     inter = iw * ih
@@ -81,8 +95,8 @@ def _intersection_union(boxes1: jax.Array, boxes2: jax.Array) -> tuple[jax.Array
 
 
 def _enclosing_area(boxes1: jax.Array, boxes2: jax.Array) -> jax.Array:
-    ax1, ay1, ax2, ay2 = jnp.unstack(boxes1, axis=-1)
-    bx1, by1, bx2, by2 = jnp.unstack(boxes2, axis=-1)
+    ax1, ay1, ax2, ay2 = jnp.unstack(as_float(boxes1), axis=-1)
+    bx1, by1, bx2, by2 = jnp.unstack(as_float(boxes2), axis=-1)
     return (jnp.maximum(ax2, bx2) - jnp.minimum(ax1, bx1)) * (
         jnp.maximum(ay2, by2) - jnp.minimum(ay1, by1)
     )
@@ -98,6 +112,7 @@ def box_iou(boxes1: jax.Array, boxes2: jax.Array) -> jax.Array:
     Returns:
       [..., N, M] IoU in [0, 1]. A pair whose union is empty (two degenerate boxes) has IoU 0.
     """
+    boxes1, boxes2 = jnp.asarray(boxes1), jnp.asarray(boxes2)
     inter, union = _intersection_union(boxes1[..., :, None, :], boxes2[..., None, :, :])
     return jnp.where(union > 0, inter / jnp.where(union > 0, union, 1.0), 0.0)
 
@@ -167,7 +182,8 @@ def decode_boxes_xyxy(
     Returns:
       [..., 4] xyxy boxes.
     """
-    ax, ay, aw, ah = jnp.unstack(box_xyxy_to_cxcywh(anchors.astype(deltas.dtype)), axis=-1)
+    deltas = as_float(deltas)
+    ax, ay, aw, ah = jnp.unstack(box_xyxy_to_cxcywh(jnp.asarray(anchors, deltas.dtype)), axis=-1)
     dx, dy, dw, dh = jnp.unstack(deltas, axis=-1)
     wx, wy, ww, wh = weights
     dx, dy = dx / wx, dy / wy

@@ -291,6 +291,9 @@ def detection_loss(
       'num_positives' and 'normalizer'.
     """
     _check_inputs(cls_logits, box_deltas, anchors, gt_boxes, gt_labels)
+    if gt_boxes.shape[1] == 0:  # no ground-truth slots at all: one padding row, all negative
+        gt_boxes = jnp.zeros((gt_boxes.shape[0], 1, 4), jnp.float32)
+        gt_labels = jnp.full((gt_labels.shape[0], 1), -1, jnp.int32)
     terms = functools.partial(per_image_loss_terms, anchors=anchors, config=config)
     cls_sum, box_sum, num_pos = jax.vmap(
         lambda c, b, g, lab: terms(c, b, gt_boxes=g, gt_labels=lab)

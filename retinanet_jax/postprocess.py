@@ -24,7 +24,9 @@ import dataclasses
 import math
 
 import jax
+import jax.extend
 import jax.numpy as jnp
+from jax.interpreters import batching, mlir
 
 from retinanet_jax import boxes as box_lib
 
@@ -36,6 +38,19 @@ class PostprocessConfig:
     nms_iou_threshold: float = 0.5
     max_detections: int = 100  # COCO's evaluation uses 100
     box_weights: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0)
+
+    def __post_init__(self):
+        if not 0 <= self.score_threshold < 1:
+            raise ValueError(
+                f'PostprocessConfig.score_threshold must be in [0, 1), got {self.score_threshold}'
+            )
+        if not 0 <= self.nms_iou_threshold <= 1:
+            raise ValueError(f'PostprocessConfig.nms_iou_threshold must be in [0, 1], '
+                             f'got {self.nms_iou_threshold}')  # fmt: skip
+        for name in ('topk_candidates', 'max_detections'):
+            if getattr(self, name) < 1:
+                raise ValueError(f'PostprocessConfig.{name} must be >= 1, got '
+                                 f'{getattr(self, name)}')  # fmt: skip
 
     @classmethod
     def torchvision(cls) -> 'PostprocessConfig':
@@ -54,7 +69,8 @@ def nms(
     """Greedy non-maximum suppression with static shapes (labels given: class-aware).
 
     Args:
-      boxes: [N, 4] xyxy. scores: [N]. valid: optional [N] bool; invalid boxes are never kept.
+      boxes: [N, 4] xyxy (any dtype: IoU is computed in float32 or wider). N may be 0.
+      scores: [N]. valid: optional [N] bool; invalid boxes are never kept.
       labels: optional [N] int; a box only suppresses boxes of its own label.
       iou_threshold: a box is suppressed by a kept box of IoU > iou_threshold.
       max_output: how many indices to return.
@@ -63,9 +79,11 @@ def nms(
       (indices [max_output] int32, kept: [max_output] bool), best score first; slots beyond the
       number of kept boxes have kept=False (and index 0).
     """
-    boxes, scores = jnp.asarray(boxes), jnp.asarray(scores)
+    boxes, scores = box_lib.as_float(boxes), box_lib.as_float(scores)
     labels = None if labels is None else jnp.asarray(labels)
     n = boxes.shape[0]
+    if n == 0:  # nothing to keep (argmax of nothing is undefined)
+        return jnp.zeros((max_output,), jnp.int32), jnp.zeros((max_output,), bool)
     alive = jnp.ones((n,), bool) if valid is None else jnp.asarray(valid)
     ranked = jnp.where(alive, scores, -jnp.inf)
 
@@ -93,14 +111,72 @@ def batched_nms(
     iou_threshold: float,
     max_output: int,
     valid: jax.Array | None = None,
+    num_classes: int | None = None,
 ) -> tuple[jax.Array, jax.Array]:
     """Class-aware NMS: boxes of different labels never suppress each other. (Exact, unlike
-    torchvision's coordinate-offset trick, which loses float32 precision far from the origin.)"""
-    return nms(boxes, scores, iou_threshold, max_output, valid, labels)
+    torchvision's coordinate-offset trick, which loses float32 precision far from the origin.)
+
+    boxes [..., N, 4] xyxy, scores [..., N], labels [..., N] int in [0, num_classes), valid
+    [..., N] -> (indices [..., max_output] int32, kept [..., max_output] bool), as `nms`. With
+    `num_classes` given it runs as the primitive `nms_p` (the same greedy NMS in JAX; ONNX's
+    NonMaxSuppression in an ONNX export, see deploy.py)."""
+    if num_classes is None:
+        return nms(boxes, scores, iou_threshold, max_output, valid, labels)
+    scores = jnp.asarray(scores, jnp.float32)
+    if valid is not None:
+        scores = jnp.where(valid, scores, -jnp.inf)
+    return tuple(
+        nms_p.bind(
+            jnp.asarray(boxes, jnp.float32),
+            scores,
+            jnp.asarray(labels, jnp.int32),
+            iou_threshold=float(iou_threshold),
+            max_output=int(max_output),
+            num_classes=int(num_classes),
+        )
+    )
+
+
+# The class-aware greedy NMS as one primitive, so that exporters can map it to their own NMS
+# operator (deploy.py: ONNX NonMaxSuppression). In JAX it is `nms` (any number of leading batch
+# dimensions, vmap-able, lowered for jit and jax.export). Scores of -inf are not candidates.
+nms_p = jax.extend.core.Primitive('retinanet_nms')
+nms_p.multiple_results = True
+
+
+def _nms_p_impl(boxes, scores, labels, *, iou_threshold, max_output, num_classes):
+    del num_classes
+
+    def one(b, s, lab):
+        return nms(b, s, iou_threshold, max_output, valid=jnp.isfinite(s), labels=lab)
+
+    for _ in range(boxes.ndim - 2):
+        one = jax.vmap(one)
+    return one(boxes, scores, labels)
+
+
+def _nms_p_abstract(boxes, scores, labels, *, max_output, **_):
+    lead = boxes.shape[:-2]
+    return (
+        jax.core.ShapedArray((*lead, max_output), jnp.int32),
+        jax.core.ShapedArray((*lead, max_output), jnp.bool_),
+    )
+
+
+def _nms_p_batch(args, dims, **params):
+    size = next(a.shape[d] for a, d in zip(args, dims, strict=True) if d is not None)
+    args = [batching.bdim_at_front(a, d, size) for a, d in zip(args, dims, strict=True)]
+    return nms_p.bind(*args, **params), (0, 0)
+
+
+nms_p.def_impl(_nms_p_impl)
+nms_p.def_abstract_eval(_nms_p_abstract)
+mlir.register_lowering(nms_p, mlir.lower_fun(_nms_p_impl, multiple_results=True))
+batching.primitive_batchers[nms_p] = _nms_p_batch
 
 
 def _logit(p: float) -> float:
-    return math.log(p / (1.0 - p))
+    return -math.inf if p == 0 else math.log(p / (1.0 - p))
 
 
 def postprocess_image(
@@ -121,9 +197,10 @@ def postprocess_image(
         flat = cls_logits[start : start + size].reshape(-1).astype(jnp.float32)  # [n_l * K]
         k = min(config.topk_candidates, flat.shape[0])
         values, idx = jax.lax.top_k(flat, k)
+        anchor = jax.lax.div(idx, num_classes)  # (not // and %: they do not export to ONNX)
         cand_logits.append(jnp.where(values > threshold, values, -jnp.inf))
-        cand_anchor.append(start + idx // num_classes)
-        cand_label.append(idx % num_classes)
+        cand_anchor.append(start + anchor)
+        cand_label.append(idx - anchor * num_classes)
         start += size
     if start != cls_logits.shape[0]:
         raise ValueError(f'postprocess: level_sizes sum to {start}, but R = {cls_logits.shape[0]}')
@@ -136,7 +213,7 @@ def postprocess_image(
     boxes = box_lib.clip_boxes_xyxy(boxes, image_size)
     valid = jnp.isfinite(logits)
     keep, kept = batched_nms(
-        boxes, logits, labels, config.nms_iou_threshold, config.max_detections, valid
+        boxes, logits, labels, config.nms_iou_threshold, config.max_detections, valid, num_classes
     )
     return {
         'boxes': jnp.where(kept[:, None], boxes[keep], 0.0),

@@ -1,4 +1,4 @@
-"""Shared test setup.
+"""Shared test setup: the import order, a compilation cache, and the trained smoke run.
 
 torch must be imported before tensorflow in one process (tensorflow first segfaults inside
 triton), so it is imported here, before any test module can pull tensorflow in; torchvision
@@ -11,6 +11,7 @@ import os
 import shutil
 import tempfile
 
+import pytest
 import torch
 import torchvision
 import torchvision.ops  # noqa: F401
@@ -28,3 +29,14 @@ os.environ.update(
     JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
     JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='0',
 )
+
+
+@pytest.fixture(scope='session')
+def smoke_run(tmp_path_factory):
+    """configs/smoke.py trained straight through (4 steps), shared by every test that needs a
+    trained run: (workdir, summary). Tests copy it before changing anything in it."""
+    from configs import smoke
+    from retinanet_jax import train_lib
+
+    workdir = tmp_path_factory.mktemp('runs') / 'smoke'
+    return workdir, train_lib.train_and_evaluate(smoke.get_config(), str(workdir))

@@ -32,17 +32,10 @@ def params_of(workdir: Path, step: int) -> dict:
     }
 
 
-@pytest.fixture(scope='module')
-def straight(tmp_path_factory):
-    """The smoke config trained straight through (4 steps): (workdir, summary)."""
-    workdir = tmp_path_factory.mktemp('runs') / 'straight'
-    return workdir, train_lib.train_and_evaluate(smoke.get_config(), str(workdir))
-
-
-def test_smoke_config_trains_evaluates_and_resumes_exactly(tmp_path, straight):
+def test_smoke_config_trains_evaluates_and_resumes_exactly(tmp_path, smoke_run):
     config = smoke.get_config()
-    (tmp_path / 'straight').symlink_to(straight[0])
-    summary = straight[1]
+    (tmp_path / 'straight').symlink_to(smoke_run[0])
+    summary = smoke_run[1]
     assert summary['step'] == 4 and 0.0 <= summary['AP'] <= 1.0
     written = json.loads((tmp_path / 'straight' / 'metrics.json').read_text())
     assert written['AP'] == summary['AP']
@@ -100,13 +93,13 @@ def test_smoke_config_trains_evaluates_and_resumes_exactly(tmp_path, straight):
     assert saved['model']['fpn_width'] == 32  # the refused run left the run's files alone
 
 
-def test_resume_refuses_a_changed_order_or_an_unreadable_position(tmp_path, straight):
+def test_resume_refuses_a_changed_order_or_an_unreadable_position(tmp_path, smoke_run):
     """A resume that would not continue the interrupted epoch, or whose input position is
     corrupt, stops with a reason; it never silently restarts the epoch."""
     import shutil
 
     run = tmp_path / 'run'
-    shutil.copytree(straight[0], run)
+    shutil.copytree(smoke_run[0], run)
     changed = smoke.get_config()
     changed.train_steps = 6
     changed.data.options['sizes'] = {'train': 20, 'validation': 4}
@@ -367,7 +360,7 @@ def test_backbone_initialised_from_a_torchvision_file(tmp_path):
 
 
 @pytest.mark.multiprocess
-def test_sigkill_then_resume_equals_straight(tmp_path, straight):
+def test_sigkill_then_resume_equals_straight(tmp_path, smoke_run):
     """`python train.py` killed with SIGKILL after its first checkpoint, a save cut off half
     way (orbax's temporary directory left behind), then the same command again: the resumed
     run ends with exactly the parameters of the run that was never interrupted."""
@@ -403,7 +396,7 @@ def test_sigkill_then_resume_equals_straight(tmp_path, straight):
     resumed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f'resumed from {workdir}/checkpoints at step {steps[-1]}' in resumed.stdout
-    want, got = params_of(straight[0], 4), params_of(workdir, 4)
+    want, got = params_of(smoke_run[0], 4), params_of(workdir, 4)
     assert want.keys() == got.keys()
     for key in want:
         np.testing.assert_array_equal(got[key], want[key], err_msg=key)
@@ -463,7 +456,7 @@ def assert_clear_failure(proc, *needles):
         assert needle in proc.stderr, proc.stderr[-3000:]
 
 
-def test_train_command_bad_input_says_why(tmp_path, straight):
+def test_train_command_bad_input_says_why(tmp_path, smoke_run):
     smoke_config = '--config=configs/smoke.py'
     workdir = f'--workdir={tmp_path / "w"}'
     assert_clear_failure(run_command('train.py', smoke_config, workdir, '--config.nope=1'), 'nope')
@@ -480,20 +473,20 @@ def test_train_command_bad_input_says_why(tmp_path, straight):
     )
     assert_clear_failure(
         run_command(
-            'train.py', smoke_config, f'--workdir={straight[0]}', '--config.model.fpn_width=64'
+            'train.py', smoke_config, f'--workdir={smoke_run[0]}', '--config.model.fpn_width=64'
         ),
         'does not match this config',
     )
 
 
-def test_predict_and_evaluate_commands_bad_input_say_why(tmp_path, straight):
+def test_predict_and_evaluate_commands_bad_input_say_why(tmp_path, smoke_run):
     import shutil
 
     (tmp_path / 'empty').mkdir()
     (tmp_path / 'empty' / 'notes.txt').write_text('not an image')
     predict = ['-m', 'retinanet_jax.predict', f'--out={tmp_path / "out"}']
     assert_clear_failure(
-        run_command(*predict, f'--model={straight[0]}', f'--images={tmp_path / "empty"}'),
+        run_command(*predict, f'--model={smoke_run[0]}', f'--images={tmp_path / "empty"}'),
         'predict: no image files found',
         'empty',
     )
@@ -502,7 +495,7 @@ def test_predict_and_evaluate_commands_bad_input_say_why(tmp_path, straight):
         'nothing: no such file or directory',
     )
     other = tmp_path / 'other'  # the run's checkpoints under a config of another model
-    shutil.copytree(straight[0], other)
+    shutil.copytree(smoke_run[0], other)
     config = json.loads((other / 'config.json').read_text())
     config['model']['fpn_width'] = 64
     (other / 'config.json').write_text(json.dumps(config))

@@ -139,7 +139,10 @@ class ResNet(nnx.Module):
 
     def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
         x = nnx.relu(self.bn1(self.conv1(x)))
-        x = nnx.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+        # torch's MaxPool2d(3, 2, padding=1): pad with -inf, then a VALID window (the form that
+        # exporters translate exactly; jax2onnx drops explicit max-pool padding).
+        x = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=-jnp.inf)
+        x = nnx.max_pool(x, window_shape=(3, 3), strides=(2, 2), padding='VALID')
         outputs = []
         for stage in (self.layer1, self.layer2, self.layer3, self.layer4):
             for b in stage:

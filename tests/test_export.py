@@ -1,0 +1,163 @@
+"""Export: the whole detector to StableHLO and ONNX, reloaded in fresh processes without this
+package, against the JAX predictor."""
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from retinanet_jax import export, inference
+from retinanet_jax.data import shapes
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Runs in a fresh process with retinanet_jax made unimportable: the export folder's own
+# detect.py (numpy, PIL, onnxruntime or jax) is all a user needs.
+RELOAD = textwrap.dedent("""
+    import importlib.util, sys
+    import numpy as np
+    sys.modules['retinanet_jax'] = None  # any import of this package now fails
+    folder, images_file, out = sys.argv[1:4]
+    spec = importlib.util.spec_from_file_location('detect', folder + '/detect.py')
+    detect = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(detect)
+    images = np.load(images_file)
+    results = {}
+    for fmt in sys.argv[4:]:
+        run = detect.load(__import__('pathlib').Path(folder), fmt)
+        for n in (1, 3):
+            for name, value in zip(('boxes', 'scores', 'labels', 'count'), run(images[:n])):
+                results[f'{fmt}_{n}_{name}'] = np.asarray(value)
+    np.savez(out, **results)
+""")
+
+
+def reload_in_fresh_process(folder: Path, images: np.ndarray, tmp_path: Path, formats) -> dict:
+    np.save(tmp_path / 'images.npy', images)
+    out = tmp_path / 'reloaded.npz'
+    proc = subprocess.run(
+        [sys.executable, '-c', RELOAD, str(folder), str(tmp_path / 'images.npy'), str(out),
+         *formats],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return dict(np.load(out))
+
+
+def reference(predictor, images: np.ndarray) -> dict:
+    """The JAX predictor's detections (inference.make_predict_step) on images already at the
+    export size (scale 1, so original pixels are input pixels)."""
+    hw = images.shape[1:3]
+    step = inference.make_predict_step(
+        predictor.graphdef, hw, predictor.anchors, predictor.postprocess, predictor.mesh
+    )
+    n = len(images)
+    batch = {'image': images, 'image_size': np.tile(np.int32(hw), (n, 1)),
+             'scale': np.ones((n, 2), np.float32)}  # fmt: skip
+    from retinanet_jax import sharding
+
+    return sharding.to_local(step(predictor.state, sharding.to_global(batch, predictor.mesh)),
+                             predictor.mesh)  # fmt: skip
+
+
+def assert_same_detections(want: dict, got: dict, prefix: str, score_tol=1e-4, box_tol=1e-3):
+    count = got[f'{prefix}_count']
+    np.testing.assert_array_equal(count, want['valid'].sum(1), err_msg=prefix)
+    for i, n in enumerate(count):
+        np.testing.assert_array_equal(got[f'{prefix}_labels'][i, :n], want['labels'][i, :n])
+        np.testing.assert_allclose(got[f'{prefix}_scores'][i, :n], want['scores'][i, :n],
+                                   atol=score_tol, err_msg=prefix)  # fmt: skip
+        np.testing.assert_allclose(got[f'{prefix}_boxes'][i, :n], want['boxes'][i, :n],
+                                   atol=box_tol, err_msg=prefix)  # fmt: skip
+        assert (got[f'{prefix}_labels'][i, n:] == -1).all()  # empty slots
+
+
+def shapes_images(n=3, size=128):
+    return np.stack([shapes.generate_example(i, 'validation', image_size=size)['image']
+                     for i in range(n)])  # fmt: skip
+
+
+def test_smoke_model_exports_to_both_formats_and_matches_the_predictor(tmp_path, smoke_run):
+    out = tmp_path / 'export'
+    command = [sys.executable, '-m', 'retinanet_jax.export', f'--model={smoke_run[0]}',
+               f'--out={out}', '--image_size=128,128', '--score_threshold=0.001']  # fmt: skip
+    proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900,
+                          env={**os.environ, 'PYTHONPATH': str(ROOT)})  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert 'exported stablehlo, onnx (128x128, batch dynamic)' in proc.stdout
+    manifest = json.loads((out / 'export.json').read_text())
+    assert manifest['names'] == ['circle', 'square', 'triangle'] and manifest['batch'] == 'dynamic'
+    assert {p.name for p in out.iterdir()} == {'detector.onnx', 'detector.stablehlo',
+                                               'export.json', 'detect.py'}  # fmt: skip
+
+    images = shapes_images()
+    got = reload_in_fresh_process(out, images, tmp_path, ['onnx', 'stablehlo'])
+    predictor = inference.load_predictor(smoke_run[0])
+    predictor.postprocess = dataclasses.replace(predictor.postprocess, score_threshold=0.001)
+    want = reference(predictor, images)
+    assert want['valid'].sum() > 30  # (a 4-step model: its scores are low)
+    for fmt in ('onnx', 'stablehlo'):
+        for n in (1, 3):
+            assert_same_detections({k: v[:n] for k, v in want.items()}, got, f'{fmt}_{n}')
+
+    # Another export into the same folder is refused, unless asked for.
+    with pytest.raises(ValueError, match=r'holds another export .* --overwrite'):
+        export.export(predictor, out, ('stablehlo',), (128, 128), 2)
+    export.export(predictor, out, ('stablehlo',), (128, 128), 2, overwrite=True)
+    assert json.loads((out / 'export.json').read_text())['batch'] == 2
+
+
+def test_export_bad_input_says_why(tmp_path, smoke_run):
+    predictor = inference.load_predictor(smoke_run[0])
+    with pytest.raises(ValueError, match=r"--format: unknown \['tflite'\]; known: stablehlo, onnx"):
+        export.export(predictor, tmp_path / 'a', ('tflite',))
+    with pytest.raises(ValueError, match=r'image size 100x128: .*multiple of 128.*e\.g\. 128,128'):
+        export.export(predictor, tmp_path / 'b', ('stablehlo',), (100, 128))
+    (tmp_path / 'c').mkdir()
+    (tmp_path / 'c' / 'notes.txt').write_text('mine')
+    with pytest.raises(ValueError, match='not empty and holds no export'):
+        export.export(predictor, tmp_path / 'c', ('stablehlo',), (128, 128))
+    empty_run = tmp_path / 'run'
+    (empty_run / 'checkpoints').mkdir(parents=True)
+    (empty_run / 'config.json').write_text((smoke_run[0] / 'config.json').read_text())
+    proc = subprocess.run(
+        [sys.executable, '-m', 'retinanet_jax.export', f'--model={empty_run}',
+         f'--out={tmp_path / "d"}'],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode != 0 and 'Traceback' not in proc.stderr, proc.stderr[-2000:]
+    assert f'export: {empty_run}/checkpoints holds no checkpoint' in proc.stderr
+
+
+def test_torchvision_r50_exports_with_parity_at_512(tmp_path):
+    """A torchvision retinanet_resnet50_fpn (random weights, random BN statistics, class bias
+    -2 so that every level's top-k fills) converted, exported and reloaded."""
+    import torch
+    from torchvision.models.detection import retinanet_resnet50_fpn
+
+    from .test_models import randomise_batch_norm
+
+    torch.manual_seed(0)
+    reference_model = retinanet_resnet50_fpn(weights=None, weights_backbone=None).eval()
+    randomise_batch_norm(reference_model)
+    with torch.no_grad():
+        reference_model.head.classification_head.cls_logits.bias.fill_(-2.0)
+    torch.save(reference_model.state_dict(), tmp_path / 'r50.pth')
+    predictor = inference.load_predictor(tmp_path / 'r50.pth', short_side=512, max_side=512)
+    assert predictor.image_hw == (512, 512)
+    export.export(predictor, tmp_path / 'export', ('stablehlo', 'onnx'))
+    images = np.concatenate([shapes_images(1, 512), shapes_images(2, 512)[1:],
+                             np.random.default_rng(0).integers(0, 256, (1, 512, 512, 3),
+                                                               dtype=np.uint8)])  # fmt: skip
+    got = reload_in_fresh_process(tmp_path / 'export', images, tmp_path, ['onnx', 'stablehlo'])
+    want = reference(predictor, images)
+    assert (want['valid'].sum(1) == 100).all()  # a busy case: every slot used
+    for fmt in ('onnx', 'stablehlo'):
+        assert_same_detections({k: v[:1] for k, v in want.items()}, got, f'{fmt}_1')
+        assert_same_detections(want, got, f'{fmt}_3')
