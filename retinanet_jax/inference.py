@@ -34,7 +34,7 @@ import numpy as np
 from flax import nnx
 
 from retinanet_jax import anchors as anchor_lib
-from retinanet_jax import checkpoint, postprocess, sharding
+from retinanet_jax import checkpoint, compiler_options, postprocess, sharding
 from retinanet_jax import settings as settings_lib
 from retinanet_jax.data.input_config import InputConfig
 from retinanet_jax.models import ModelConfig, RetinaNet, build_model
@@ -78,7 +78,8 @@ def make_predict_step(
         return dets
 
     rep, split = sharding.replicated(mesh), sharding.batch_sharded(mesh)
-    return jax.jit(predict, in_shardings=(rep, split), out_shardings=split)
+    return jax.jit(predict, in_shardings=(rep, split), out_shardings=split,
+                   compiler_options=compiler_options.default())  # fmt: skip
 
 
 def evaluate(predict, state, batches, num_batches: int, evaluator, mesh, progress=None) -> dict:

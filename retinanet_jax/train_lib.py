@@ -24,7 +24,16 @@ import optax
 from flax import nnx
 
 from retinanet_jax import anchors as anchor_lib
-from retinanet_jax import checkpoint, evaluation, inference, losses, optim, settings, sharding
+from retinanet_jax import (
+    checkpoint,
+    compiler_options,
+    evaluation,
+    inference,
+    losses,
+    optim,
+    settings,
+    sharding,
+)
 from retinanet_jax.models import build_model
 from retinanet_jax.normalization import normalize_images
 
@@ -123,7 +132,8 @@ def make_train_step(graph: TrainGraph, anchors: np.ndarray, s: settings.Settings
         return {'model': nnx.state(model), 'optimizer': nnx.state(optimizer)}, metrics
 
     rep, split = sharding.replicated(mesh), sharding.batch_sharded(mesh)
-    return jax.jit(step, in_shardings=(rep, split), out_shardings=(rep, rep), donate_argnums=0)
+    return jax.jit(step, in_shardings=(rep, split), out_shardings=(rep, rep), donate_argnums=0,
+                   compiler_options=compiler_options.default())  # fmt: skip
 
 
 # --------------------------------------------------------------------------- orchestration
