@@ -61,7 +61,8 @@ def evaluate_run(
         source, p.input, local_batch, split=split, **process
     )
     detection_labels = None if p.label_map == source.label_map else p.label_map
-    evaluator = evaluation.make_evaluator(source, split, detection_labels)
+    config = p.settings.evaluation if p.settings else evaluation.EvaluationConfig()
+    evaluator = evaluation.make_evaluator(source, split, detection_labels, config)
     batches = pipeline.eval_batches(eval_ds)
     metrics = inference.evaluate(p.predict, p.state, batches, num_batches, evaluator, p.mesh, tqdm)
     result = {'model': str(model), 'step': p.step, 'dataset': name, 'split': split, **metrics}

@@ -10,29 +10,52 @@ and 'valid' [B] (padding examples are ignored). Every image seen is evaluated, w
 detections. Labels map back to dataset category ids through the label map. With several JAX
 processes, `evaluate` gathers every process's detections first and all processes get the same
 numbers. Ground truth (crowd regions included) comes from the source: `coco_ground_truth`.
+
+Checked, with the image id and the value named: a valid detection's label outside
+[0, num_classes), a non-finite box or score, an image id the ground truth does not have.
+
+Metrics (EvaluationConfig; the defaults are COCO's and give its 12 numbers):
+  AP            mean precision over the IoU thresholds (0.50:0.05:0.95), every area, the most
+                detections; AP50 / AP75 at IoU 0.5 / 0.75 (where those thresholds are set)
+  APs APm APl   AP over the small / medium / large area ranges
+  AR1 AR10 AR100  recall at each max_detections; ARs ARm ARl at the most detections
+  AP/<class>, AP50/<class>, AP75/<class>   per category (as detectron2's COCOEvaluator)
+  VOC_AP50      on VOC sources: PASCAL VOC's own AP50 (voc_metric.py)
+-1 where a number is undefined (no ground truth of that kind), as pycocotools.
 """
 
 import contextlib
+import dataclasses
 import io
 
 import numpy as np
 
 from retinanet_jax.data.label_maps import LabelMap
+from retinanet_jax.voc_metric import voc_ap50
 
-STAT_NAMES = (
-    'AP',
-    'AP50',
-    'AP75',
-    'APs',
-    'APm',
-    'APl',
-    'AR1',
-    'AR10',
-    'AR100',
-    'ARs',
-    'ARm',
-    'ARl',
-)
+STAT_NAMES = ('AP', 'AP50', 'AP75', 'APs', 'APm', 'APl', 'AR1', 'AR10', 'AR100', 'ARs', 'ARm',
+              'ARl')  # fmt: skip
+COCO_AREAS = (('all', 0.0, 1e10), ('small', 0.0, 32.0**2), ('medium', 32.0**2, 96.0**2),
+              ('large', 96.0**2, 1e10))  # fmt: skip
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluationConfig:
+    """pycocotools' parameters. Area ranges: (name, min area, max area); the first is 'all'."""
+
+    iou_thresholds: tuple[float, ...] = tuple(round(0.5 + 0.05 * i, 2) for i in range(10))
+    max_detections: tuple[int, ...] = (1, 10, 100)
+    area_ranges: tuple[tuple[str, float, float], ...] = COCO_AREAS
+
+    def __post_init__(self):
+        if not self.iou_thresholds or not all(0 < t < 1 for t in self.iou_thresholds):
+            raise ValueError(f'EvaluationConfig.iou_thresholds must be in (0, 1): '
+                             f'{self.iou_thresholds}')  # fmt: skip
+        if not self.max_detections or min(self.max_detections) < 1:
+            raise ValueError(f'EvaluationConfig.max_detections must be >= 1: '
+                             f'{self.max_detections}')  # fmt: skip
+        if not self.area_ranges or self.area_ranges[0][0] != 'all':
+            raise ValueError("EvaluationConfig.area_ranges must start with ('all', 0, 1e10)")
 
 
 class CocoEvaluator:
@@ -42,21 +65,25 @@ class CocoEvaluator:
         label_map: LabelMap,
         detection_label_map: LabelMap | None = None,
         voc_ap50: str | None = None,
+        config: EvaluationConfig = EvaluationConfig(),
     ):
         """`label_map`: the dataset's; `detection_label_map`: the model's, where it differs
         (torchvision's 91 COCO labels on COCO). Detections of categories the ground truth does
         not have (e.g. 'N/A') are ignored by pycocotools. `voc_ap50` '11_point' (VOC 2007) or
-        'area' (VOC 2010+) adds 'VOC_AP50', PASCAL VOC's own metric (see `voc_ap50`)."""
+        'area' (VOC 2010+) adds 'VOC_AP50', PASCAL VOC's own metric (voc_metric.py)."""
         from pycocotools.coco import COCO
 
         if voc_ap50 not in (None, '11_point', 'area'):
             raise ValueError(f"voc_ap50 must be None, '11_point' or 'area', got {voc_ap50!r}")
         self.voc_ap50 = voc_ap50
+        self.config = config
         self.label_map = detection_label_map or label_map
+        self.dataset_label_map = label_map
         self.coco_gt = COCO()
         self.coco_gt.dataset = ground_truth
         with contextlib.redirect_stdout(io.StringIO()):
             self.coco_gt.createIndex()
+        self._known_ids = set(self.coco_gt.getImgIds())
         self.reset()
 
     def reset(self) -> None:
@@ -67,12 +94,16 @@ class CocoEvaluator:
         category_ids = np.asarray(self.label_map.category_ids)
         examples = np.asarray(batch['valid'], bool)
         image_ids = np.asarray(batch['image_id'])[examples]
+        unknown = [int(i) for i in image_ids if int(i) not in self._known_ids]
+        if unknown:
+            raise ValueError(f'evaluation: image id {unknown[0]} is not in the ground truth')
         self._image_ids.extend(int(i) for i in image_ids)
         keep = np.asarray(detections['valid'], bool)[examples]
         boxes = np.asarray(detections['boxes'], np.float64)[examples][keep]
         labels = np.asarray(detections['labels'])[examples][keep]
         scores = np.asarray(detections['scores'], np.float64)[examples][keep]
         ids = np.broadcast_to(image_ids[:, None], keep.shape)[keep]
+        _check_detections(ids, boxes, labels, scores, len(category_ids))
         xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
         rows = np.column_stack([ids, xywh, scores, category_ids[labels]])
         self._rows.append(rows.reshape(-1, 7))
@@ -99,32 +130,97 @@ class CocoEvaluator:
         return rows, ids.tolist()
 
     def evaluate(self, verbose: bool = False) -> dict[str, float]:
-        """The 12 COCO stats (-1 where undefined, as pycocotools) over every image seen."""
+        """The stats (see the module docstring) over every image seen."""
         from pycocotools.cocoeval import COCOeval
 
         rows, image_ids = self._gathered()
-        unknown = sorted(set(image_ids) - set(self.coco_gt.getImgIds()))
-        if unknown:
-            raise ValueError(f'evaluated image ids not in the ground truth: {unknown[:10]}')
         out = io.StringIO()
         with contextlib.redirect_stdout(out):
             coco_dt = self.coco_gt.loadRes(rows) if len(rows) else _empty_results(self.coco_gt)
             evaluator = COCOeval(self.coco_gt, coco_dt, 'bbox')
-            evaluator.params.imgIds = sorted(set(image_ids))
+            p = evaluator.params
+            p.imgIds = sorted(set(image_ids))
+            p.iouThrs = np.asarray(self.config.iou_thresholds, np.float64)
+            p.maxDets = list(self.config.max_detections)
+            p.areaRng = [[lo, hi] for _, lo, hi in self.config.area_ranges]
+            p.areaRngLbl = [name for name, _, _ in self.config.area_ranges]
             evaluator.evaluate()
             evaluator.accumulate()
-            evaluator.summarize()
         if verbose:
             print(out.getvalue())
-        metrics = dict(zip(STAT_NAMES, (float(v) for v in evaluator.stats), strict=True))
+        metrics = coco_stats(evaluator.eval, self.config)
+        metrics.update(self._per_class(evaluator.eval, [int(c) for c in p.catIds]))
         if self.voc_ap50:
             metrics['VOC_AP50'] = voc_ap50(
                 rows, self.coco_gt.dataset, sorted(set(image_ids)), self.voc_ap50 == '11_point'
             )
         return metrics
 
+    def _per_class(self, results: dict, category_ids: list[int]) -> dict[str, float]:
+        names = dict(zip(self.dataset_label_map.category_ids, self.dataset_label_map.names,
+                         strict=True))  # fmt: skip
+        out = {}
+        for k, category in enumerate(category_ids):
+            for stat, iou in (('AP', None), ('AP50', 0.5), ('AP75', 0.75)):
+                value = _mean_precision(results, self.config, iou=iou, category=k)
+                if value is not None:
+                    out[f'{stat}/{names.get(category, category)}'] = value
+        return out
 
-def make_evaluator(source, split: str, detection_label_map=None) -> CocoEvaluator:
+
+def coco_stats(results: dict, config: EvaluationConfig) -> dict[str, float]:
+    """The summary numbers of pycocotools' accumulated `results` (COCOeval.eval), named after
+    `config`; with the default config these are COCOeval.summarize()'s 12 stats."""
+    stats = {'AP': _mean_precision(results, config)}
+    for iou in (0.5, 0.75):
+        value = _mean_precision(results, config, iou=iou)
+        if value is not None:
+            stats[f'AP{round(iou * 100)}'] = value
+    letters = {'small': 's', 'medium': 'm', 'large': 'l'}
+    for a, (name, _, _) in enumerate(config.area_ranges[1:], start=1):
+        stats[f'AP{letters.get(name, "_" + name)}'] = _mean_precision(results, config, area=a)
+    for m, detections in enumerate(config.max_detections):
+        stats[f'AR{detections}'] = _mean_recall(results, area=0, max_index=m)
+    for a, (name, _, _) in enumerate(config.area_ranges[1:], start=1):
+        stats[f'AR{letters.get(name, "_" + name)}'] = _mean_recall(results, area=a, max_index=-1)
+    return stats
+
+
+def _mean_precision(results, config, *, iou=None, area=0, category=None) -> float | None:
+    precision = results['precision']  # [T, R, K, A, M]
+    if iou is not None:
+        matches = np.flatnonzero(np.isclose(config.iou_thresholds, iou))
+        if not len(matches):
+            return None
+        precision = precision[matches]
+    precision = precision[:, :, :, area, -1]
+    if category is not None:
+        precision = precision[:, :, category]
+    valid = precision[precision > -1]
+    return float(np.mean(valid)) if valid.size else -1.0
+
+
+def _mean_recall(results, *, area: int, max_index: int) -> float:
+    recall = results['recall'][:, :, area, max_index]  # [T, K]
+    valid = recall[recall > -1]
+    return float(np.mean(valid)) if valid.size else -1.0
+
+
+def _check_detections(ids, boxes, labels, scores, num_classes: int) -> None:
+    bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
+    if len(bad):
+        raise ValueError(f'evaluation: image id {int(ids[bad[0]])} has a detection with label '
+                         f'{int(labels[bad[0]])}, outside [0, {num_classes})')  # fmt: skip
+    bad = np.flatnonzero(~np.isfinite(boxes).all(axis=1) | ~np.isfinite(scores))
+    if len(bad):
+        i = bad[0]
+        raise ValueError(f'evaluation: image id {int(ids[i])} has a detection with a non-finite '
+                         f'box {boxes[i].tolist()} or score {scores[i]}')  # fmt: skip
+
+
+def make_evaluator(
+    source, split: str, detection_label_map=None, config: EvaluationConfig = EvaluationConfig()
+) -> CocoEvaluator:
     """A COCO evaluator whose ground truth is the whole of `split` of `source` (a
     data.sources.Source; on every process: `evaluate` gathers every process's detections before
     scoring them). `detection_label_map`: the model's, where it differs from the dataset's. VOC
@@ -134,6 +230,7 @@ def make_evaluator(source, split: str, detection_label_map=None) -> CocoEvaluato
         source.label_map,
         detection_label_map,
         voc_ap50=source.voc_ap50,
+        config=config,
     )
 
 
@@ -193,83 +290,17 @@ def coco_ground_truth(records, label_map: LabelMap) -> dict:
     return {'images': images, 'annotations': annotations, 'categories': categories}
 
 
-def voc_ap50(
-    rows: np.ndarray, ground_truth: dict, image_ids: list[int], eleven_point: bool = True
-) -> float:
-    """PASCAL VOC's detection metric: AP at IoU > 0.5, averaged over the categories that have
-    ground truth, as the VOC devkit (and detectron2's PascalVOCDetectionEvaluator) computes it.
-
-    rows: [n, 7] detections (image_id, x, y, w, h, score, category_id); ground_truth: a COCO
-    dict whose 'iscrowd' marks VOC's 'difficult' objects, which are neither found nor missed.
-    Per category, detections in descending score are matched greedily to the unmatched ground
-    truth of highest IoU in their image; a second detection of a found object is a false
-    positive. eleven_point: VOC 2007's mean of the best precision at recall >= 0, 0.1, ..., 1;
-    else the area under the precision envelope (VOC 2010+). Boxes are continuous pixel
-    coordinates (no +1 in widths, unlike the 2007 devkit's integer pixels).
-    """
-    images = set(image_ids)
-    gt = [a for a in ground_truth['annotations'] if a['image_id'] in images]
-    aps = []
-    for category in sorted({c['id'] for c in ground_truth['categories']}):
-        objects = {}  # image id -> (xyxy [k, 4], difficult [k])
-        for a in gt:
-            if a['category_id'] == category:
-                x, y, w, h = a['bbox']
-                boxes, difficult = objects.setdefault(a['image_id'], ([], []))
-                boxes.append([x, y, x + w, y + h])
-                difficult.append(bool(a['iscrowd']))
-        num_objects = sum(not d for _, ds in objects.values() for d in ds)
-        if num_objects == 0:
-            continue
-        found = {i: np.zeros(len(b), bool) for i, (b, _) in objects.items()}
-        dets = rows[(rows[:, 6] == category) & np.isin(rows[:, 0], list(images))]
-        dets = dets[np.argsort(-dets[:, 5], kind='stable')]
-        hits = []  # 1 true positive, 0 false positive; difficult matches are left out
-        for image_id, x, y, w, h, _, _ in dets:
-            if int(image_id) not in objects:
-                hits.append(0)
-                continue
-            boxes, difficult = objects[int(image_id)]
-            ious = _iou_one_to_many(np.array([x, y, x + w, y + h]), np.asarray(boxes))
-            best = int(np.argmax(ious))
-            if ious[best] <= 0.5:
-                hits.append(0)
-            elif difficult[best]:
-                continue
-            elif not found[int(image_id)][best]:
-                found[int(image_id)][best] = True
-                hits.append(1)
-            else:
-                hits.append(0)
-        tp = np.cumsum(hits, dtype=np.float64)
-        recall = tp / num_objects
-        precision = tp / np.arange(1, len(hits) + 1) if hits else tp
-        aps.append(_average_precision(recall, precision, eleven_point))
-    return float(np.mean(aps)) if aps else -1.0
-
-
-def _iou_one_to_many(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """IoU of one xyxy box with [k, 4] xyxy boxes (numpy; the host-side evaluation loop)."""
-    wh = np.clip(np.minimum(box[2:], boxes[:, 2:]) - np.maximum(box[:2], boxes[:, :2]), 0, None)
-    inter = wh[:, 0] * wh[:, 1]
-    area = np.prod(box[2:] - box[:2]) + np.prod(boxes[:, 2:] - boxes[:, :2], axis=1) - inter
-    return np.where(area > 0, inter / np.where(area > 0, area, 1), 0.0)
-
-
-def _average_precision(recall: np.ndarray, precision: np.ndarray, eleven_point: bool) -> float:
-    if eleven_point:
-        return float(
-            np.mean([precision[recall >= t].max(initial=0.0) for t in np.linspace(0, 1, 11)])
-        )
-    r = np.concatenate([[0.0], recall, [1.0]])
-    p = np.concatenate([[0.0], precision, [0.0]])
-    p = np.maximum.accumulate(p[::-1])[::-1]  # the precision envelope
-    steps = np.flatnonzero(r[1:] != r[:-1])
-    return float(np.sum((r[steps + 1] - r[steps]) * p[steps + 1]))
-
-
 def format_table(metrics: dict[str, float]) -> str:
-    """The stats as a two-row text table."""
-    names = [n for n in (*STAT_NAMES, 'VOC_AP50') if n in metrics]
+    """The summary stats as a two-row text table, then the per-class table if there is one."""
+    names = [n for n in metrics if '/' not in n]
     header = ' '.join(f'{n:>6}' for n in names)
-    return header + '\n' + ' '.join(f'{metrics[n]:6.3f}' for n in names)
+    table = header + '\n' + ' '.join(f'{metrics[n]:6.3f}' for n in names)
+    classes = [k.split('/', 1)[1] for k in metrics if k.startswith('AP/')]
+    if not classes:
+        return table
+    width = max(5, *(len(c) for c in classes))
+    rows = [f'{"class":<{width}}     AP   AP50   AP75']
+    for c in classes:
+        values = [metrics.get(f'{stat}/{c}', -1.0) for stat in ('AP', 'AP50', 'AP75')]
+        rows.append(f'{c:<{width}} ' + ' '.join(f'{v:6.3f}' for v in values))
+    return table + '\n' + '\n'.join(rows)

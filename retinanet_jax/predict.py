@@ -4,8 +4,11 @@
 
 --model is a training run, a model directory or a torchvision state dict (see inference.py).
 Writes <out>/detections.json (COCO results: file_name, category_id, bbox xywh in original
-pixels, score) and <out>/<name>.png with boxes, class names and scores drawn. Unreadable files
-are skipped with a warning naming them; the rest are still written.
+pixels, score) and <out>/<name>.png with boxes, class names and scores drawn (from
+--min_score). Any image file kind is read as RGB (data/images.py: grayscale, palette, RGBA,
+16-bit, CMYK); JPEGs are turned upright by their EXIF orientation first (--exif=apply, the
+default: boxes refer to the picture as a viewer shows it; --exif=ignore: to the stored
+pixels). Unreadable files are skipped with a warning naming them; the rest are still written.
 """
 
 import json
@@ -17,11 +20,10 @@ try:  # torch, where installed, must be imported before tensorflow
 except ImportError:
     pass
 
-import numpy as np
 from absl import app, flags
-from PIL import Image, UnidentifiedImageError
 
 from retinanet_jax import cli, visualize
+from retinanet_jax.data import images
 from retinanet_jax.inference import Predictor, load_predictor
 
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.webp')
@@ -42,8 +44,14 @@ def image_files(paths: list[str]) -> list[Path]:
 
 
 def predict_files(
-    predictor: Predictor, paths: list[str], out: Path, min_score: float = 0.3
+    predictor: Predictor,
+    paths: list[str],
+    out: Path,
+    min_score: float = 0.3,
+    exif: str = 'apply',
 ) -> list[dict]:
+    """Detections of every image file under `paths` (see the module docstring); `exif`: see
+    data/images.py ('apply': boxes refer to the upright picture a viewer shows)."""
     p = predictor
     names, category_ids = p.label_map.names, p.label_map.category_ids
     files = image_files(paths)
@@ -51,10 +59,9 @@ def predict_files(
     results, skipped = [], []
     for path in files:
         try:
-            with Image.open(path) as f:
-                image = np.asarray(f.convert('RGB'))
-        except (UnidentifiedImageError, OSError) as e:
-            logging.warning('skipping %s: not a readable image (%s)', path, e)
+            image = images.read_image(path, exif)
+        except ValueError as e:
+            logging.warning('skipping %s', e)
             skipped.append(str(path))
             continue
         dets = p.predict_image(image)
@@ -87,7 +94,9 @@ def main(argv) -> None:
     cli.start()
     f = flags.FLAGS
     predictor = cli.exit_on_bad_input('predict', load_predictor, f.model, **cli.model_options())
-    cli.exit_on_bad_input('predict', predict_files, predictor, f.images, Path(f.out), f.min_score)
+    cli.exit_on_bad_input(
+        'predict', predict_files, predictor, f.images, Path(f.out), f.min_score, f.exif
+    )
 
 
 if __name__ == '__main__':
@@ -96,5 +105,8 @@ if __name__ == '__main__':
     flags.DEFINE_list('images', None, 'image files and / or folders')
     flags.DEFINE_string('out', None, 'output folder for detections.json and pictures')
     flags.DEFINE_float('min_score', 0.3, 'draw detections from this score (the JSON has all)')
+    flags.DEFINE_enum(
+        'exif', 'apply', ['apply', 'ignore'], 'EXIF orientation: apply it (upright) or ignore it'
+    )
     flags.mark_flags_as_required(['model', 'images', 'out'])
     app.run(main)

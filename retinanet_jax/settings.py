@@ -8,6 +8,7 @@ settings. Everything downstream (train, predict, evaluate, export, bench) takes 
   settings.input        data.InputConfig            config.input (its seed: config.seed)
   settings.postprocess  postprocess.PostprocessConfig   config.postprocess
   settings.optim        optim.OptimConfig           config.optim
+  settings.evaluation   evaluation.EvaluationConfig config.evaluation (optional: COCO's defaults)
   settings.data         DataConfig                  config.data: dataset, options, splits
   settings.batch_size, train_steps, seed, log_every, eval_every, checkpoint_every,
   keep_checkpoints, init_backbone (config.init.backbone)
@@ -23,6 +24,7 @@ from typing import Any
 
 from retinanet_jax.anchors import AnchorConfig
 from retinanet_jax.data.input_config import InputConfig
+from retinanet_jax.evaluation import EvaluationConfig
 from retinanet_jax.losses import LossConfig
 from retinanet_jax.models import ModelConfig
 from retinanet_jax.optim import OptimConfig
@@ -67,6 +69,7 @@ class Settings:
     checkpoint_every: int = 5_000
     keep_checkpoints: int = 3
     init_backbone: str = ''  # a torchvision ImageNet ResNet state dict file, for fresh runs
+    evaluation: EvaluationConfig = dataclasses.field(default_factory=EvaluationConfig)
 
     @property
     def image_hw(self) -> tuple[int, int]:
@@ -77,7 +80,7 @@ def from_config(config) -> Settings:
     """Typed settings from a run's ConfigDict (or nested dict); ValueError names the key."""
     c = _plain(config)
     top = {f.name for f in dataclasses.fields(Settings)} - {'init_backbone'}
-    sections = {'model', 'anchors', 'loss', 'input', 'postprocess', 'optim', 'data'}
+    sections = {'model', 'anchors', 'loss', 'input', 'postprocess', 'optim', 'data', 'evaluation'}
     unknown = sorted(set(c) - top - {'init'})
     if unknown:
         raise ValueError(f'the config has unknown keys {unknown}; known: {sorted(top | {"init"})}')
@@ -99,6 +102,7 @@ def from_config(config) -> Settings:
         postprocess=_section(PostprocessConfig, 'postprocess', c.get('postprocess', {})),
         optim=_section(OptimConfig, 'optim', c.get('optim', {})),
         data=_section(DataConfig, 'data', c['data']),
+        evaluation=_section(EvaluationConfig, 'evaluation', c.get('evaluation', {})),
         init_backbone=init.get('backbone') or '',
         **{k: c[k] for k in top - sections if k in c},
     )

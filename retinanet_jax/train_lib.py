@@ -183,7 +183,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     eval_ds, eval_batches = pipeline.eval_dataset(
         evaluated, s.input, local_batch, split=s.data.eval_split, **process
     )
-    evaluator = evaluation.make_evaluator(evaluated, s.data.eval_split)
+    evaluator = evaluation.make_evaluator(evaluated, s.data.eval_split, config=s.evaluation)
     writer = MetricWriter(workdir / 'logs') if jax.process_index() == 0 else None
 
     # ---------------------------------------------------------------- loop

@@ -1,6 +1,7 @@
 """Drawing boxes with class names (and scores) on images, for people to look at.
 
-draw_boxes(image uint8 [H, W, 3], boxes [n, 4] xyxy pixels, labels [n], names, scores=None)
+draw_boxes(image uint8 [H, W, 3], boxes [n, 4] xyxy pixels, labels [n], names, scores=None,
+           min_score=0.0): labels kept inside the image and apart (label_positions)
 denormalize(image float32 [H, W, 3] normalised with ImageNet mean / std) -> uint8
 grid(images) -> one PIL image
 """
@@ -30,22 +31,66 @@ def draw_boxes(
     labels: np.ndarray,
     names: Sequence[str],
     scores: np.ndarray | None = None,
+    min_score: float = 0.0,
 ) -> Image.Image:
-    """Draws each box in its class colour with 'name' or 'name 0.87' above it."""
+    """Draws each box (score >= min_score) in its class colour with 'name' or 'name 0.87' on a
+    label that stays inside the image and does not cover another label where it can be helped:
+    above the box, else inside its top, below it, inside its bottom (best scores placed first)."""
     canvas = Image.fromarray(np.asarray(image, np.uint8)).convert('RGB')
     draw = ImageDraw.Draw(canvas)
     font = ImageFont.load_default()
-    for i, (box, label) in enumerate(zip(np.asarray(boxes), np.asarray(labels), strict=True)):
-        colour = _PALETTE[int(label) % len(_PALETTE)]
-        x1, y1, x2, y2 = (float(v) for v in box)
-        draw.rectangle([x1, y1, x2, y2], outline=colour, width=2)
-        name = names[int(label)] if 0 <= int(label) < len(names) else str(int(label))
-        text = name if scores is None else f'{name} {float(scores[i]):.2f}'
-        tx, ty = x1 + 2, max(y1 - 11, 0)
-        left, top, right, bottom = draw.textbbox((tx, ty), text, font=font)
-        draw.rectangle([left - 1, top - 1, right + 1, bottom + 1], fill=colour)
-        draw.text((tx, ty), text, fill=(0, 0, 0), font=font)
+    boxes, labels = np.asarray(boxes, np.float64).reshape(-1, 4), np.asarray(labels).reshape(-1)
+    order = np.arange(len(labels))
+    if scores is not None:
+        scores = np.asarray(scores).reshape(-1)
+        order = [i for i in np.argsort(-scores, kind='stable') if scores[i] >= min_score]
+    texts, colours = {}, {}
+    for i in order:
+        label = int(labels[i])
+        name = names[label] if 0 <= label < len(names) else str(label)
+        texts[i] = name if scores is None else f'{name} {float(scores[i]):.2f}'
+        colours[i] = _PALETTE[label % len(_PALETTE)]
+        draw.rectangle(boxes[i].tolist(), outline=colours[i], width=2)
+    sizes = {i: _text_size(draw, texts[i], font) for i in order}
+    for i, (x, y) in label_positions([boxes[i] for i in order], [sizes[i] for i in order],
+                                     canvas.size).items():  # fmt: skip
+        j = order[i]
+        w, h = sizes[j]
+        draw.rectangle([x, y, x + w, y + h], fill=colours[j])
+        draw.text((x + 1, y), texts[j], fill=(0, 0, 0), font=font)
     return canvas
+
+
+def label_positions(boxes, sizes, image_size) -> dict[int, tuple[float, float]]:
+    """Top-left corners of labels of `sizes` (w, h) for `boxes` (xyxy), in order: each inside
+    the image (W, H), at the first of (above the box, inside its top, below it, inside its
+    bottom) that overlaps no label placed before, else where it overlaps them least."""
+    width, height = image_size
+    placed, out = [], {}
+    for i, (box, (w, h)) in enumerate(zip(boxes, sizes, strict=True)):
+        x1, y1, _, y2 = (float(v) for v in box)
+        x = min(max(x1, 0.0), max(width - w - 1, 0.0))
+        candidates = [y1 - h - 1, y1 + 1, y2 + 1, y2 - h - 1]
+        candidates = [min(max(y, 0.0), max(height - h - 1, 0.0)) for y in candidates]
+
+        def overlap(y, x=x, w=w, h=h):
+            return sum(
+                max(0.0, min(x + w, px + pw) - max(x, px))
+                * max(0.0, min(y + h, py + ph) - max(y, py))
+                for px, py, pw, ph in placed
+            )
+
+        y = next((c for c in candidates if overlap(c) == 0), None)
+        if y is None:
+            y = min(candidates, key=overlap)
+        placed.append((x, y, w, h))
+        out[i] = (x, y)
+    return out
+
+
+def _text_size(draw, text, font) -> tuple[float, float]:
+    left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+    return right - left + 2, bottom - top + 2
 
 
 def grid(images: Sequence[Image.Image], columns: int = 4) -> Image.Image:

@@ -124,3 +124,75 @@ def test_jit_equals_eager():
         rtol=1e-6,
         atol=1e-4,  # pixels; jit may re-associate the centre +- half-size arithmetic
     )
+
+
+# ---------------------------------------------------------------- any dtype, any count
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from hypothesis.extra import numpy as hnp  # noqa: E402
+
+DTYPES = ['float16', 'bfloat16', 'float32', 'float64', 'int16', 'int32']
+
+
+def numpy_iou_giou(a: np.ndarray, b: np.ndarray):
+    """Float64 reference of pairwise IoU and GIoU (the torchvision formulas, no eps)."""
+    a, b = a.astype(np.float64)[:, None], b.astype(np.float64)[None]
+    area = lambda x: (x[..., 2] - x[..., 0]) * (x[..., 3] - x[..., 1])  # noqa: E731
+    iw = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
+    ih = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None)
+    inter = iw * ih
+    union = area(a) + area(b) - inter
+    iou = np.where(union > 0, inter / np.where(union > 0, union, 1), 0)
+    hull = (np.maximum(a[..., 2], b[..., 2]) - np.minimum(a[..., 0], b[..., 0])) * (
+        np.maximum(a[..., 3], b[..., 3]) - np.minimum(a[..., 1], b[..., 1])
+    )
+    return iou, iou - (hull - union) / hull
+
+
+def box_arrays(n_max=6, limit=1000.0):
+    """[n, 4] xyxy boxes with corners in [0, limit], at least 1 pixel wide and tall."""
+    corner = hnp.arrays(np.float64, (n_max, 2), elements=st.floats(0, limit - 2))
+    size = hnp.arrays(np.float64, (n_max, 2), elements=st.floats(1, limit))
+    return st.tuples(corner, size, st.integers(0, n_max)).map(
+        lambda t: np.concatenate([t[0], np.minimum(t[0] + t[1], limit)], 1)[: t[2]]
+    )
+
+
+@settings(max_examples=40, deadline=None)
+@given(box_arrays(), box_arrays(), st.sampled_from(DTYPES))
+def test_iou_and_giou_in_every_dtype_match_float64(a, b, dtype):
+    dtype = jnp.dtype(dtype)  # numpy arrays of it (bfloat16 through ml_dtypes)
+    qa = (np.round(a) if dtype.kind == 'i' else a).astype(dtype)  # what the function is given
+    qb = (np.round(b) if dtype.kind == 'i' else b).astype(dtype)
+    want_iou, want_giou = numpy_iou_giou(qa.astype(np.float64), qb.astype(np.float64))
+    got_iou = B.box_iou(qa, qb)
+    got_giou = B.generalized_box_iou(qa[:, None], qb[None])
+    assert got_iou.dtype == jnp.float32 and got_iou.shape == (len(a), len(b))  # (no x64 here)
+    tol = 1e-6 if dtype == np.float32 else 1e-3
+    np.testing.assert_allclose(got_iou, want_iou, atol=tol, rtol=0)
+    np.testing.assert_allclose(got_giou, want_giou, atol=tol, rtol=0)
+
+
+def test_float16_and_int16_products_do_not_overflow():
+    a = np.array([[100.0, 100.0, 900.0, 900.0]])
+    b = np.array([[110.0, 110.0, 910.0, 910.0], [500.0, 500.0, 990.0, 990.0]])
+    for dtype in ('float16', 'bfloat16', 'int16'):  # 800^2 overflows float16, wraps int16
+        qa, qb = a.astype(jnp.dtype(dtype)), b.astype(jnp.dtype(dtype))
+        want = numpy_iou_giou(qa.astype(np.float64), qb.astype(np.float64))[0]
+        np.testing.assert_allclose(B.box_iou(qa, qb), want, atol=1e-3, err_msg=dtype)
+        assert 0.9 < float(B.box_iou(qa, qb)[0, 0]) < 1
+    np.testing.assert_allclose(B.box_area_xyxy(a.astype('int16')), [640000.0])
+
+
+def test_zero_boxes_everywhere_under_jit():
+    empty = jnp.zeros((0, 4))
+    assert jax.jit(B.box_iou)(empty, jnp.ones((3, 4))).shape == (0, 3)
+    assert jax.jit(B.box_iou)(jnp.ones((2, 4)), empty).shape == (2, 0)
+    assert jax.jit(B.generalized_box_iou)(empty, empty).shape == (0,)
+    for f in (B.box_xyxy_to_cxcywh, B.box_cxcywh_to_xyxy, B.box_xyxy_to_xywh, B.box_xywh_to_xyxy):
+        assert jax.jit(f)(empty).shape == (0, 4)
+    assert jax.jit(B.box_area_xyxy)(empty).shape == (0,)
+    assert jax.jit(B.encode_boxes_xyxy)(empty, empty).shape == (0, 4)
+    assert jax.jit(B.decode_boxes_xyxy)(empty, empty).shape == (0, 4)
+    assert B.clip_boxes_xyxy(empty, (10, 10)).shape == (0, 4)

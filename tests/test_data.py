@@ -358,3 +358,13 @@ def test_coco91_is_torchvision_coco_labels():
         assert label_maps.COCO91.names[cid] == label_maps.COCO.names[i]
     assert label_maps.for_num_classes(91) is label_maps.COCO91
     assert label_maps.for_num_classes(5).names == tuple(f'class_{i}' for i in range(5))
+
+
+def test_tfds_data_that_is_not_there_says_where_and_what_to_do(tmp_path):
+    source = sources.make_source('coco/2017', data_dir=str(tmp_path))
+    with pytest.raises(ValueError) as info:
+        source.num_examples('train')
+    message = str(info.value)
+    assert '\n' not in message and str(tmp_path) in message and 'not prepared' in message
+    assert 'tfds build coco/2017 --file_format=array_record' in message
+    assert 'coco_folder' in message and 'instances_train2017.json' in message

@@ -7,7 +7,13 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from retinanet_jax.data import label_maps, shapes
-from retinanet_jax.evaluation import STAT_NAMES, CocoEvaluator, coco_ground_truth, format_table
+from retinanet_jax.evaluation import (
+    STAT_NAMES,
+    CocoEvaluator,
+    EvaluationConfig,
+    coco_ground_truth,
+    format_table,
+)
 
 LABELS = label_maps.LabelMap(('a', 'b', 'c'), (5, 9, 11))  # non-contiguous category ids
 
@@ -46,7 +52,8 @@ def test_perfect_predictions_score_one():
     evaluator = CocoEvaluator(gt, LABELS)
     evaluator.add_batch(*detections_from(examples))
     metrics = evaluator.evaluate()
-    assert set(metrics) == set(STAT_NAMES)
+    per_class = {f'{stat}/{n}' for stat in ('AP', 'AP50', 'AP75') for n in LABELS.names}
+    assert set(metrics) == set(STAT_NAMES) | per_class
     assert metrics['AP'] == pytest.approx(1.0) and metrics['AP50'] == pytest.approx(1.0)
     assert metrics['AR100'] == pytest.approx(1.0)
     assert 'AP50' in format_table(metrics)
@@ -91,6 +98,60 @@ def test_hand_built_case_equals_direct_pycocotools():
         direct.summarize()
     np.testing.assert_allclose([ours[n] for n in STAT_NAMES], direct.stats, rtol=1e-12)
     assert 0.2 < ours['AP'] < 0.95
+    # Per class: pycocotools' precision array [T, R, K, area, max dets], as detectron2 reads it.
+    precision = direct.eval['precision']
+    for k, name in enumerate(LABELS.names):  # catIds sorted: the label map's order here
+        for stat, t in (('AP', slice(None)), ('AP50', [0]), ('AP75', [5])):
+            p = precision[t, :, k, 0, -1]
+            assert ours[f'{stat}/{name}'] == pytest.approx(float(np.mean(p[p > -1])), abs=1e-12)
+    assert len({round(ours[f'AP/{n}'], 6) for n in LABELS.names}) > 1  # classes differ
+
+
+def test_settable_parameters_and_the_report():
+    examples, gt = shapes_ground_truth()
+    detections, batch = detections_from(examples, jitter=4.0, rng=np.random.default_rng(3))
+    default = CocoEvaluator(gt, LABELS)
+    default.add_batch(detections, batch)
+    metrics = default.evaluate()
+    config = EvaluationConfig(iou_thresholds=(0.5,), max_detections=(1, 5, 20),
+                              area_ranges=(('all', 0, 1e10), ('tiny', 0, 20.0**2)))  # fmt: skip
+    custom = CocoEvaluator(gt, LABELS, config=config)
+    custom.add_batch(detections, batch)
+    at50 = custom.evaluate()
+    assert at50['AP'] == at50['AP50'] == pytest.approx(metrics['AP50'])
+    assert 'AP75' not in at50 and {'AR1', 'AR5', 'AR20', 'AP_tiny', 'AR_tiny'} <= set(at50)
+    table = format_table(metrics)
+    assert table.splitlines()[0].split()[:3] == ['AP', 'AP50', 'AP75']
+    assert 'class' in table and all(n in table for n in LABELS.names)
+    with pytest.raises(ValueError, match='iou_thresholds must be in'):
+        EvaluationConfig(iou_thresholds=(0.5, 1.5))
+
+
+@pytest.mark.parametrize(
+    'change, message',
+    [
+        (lambda d: d['labels'].__setitem__((0, 0), -1), 'image id 0 .* label -1, outside'),
+        (lambda d: d['labels'].__setitem__((1, 0), 3), r'image id 1 .* label 3, outside \[0, 3\)'),
+        (lambda d: d['boxes'].__setitem__((0, 0, 2), np.nan), 'image id 0 .* non-finite box'),
+        (lambda d: d['scores'].__setitem__((1, 1), np.inf), 'image id 1 .* non-finite .* inf'),
+    ],
+)
+def test_bad_detections_are_refused_by_name(change, message):
+    examples, gt = shapes_ground_truth(2)
+    detections, batch = detections_from(examples)
+    change(detections)
+    with pytest.raises(ValueError, match=message):
+        CocoEvaluator(gt, LABELS).add_batch(detections, batch)
+    detections['valid'][:] = False  # the same values in empty slots are fine
+    CocoEvaluator(gt, LABELS).add_batch(detections, batch)
+
+
+def test_ground_truth_labels_outside_the_classes_are_refused():
+    examples, _ = shapes_ground_truth(2)
+    examples[1]['labels'] = examples[1]['labels'].copy()
+    examples[1]['labels'][0] = 3
+    with pytest.raises(ValueError, match=r'ground truth of image id 1: label 3 outside \[0, 3\)'):
+        coco_ground_truth(examples, LABELS)
 
 
 def test_padding_examples_change_nothing_and_empty_images_count():
@@ -119,9 +180,8 @@ def test_unknown_image_ids_are_named():
     detections, batch = detections_from(examples)
     batch['image_id'] = batch['image_id'] + 12345
     evaluator = CocoEvaluator(gt, LABELS)
-    evaluator.add_batch(detections, batch)
-    with pytest.raises(ValueError, match='not in the ground truth'):
-        evaluator.evaluate()
+    with pytest.raises(ValueError, match=r'image id 12345 is not in the ground truth'):
+        evaluator.add_batch(detections, batch)
 
 
 def voc_case():
@@ -151,7 +211,7 @@ def voc_case():
 def test_voc_ap50_golden():
     """By hand: recall 0.5, 0.5, 1, 1 at precision 1, 1/2, 2/3, 1/2.
     11-point: 6 x 1 (recall >= 0 .. 0.5) + 5 x 2/3, over 11. Area: 0.5 x 1 + 0.5 x 2/3."""
-    from retinanet_jax.evaluation import voc_ap50
+    from retinanet_jax.voc_metric import voc_ap50
 
     gt, rows = voc_case()
     np.testing.assert_allclose(voc_ap50(rows, gt, [1, 2], True), (6 + 5 * 2 / 3) / 11)

@@ -349,3 +349,23 @@ def test_bad_shapes_name_the_argument():
         detection_loss(**{**ok, 'gt_labels': np.zeros((2, 5), np.float32)})
     with pytest.raises(ValueError, match='box_loss'):
         LossConfig(box_loss='l2')
+
+
+def test_no_ground_truth_slots_is_the_all_negative_loss():
+    """gt_boxes [B, 0, 4] (torchvision's negative-sample case): the loss of all-negative
+    anchors, with finite gradients, under jit."""
+    rng = np.random.default_rng(0)
+    anchors = anchor_lib.generate_anchors((64, 64))
+    cls, box, _, _ = random_problem(rng, [0, 0], len(anchors), 3, 1, (64, 64))
+    empty = detection_loss(cls, box, anchors, np.zeros((2, 0, 4), np.float32),
+                           np.zeros((2, 0), np.int32))  # fmt: skip
+    padded = detection_loss(cls, box, anchors, np.zeros((2, 1, 4), np.float32),
+                            np.full((2, 1), -1, np.int32))  # fmt: skip
+    np.testing.assert_allclose(empty[0], padded[0], rtol=1e-6)
+    assert float(empty[1]['num_positives']) == 0 and float(empty[1]['box_loss']) == 0
+
+    def total(c, b):
+        return detection_loss(c, b, anchors, jnp.zeros((2, 0, 4)), jnp.zeros((2, 0), jnp.int32))[0]
+
+    grads = jax.jit(jax.grad(total, argnums=(0, 1)))(cls, box)
+    assert all(np.isfinite(g).all() for g in grads) and not np.asarray(grads[1]).any()

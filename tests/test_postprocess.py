@@ -135,3 +135,32 @@ def test_boxes_to_original():
     boxes = jnp.array([[[10.0, 20.0, 30.0, 40.0]]])
     scale = jnp.array([[2.0, 0.5]])  # (sy, sx)
     np.testing.assert_allclose(boxes_to_original(boxes, scale), [[[20, 10, 60, 20]]])
+
+
+def test_nms_of_zero_boxes_and_of_float16_boxes():
+    indices, valid = jax.jit(lambda b, s: nms(b, s, 0.5, 5))(jnp.zeros((0, 4)), jnp.zeros((0,)))
+    assert indices.shape == valid.shape == (5,) and not valid.any()
+    for classes in (None, 3):
+        nothing = (jnp.zeros((0, 4)), jnp.zeros((0,)), jnp.zeros((0,), jnp.int32))
+        indices, valid = batched_nms(*nothing, 0.5, 3, num_classes=classes)
+        assert indices.shape == (3,) and not valid.any()
+    # 800-pixel boxes: their areas overflow float16; the overlapping one must still go.
+    boxes = np.array([[100, 100, 900, 900], [110, 110, 910, 910], [0, 0, 50, 50]], np.float16)
+    indices, valid = nms(boxes, np.array([0.9, 0.8, 0.7], np.float16), 0.5, 3)
+    assert kept(indices, valid).tolist() == [0, 2]
+
+
+def test_postprocess_with_nothing_above_the_threshold_is_empty():
+    anchors = np.asarray(anchor_lib.generate_anchors((64, 64)))
+    r = len(anchors)
+    dets = jax.jit(
+        lambda c, d: postprocess(
+            c,
+            d,
+            anchors,
+            jnp.array([[64, 64]]),
+            anchor_lib.level_sizes((64, 64), anchor_lib.AnchorConfig()),
+        )
+    )(jnp.full((1, r, 3), -20.0), jnp.zeros((1, r, 4)))
+    assert dets['boxes'].shape == (1, 100, 4) and not dets['valid'].any()
+    assert (dets['labels'] == -1).all() and (dets['scores'] == 0).all()

@@ -3,6 +3,10 @@
   make_source('coco_folder', annotations={'train': 'train.json', 'val': 'val.json'},
               image_dir='images/', exif='ignore', verify_images=True, skip_bad_images=False)
 
+`image_dir` is one folder for every split, or a split -> folder mapping (COCO itself:
+{'train': 'train2017/', 'validation': 'val2017/'} with instances_train2017.json and
+instances_val2017.json as the annotations).
+
 Each json is read and checked when its split is first used. COCO's own conventions apply:
   - category ids may be any integers, with gaps: labels are their sorted order (label_maps.py);
   - `iscrowd` regions are kept for evaluation (pycocotools ignores detections on them) and are
@@ -37,7 +41,7 @@ from retinanet_jax.data.sources import Source
 @dataclasses.dataclass
 class CocoFolderSource(Source):
     annotations: dict
-    image_dir: str
+    image_dir: str | dict
     exif: str = 'ignore'
     verify_images: bool = True
     skip_bad_images: bool = False
@@ -74,7 +78,13 @@ class CocoFolderSource(Source):
             if not isinstance(data.get(key), list):
                 raise ValueError(f'{path}: not a COCO annotation file (no {key!r} list)')
         label_map = _label_map(path, data['categories'])
-        records = _images(path, data['images'], Path(self.image_dir))
+        image_dir = self.image_dir
+        if isinstance(image_dir, dict):
+            if split not in image_dir:
+                raise ValueError(f'coco_folder: no image_dir for split {split!r}; '
+                                 f'known: {sorted(image_dir)}')  # fmt: skip
+            image_dir = image_dir[split]
+        records = _images(path, data['images'], Path(image_dir))
         _add_objects(path, data.get('annotations', []), records, label_map)
         records = self._check_files(path, records)
         loaded = {'label_map': label_map, 'records': [records[i] for i in sorted(records)]}

@@ -77,12 +77,16 @@ class Records:
     def __getitem__(self, index: int) -> dict:
         if not 0 <= index < self.size:
             raise IndexError(f'{self.source.name} {self.split}: record {index} of {self.size}')
-        return self.source.example(self.split, int(index))
+        example = self.source.example(self.split, int(index))
+        where = f'{self.source.name} {self.split} record {index}'
+        return check_example(example, where, self.source.label_map.num_classes)
 
 
-def check_example(example: dict, where: str) -> dict:
-    """The raw example with its fields in the common dtypes; ValueError naming `where` if a
-    label is negative, a box has negative size or the image is not [H, W, 3] uint8."""
+def check_example(example: dict, where: str, num_classes: int) -> dict:
+    """The raw example with its fields in the common dtypes; ValueError naming `where` and the
+    image id if a label is outside [0, num_classes), a box has negative size or a non-finite
+    coordinate, or the image is not [H, W, 3] uint8."""
+    where = f'{where} (image id {example.get("image_id")})'
     image = np.asarray(example['image'])
     if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
         raise ValueError(f'{where}: image must be uint8 [H, W, 3], got {image.dtype} {image.shape}')
@@ -91,8 +95,9 @@ def check_example(example: dict, where: str) -> dict:
     crowd = np.asarray(example['is_crowd'], bool).reshape(-1)
     if not len(boxes) == len(labels) == len(crowd):
         raise ValueError(f'{where}: {len(boxes)} boxes, {len(labels)} labels, {len(crowd)} flags')
-    if (labels < 0).any():
-        raise ValueError(f'{where}: negative label {int(labels.min())}')
+    bad = labels[(labels < 0) | (labels >= num_classes)]
+    if len(bad):
+        raise ValueError(f'{where}: label {int(bad[0])} outside [0, {num_classes})')
     if not np.isfinite(boxes).all() or (boxes[:, 2:] < boxes[:, :2]).any():
         raise ValueError(f'{where}: a box with negative size or a non-finite coordinate')
     return {'image': image, 'image_id': np.int64(example['image_id']), 'boxes': boxes,

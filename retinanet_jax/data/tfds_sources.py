@@ -52,27 +52,35 @@ class TfdsSource(Source):
 
     def _open(self, part: str, split: str, decode_images: bool):
         import tensorflow_datasets as tfds
+        from absl import logging as absl_logging
 
         decoders = None if decode_images else {'image': tfds.decode.SkipDecoding()}
-        where = self.data_dir or '~/tensorflow_datasets (the default data_dir)'
+        verbosity = absl_logging.get_verbosity()
+        absl_logging.set_verbosity(absl_logging.ERROR)  # tfds' notes on missing metadata
         try:
             builder = tfds.builder(part, data_dir=self.data_dir)
             return builder.as_data_source(split=split, decoders=decoders)
-        except NotImplementedError as e:  # prepared as TFRecord: no random access
-            raise ValueError(
-                f'{part} under {where} is prepared as TFRecord, which has no random access; '
-                f'convert it once with `tfds convert_format --dataset_dir=<its version '
-                f'folder> --out_file_format=array_record` ({e.__class__.__name__})'
-            ) from None
-        except (AssertionError, FileNotFoundError, ValueError, KeyError) as e:
+        except (NotImplementedError, AssertionError, FileNotFoundError, ValueError, KeyError) as e:
             reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            prepared = builder.is_prepared()
+            if isinstance(e, NotImplementedError) and prepared:
+                raise ValueError(
+                    f'{part} in {builder.data_dir} is prepared as TFRecord, which has no random '
+                    f'access; convert it once: tfds convert_format '
+                    f'--dataset_version_dir={builder.data_dir} --out_file_format=array_record'
+                ) from None
+            if not prepared:
+                reason = 'not prepared'
             raise ValueError(
-                f'{part} split {split!r}: no prepared data under {where} ({reason}). Either '
-                f'prepare it with `tfds build {part} --file_format=array_record` (or point '
-                f'data_dir at it), or use the coco_folder source over the files you have: '
-                f'--config.data.dataset=coco_folder and --config.data.options with '
-                f'annotations (e.g. instances_train2017.json per split) and image_dir'
+                f'{part} split {split!r}: no data in {builder.data_dir} ({reason}). '
+                f'Either prepare it: `tfds build {part} --file_format=array_record` (or set '
+                f'data_dir to where it is), or train from the COCO files you have with the '
+                f'coco_folder source: --config.data.dataset=coco_folder and '
+                f'--config.data.options with annotations (e.g. instances_train2017.json for '
+                f'train) and image_dir (e.g. train2017/), see README "Your own data"'
             ) from None
+        finally:
+            absl_logging.set_verbosity(verbosity)
 
     def num_examples(self, split):
         return sum(len(s) for s in self._data_sources(split))
