@@ -7,13 +7,16 @@ import os
 import sys
 
 BENCHMARKS = {
+    'peak': 'bench.peak',
     'loss': 'bench.loss',
     'forward': 'bench.forward',
     'input': 'bench.input',
     'postprocess': 'bench.postprocess',
     'train_step': 'bench.train_step',
     'inference': 'bench.inference',
+    'race': 'bench.race',
 }
+SLOW = ('race',)  # not part of `all`: run them by name
 NEEDS_TENSORFLOW = ('input',)  # the GPU machines have no TensorFlow
 
 
@@ -40,23 +43,30 @@ def main(argv=None) -> int:
         os.environ.setdefault('XLA_PYTHON_CLIENT_PREALLOCATE', 'false')
     from bench.timing import HEADER
 
-    names = list(BENCHMARKS) if args.name == 'all' else [args.name]
+    names = [n for n in BENCHMARKS if n not in SLOW] if args.name == 'all' else [args.name]
     if args.device == 'gpu' and args.name == 'all':
         names = [n for n in names if n not in NEEDS_TENSORFLOW]
     everything = {}
+    peak = None
+    if args.device == 'cpu':  # every CPU row's GFLOP/s as a share of this, measured now
+        from bench.peak import cpu_peak_gflops
+
+        peak = cpu_peak_gflops(512 if args.quick else 4096)
+        print(f'this CPU now: {peak:.0f} GFLOP/s fp32 (jnp.dot; python -m bench peak)')
     for name in names:
         results = importlib.import_module(BENCHMARKS[name]).run(
             quick=args.quick, threads=args.threads, device=args.device
         )
         print(f'\n## {name}\n{HEADER}')
         for r in results:
-            print(r.row())
+            print(r.row(peak))
         by_name = {r.name: r for r in results}
         for r in results:
             if r.reference:
                 ref = by_name[r.reference]
                 print(f'{r.name} vs {ref.name}: {ref.median_ms / r.median_ms:.2f}x')
         everything[name] = [vars(r) for r in results]
+    everything['cpu_peak_gflops'] = peak
     if args.json:
         with open(args.json, 'w') as f:
             json.dump(everything, f, indent=1)

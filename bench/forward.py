@@ -1,6 +1,7 @@
 """RetinaNet R50-FPN forward (backbone + FPN + heads, float32) at 512x512, against torchvision.
 
-  ours         jax.jit of the merged NNX model (nnx.split once, merge inside the jitted call)
+  ours         jax.jit of the merged NNX model (nnx.split once, merge inside the jitted call),
+               with the package's compiler options (compiler_options.py)
   torchvision  retinanet_resnet50_fpn backbone + head under torch.inference_mode()
 Both with the same randomly initialised weights (converted), batch 1 and 2, on the same input.
 """
@@ -29,9 +30,12 @@ def run(quick: bool = False, threads: int = 2, device: str = 'cpu') -> list:
         reference = reference.cuda()
     graphdef, state = nnx.split(retinanet_from_torchvision(state_dict, 'v1'))
 
-    @jax.jit
+    from retinanet_jax import compiler_options
+
     def forward(state, images):
         return nnx.merge(graphdef, state)(images)
+
+    forward = jax.jit(forward, compiler_options=compiler_options.default())
 
     results = []
     for batch in batches:
@@ -48,7 +52,9 @@ def run(quick: bool = False, threads: int = 2, device: str = 'cpu') -> list:
             runs,
             reference=ref_name,
         )
-        results.append(dataclasses.replace(t, first_call_ms=compile_ms))
+        cost = compiled.cost_analysis()
+        flops = (cost[0] if isinstance(cost, list) else cost)['flops']
+        results.append(dataclasses.replace(t, first_call_ms=compile_ms, flops=flops))
         results.append(time_fn(ref_name, functools.partial(torch_forward, reference, x), runs))
     return results
 

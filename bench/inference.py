@@ -87,6 +87,8 @@ def ours_inference(weights, image, dtype, runs, device):
         return jax.device_get(compiled(state, sharding.to_global(batch, mesh)))
 
     t = time_fn('ours', infer, runs)
+    cost = compiled.cost_analysis()
+    t.flops = (cost[0] if isinstance(cost, list) else cost)['flops']
     dets = infer()
     print(f'jax {jax.__version__} on {jax.devices()[0].device_kind}; {dets["valid"].sum()} dets')
     t.first_call_ms = compile_ms

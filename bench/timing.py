@@ -16,12 +16,19 @@ class Timing:
     reference: str | None = None  # for our rows: the name of the row to compare against
     peak_mib: float | None = None  # host RSS (CPU) or device memory (GPU), where measured
     flops: float | None = None  # per call, from XLA's cost analysis (our rows)
+    extra: dict | None = None  # anything else a benchmark reports
 
-    def row(self) -> str:
-        peak = '-' if self.peak_mib is None else f'{self.peak_mib:.0f}'
+    def row(self, peak_gflops: float | None = None) -> str:
+        """A markdown row; with `peak_gflops`, the GFLOP/s and the share of that peak."""
+        memory = '-' if self.peak_mib is None else f'{self.peak_mib:.0f}'
+        rate = share = '-'
+        if self.flops:
+            gflops = self.flops / self.median_ms / 1e6
+            rate = f'{gflops:.0f}'
+            share = f'{gflops / peak_gflops:.0%}' if peak_gflops else '-'
         return (
             f'| {self.name} | {self.median_ms:.1f} | {self.min_ms:.1f} | {self.runs} '
-            f'| {self.first_call_ms:.0f} | {peak} |'
+            f'| {self.first_call_ms:.0f} | {memory} | {rate} | {share} |'
         )
 
 
@@ -47,5 +54,6 @@ def time_fn(
 
 
 HEADER = (
-    '| what | median ms | min ms | runs | first call ms | peak MiB |\n|---|---|---|---|---|---|'
+    '| what | median ms | min ms | runs | first call ms | peak MiB | GFLOP/s | of peak |\n'
+    '|---|---|---|---|---|---|---|---|'
 )

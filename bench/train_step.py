@@ -1,11 +1,15 @@
 """A full train step of R50-FPN RetinaNet (forward, loss, gradient, SGD update), against
-torchvision's RetinaNet train step on the same device.
+torchvision's RetinaNet train step on the same device, for each backbone normalisation.
 
-  ours         train_lib.make_train_step with configs/coco.py (frozen stem + res2 and BatchNorm,
-               P6 from C5, 80 classes, SGD momentum 0.9 + weight decay), state donated
-  torchvision  RetinaNet(resnet50(norm_layer=FrozenBatchNorm2d), trainable_layers=3,
-               LastLevelP6P7 from C5, 80 classes): model(images, targets), backward, SGD step;
-               GeneralizedRCNNTransform sized to the input, so it only normalises and batches
+  ours         train_lib.make_train_step with configs/coco.py (stem + res2 frozen, P6 from C5,
+               80 classes, SGD momentum 0.9 + weight decay), state donated; the backbone's
+               norm 'frozen' (FrozenBatchNorm), 'batch' (trainable, synchronised BatchNorm) or
+               'group' (GroupNorm, 32 groups)
+  torchvision  RetinaNet(resnet50(norm_layer=FrozenBatchNorm2d or BatchNorm2d),
+               trainable_layers=3, LastLevelP6P7 from C5, 80 classes): model(images, targets),
+               backward, SGD step; GeneralizedRCNNTransform sized to the input, so it only
+               normalises and batches. Our 'frozen' row is compared with its FrozenBatchNorm2d
+               model, 'batch' and 'group' with its trainable BatchNorm2d model.
 
 CPU: 512x512, batch 2, float32 (torch with `threads` intra-op threads). GPU: 1024x1024,
 batch 16, bfloat16 compute (ours: the model's bf16 path; torchvision: torch.autocast bf16).
@@ -19,6 +23,10 @@ BOXES = 10
 H100_BF16_TFLOPS = 989.4  # NVIDIA's datasheet, dense (no sparsity), H100 SXM
 
 
+NORMS = ('frozen', 'batch', 'group')
+REFERENCE_NORM = {'frozen': 'frozen', 'batch': 'batch', 'group': 'batch'}  # ours -> torchvision
+
+
 def settings(quick: bool, device: str) -> dict:
     if quick:  # a smoke test of the benchmark: ResNet-18 trunks, tiny images
         return dict(size=128, batch=2, dtype='float32', runs=3, depth=18)
@@ -27,24 +35,37 @@ def settings(quick: bool, device: str) -> dict:
     return dict(size=512, batch=2, dtype='float32', runs=5, depth=50)
 
 
-def run(quick: bool = False, threads: int = 2, device: str = 'cpu') -> list:
+def run(quick: bool = False, threads: int = 2, device: str = 'cpu', norms=None) -> list:
+    from bench.peak import cpu_peak_gflops
+
     s = settings(quick, device)
+    norms = norms or (('batch',) if quick else NORMS)
     what = f'R{s["depth"]}-FPN train step {s["size"]}x{s["size"]} batch {s["batch"]} {s["dtype"]}'
-    ref = measure('bench.train_step', 'torchvision', device=device, threads=threads, **s)
-    ref.name = f'torchvision: {what}' + (' (autocast)' if s['dtype'] == 'bfloat16' else '')
-    ours = measure('bench.train_step', 'ours', device=device, threads=threads, **s)
-    ours.name, ours.reference = f'ours: {what}', ref.name
+    refs = {}
+    for norm in sorted({REFERENCE_NORM[n] for n in norms}):
+        ref = measure('bench.train_step', 'torchvision', device=device, threads=threads,
+                      norm=norm, **s)  # fmt: skip
+        layer = 'FrozenBatchNorm2d' if norm == 'frozen' else 'BatchNorm2d'
+        ref.name = f'torchvision: {what}, {layer}' + (' (autocast)' if device == 'gpu' else '')
+        refs[norm] = ref
     # XLA's cost analysis of the step's HLO, counted by the CPU backend (on a GPU the
     # convolutions become cuDNN calls that its cost analysis leaves out).
-    counted = measure('bench.train_step', 'flops', {'JAX_PLATFORMS': 'cpu'}, device='cpu', **s)
-    ours.flops = counted.flops
-    for t in (ours, ref):
-        print(f'{t.name}: {s["batch"] * 1e3 / t.median_ms:.1f} images/s')
-    tflops = ours.flops / ours.median_ms / 1e9
-    print(f'ours: {ours.flops / 1e9:.0f} GFLOP per step (XLA cost analysis), {tflops:.2f} TFLOP/s')
-    if device == 'gpu':
-        print(f'ours: MFU {tflops / H100_BF16_TFLOPS:.1%} of the H100 SXM dense bf16 peak')
-    return [ours, ref]
+    counted = measure('bench.train_step', 'flops', {'JAX_PLATFORMS': 'cpu'}, device='cpu',
+                      norms=list(norms), **s)  # fmt: skip
+    peak = cpu_peak_gflops(512 if quick else 4096) if device == 'cpu' else H100_BF16_TFLOPS * 1e3
+    rows = []
+    for norm in norms:
+        ours = measure('bench.train_step', 'ours', device=device, threads=threads, norm=norm, **s)
+        ours.name, ours.reference = f'ours: {what}, norm={norm}', refs[REFERENCE_NORM[norm]].name
+        ours.flops = counted.extra['flops'][norm]
+        gflops = ours.flops / ours.median_ms / 1e6
+        print(f'{ours.name}: {s["batch"] * 1e3 / ours.median_ms:.1f} images/s, '
+              f'{ours.flops / 1e9:.0f} GFLOP per step (XLA cost analysis), {gflops:.0f} GFLOP/s '
+              f'= {gflops / peak:.0%} of the {peak:.0f} GFLOP/s peak')  # fmt: skip
+        rows.append(ours)
+    for ref in refs.values():
+        print(f'{ref.name}: {s["batch"] * 1e3 / ref.median_ms:.1f} images/s')
+    return [*rows, *refs.values()]
 
 
 def synthetic_boxes(rng, size: int, batch: int):
@@ -57,20 +78,20 @@ def synthetic_boxes(rng, size: int, batch: int):
     return boxes, labels
 
 
-def child(side, *, size, batch, dtype, runs, device, depth, threads=1):
+def child(side, *, size, batch, dtype, runs, device, depth, threads=1, norm='frozen', norms=()):
     import numpy as np
 
     rng = np.random.default_rng(0)
     boxes, labels = synthetic_boxes(rng, size, batch)
     images = rng.integers(0, 256, (batch, size, size, 3), dtype=np.uint8)
     if side == 'ours':
-        return ours_step(images, boxes, labels, dtype, depth, runs, device)
+        return ours_step(images, boxes, labels, dtype, depth, runs, device, norm)
     if side == 'flops':
-        return ours_flops(images, boxes, labels, dtype, depth)
-    return torchvision_step(images, boxes, labels, dtype, depth, runs, device, threads)
+        return ours_flops(images, boxes, labels, dtype, depth, norms)
+    return torchvision_step(images, boxes, labels, dtype, depth, runs, device, threads, norm)
 
 
-def ours_setup(images, boxes, labels, dtype, depth=50, compile=True):
+def ours_setup(images, boxes, labels, dtype, depth=50, compile=True, norm='frozen'):
     """(lowered, compiled, state, batch, compile ms) of our train step on this batch."""
     import time
 
@@ -82,7 +103,7 @@ def ours_setup(images, boxes, labels, dtype, depth=50, compile=True):
 
     batch, size = images.shape[:2]
     config = coco.get_config()
-    config.model.dtype, config.model.depth = dtype, depth
+    config.model.update(dtype=dtype, depth=depth, norm=norm)
     config.batch_size = batch
     s = settings.from_config(config)
     mesh = sharding.make_mesh()
@@ -100,12 +121,13 @@ def ours_setup(images, boxes, labels, dtype, depth=50, compile=True):
     return lowered, compiled, state, data, (time.perf_counter() - start) * 1e3
 
 
-def ours_step(images, boxes, labels, dtype, depth, runs, device):
+def ours_step(images, boxes, labels, dtype, depth, runs, device, norm):
     import jax
 
     from bench.timing import time_fn
 
-    _, compiled, state, data, compile_ms = ours_setup(images, boxes, labels, dtype, depth)
+    _, compiled, state, data, compile_ms = ours_setup(images, boxes, labels, dtype, depth,
+                                                      norm=norm)  # fmt: skip
     holder = {'state': state}
 
     def one_step():
@@ -120,17 +142,19 @@ def ours_step(images, boxes, labels, dtype, depth, runs, device):
     return t
 
 
-def ours_flops(images, boxes, labels, dtype, depth):
-    """FLOPs of one train step, from XLA's cost analysis of the lowered HLO (no compile)."""
+def ours_flops(images, boxes, labels, dtype, depth, norms):
+    """FLOPs of one train step of each norm, from XLA's cost analysis of the lowered HLO."""
     from bench.timing import Timing
 
-    lowered = ours_setup(images, boxes, labels, dtype, depth, compile=False)[0]
-    cost = lowered.cost_analysis()
-    cost = cost[0] if isinstance(cost, list) else cost
-    return Timing('flops', 0.0, 0.0, 0, 0.0, flops=cost['flops'])
+    flops = {}
+    for norm in norms:
+        lowered = ours_setup(images, boxes, labels, dtype, depth, compile=False, norm=norm)[0]
+        cost = lowered.cost_analysis()
+        flops[norm] = (cost[0] if isinstance(cost, list) else cost)['flops']
+    return Timing('flops', 0.0, 0.0, 0, 0.0, extra={'flops': flops})
 
 
-def torchvision_step(images, boxes, labels, dtype, depth, runs, device, threads):
+def torchvision_step(images, boxes, labels, dtype, depth, runs, device, threads, norm):
     import torch
     from torchvision.models import resnet18, resnet50
     from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
@@ -144,7 +168,8 @@ def torchvision_step(images, boxes, labels, dtype, depth, runs, device, threads)
     if device == 'gpu':
         torch.backends.cudnn.benchmark = True
     size = images.shape[1]
-    body = {18: resnet18, 50: resnet50}[depth](weights=None, norm_layer=FrozenBatchNorm2d)
+    layer = FrozenBatchNorm2d if norm == 'frozen' else torch.nn.BatchNorm2d
+    body = {18: resnet18, 50: resnet50}[depth](weights=None, norm_layer=layer)
     c5 = body.fc.in_features  # 2048 (ResNet-50) or 512 (ResNet-18)
     backbone = _resnet_fpn_extractor(
         body, 3, returned_layers=[2, 3, 4], extra_blocks=LastLevelP6P7(c5, 256)

@@ -187,7 +187,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     writer = MetricWriter(workdir / 'logs') if jax.process_index() == 0 else None
 
     # ---------------------------------------------------------------- loop
-    history, start, last_saved = {}, time.time(), start_step
+    history, start, last_saved, eval_seconds = {}, time.time(), start_step, 0.0
     bar = tqdm(initial=start_step, total=s.train_steps, desc='train',
                disable=jax.process_index() != 0)  # fmt: skip
     previous = None  # the last step's metrics: waited for before the bar counts that step
@@ -218,9 +218,11 @@ def train_and_evaluate(config, workdir: str) -> dict:
             last_saved = done
         if done % s.eval_every == 0 or done == s.train_steps:
             jax.block_until_ready(previous)
+            eval_start = time.time()
             history[done] = inference.evaluate(predict, state['model'],
                                                pipeline.eval_batches(eval_ds), eval_batches,
                                                evaluator, mesh, tqdm)  # fmt: skip
+            eval_seconds += time.time() - eval_start
             if writer:
                 writer.write(done, {f'eval/{k}': v for k, v in history[done].items()})
             if done != s.train_steps:
@@ -235,7 +237,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
     final = history.get(s.train_steps) or inference.evaluate(
         predict, state['model'], pipeline.eval_batches(eval_ds), eval_batches, evaluator, mesh
     )
-    summary = {'step': s.train_steps, 'wall_seconds': time.time() - start, **final}
+    # wall_seconds: the loop, evaluations included; train_seconds: the loop without them.
+    wall = time.time() - start
+    summary = {'step': s.train_steps, 'wall_seconds': wall, 'train_seconds': wall - eval_seconds,
+               **final}  # fmt: skip
     if jax.process_index() == 0:
         (workdir / 'metrics.json').write_text(json.dumps(summary, indent=1))
         print(f'final evaluation ({s.data.evaluated} {s.data.eval_split}):')
