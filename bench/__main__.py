@@ -14,6 +14,7 @@ BENCHMARKS = {
     'postprocess': 'bench.postprocess',
     'train_step': 'bench.train_step',
     'inference': 'bench.inference',
+    'resume': 'bench.resume',
     'race': 'bench.race',
 }
 SLOW = ('race',)  # not part of `all`: run them by name

@@ -38,19 +38,86 @@ def run(quick: bool = False, threads: int = 2, device: str = 'cpu') -> list:
         options = dict(weights=weights, size=size, dtype=dtype, runs=runs, device=device)
         ref = measure('bench.inference', 'torchvision', threads=threads, **options)
         ours = measure('bench.inference', 'ours', threads=threads, **options)
+        exported = []
+        if device == 'cpu':  # the same model exported (deploy.py), run outside our code
+            export_dir = str(Path(tmp) / 'export')
+            measure('bench.inference', 'export', threads=threads, export_dir=export_dir,
+                    **options)  # fmt: skip
+            for fmt in ('onnx', 'stablehlo'):
+                exported.append(measure('bench.inference', fmt, threads=threads,
+                                        export_dir=export_dir, **options))  # fmt: skip
     what = f'inference {size}x{size} {dtype}'
     ref.name = f'torchvision: {what}' + (' (autocast)' if dtype == 'bfloat16' else '')
     ours.name, ours.reference = f'ours: {what}', ref.name
-    return [ours, ref]
+    runtimes = {'onnx': 'onnxruntime', 'stablehlo': 'JAX'}
+    for fmt, t in zip(('onnx', 'stablehlo'), exported, strict=False):
+        t.name, t.reference = f'ours exported, {fmt} in {runtimes[fmt]}: {what}', ref.name
+    return [ours, *exported, ref]
 
 
-def child(side, *, weights, size, dtype, runs, device, threads):
+def child(side, *, weights, size, dtype, runs, device, threads, export_dir=None):
     import numpy as np
 
     image = np.random.default_rng(0).integers(0, 256, (size, size, 3), dtype=np.uint8)
     if side == 'ours':
         return ours_inference(weights, image, dtype, runs, device)
+    if side == 'export':
+        return export_model(weights, image, export_dir)
+    if side in ('onnx', 'stablehlo'):
+        return exported_inference(side, image, export_dir, runs, threads)
     return torchvision_inference(weights, image, dtype, runs, device, threads)
+
+
+def export_model(weights, image, export_dir):
+    """The converted model with the torchvision settings, exported at the image size."""
+    import time
+
+    from bench.timing import Timing
+    from retinanet_jax import export, inference
+
+    predictor = converted_predictor(inference, weights, image.shape[0])
+    start = time.perf_counter()
+    export.export(predictor, export_dir, ('onnx', 'stablehlo'), image.shape[:2], batch=1)
+    seconds = time.perf_counter() - start
+    print(f'export: {seconds:.0f} s')
+    return Timing('export', seconds * 1e3, seconds * 1e3, 1, 0.0)
+
+
+def converted_predictor(inference, weights, size):
+    """A Predictor of the converted weights with torchvision's post-processing (300 dets)."""
+    from retinanet_jax.postprocess import PostprocessConfig
+
+    predictor = inference.load_predictor(weights, short_side=size, max_side=size)
+    predictor.postprocess = PostprocessConfig.torchvision()
+    return predictor
+
+
+def exported_inference(fmt, image, export_dir, runs, threads):
+    """The exported file through detect.py's loader (onnxruntime, or jax.export alone)."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    from bench.timing import time_fn
+
+    sys.modules['retinanet_jax'] = None  # nothing of this package below this line
+    spec = importlib.util.spec_from_file_location('detect', f'{export_dir}/detect.py')
+    detect = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(detect)
+    if fmt == 'onnx':
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        session = ort.InferenceSession(f'{export_dir}/detector.onnx', options)
+        run = lambda images: session.run(None, {'images': images})  # noqa: E731
+    else:
+        run = detect.load(Path(export_dir), fmt)
+    batch = image[None]
+    t = time_fn(fmt, lambda: run(batch), runs)
+    count = int(run(batch)[3][0])
+    print(f'{fmt}: {count} dets')
+    return t
 
 
 def ours_inference(weights, image, dtype, runs, device):

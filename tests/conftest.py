@@ -34,9 +34,20 @@ os.environ.update(
 @pytest.fixture(scope='session')
 def smoke_run(tmp_path_factory):
     """configs/smoke.py trained straight through (4 steps), shared by every test that needs a
-    trained run: (workdir, summary). Tests copy it before changing anything in it."""
-    from configs import smoke
-    from retinanet_jax import train_lib
+    trained run, in every pytest-xdist worker (the first trains it, the others wait and read
+    it): (workdir, summary). Tests copy it before changing anything in it."""
+    import json
 
-    workdir = tmp_path_factory.mktemp('runs') / 'smoke'
-    return workdir, train_lib.train_and_evaluate(smoke.get_config(), str(workdir))
+    from filelock import FileLock
+
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get('PYTEST_XDIST_WORKER'):  # workers' base folders share this session's parent
+        shared = shared.parent
+    workdir = shared / 'smoke-run'
+    with FileLock(str(shared / 'smoke-run.lock')):
+        if not (workdir / 'metrics.json').is_file():
+            from configs import smoke
+            from retinanet_jax import train_lib
+
+            train_lib.train_and_evaluate(smoke.get_config(), str(workdir))
+    return workdir, json.loads((workdir / 'metrics.json').read_text())

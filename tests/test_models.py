@@ -303,3 +303,21 @@ def test_convert_command_line(tmp_path):
     np.testing.assert_array_equal(
         model.fpn.p7.bias[...], reference.state_dict()['backbone.fpn.extra_blocks.p7.bias']
     )
+
+
+def test_stem_max_pool_and_its_gradient_match_xla_and_torch():
+    from retinanet_jax.models.layers import max_pool_3x3_s2
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 9, 12, 5)).astype(np.float32)
+    x[0, 2, 2, 0] = x[0, 2, 3, 0] = 9.0  # a tie: the window's first maximum gets the gradient
+    reference = torch.nn.functional.max_pool2d(torch.from_numpy(x.transpose(0, 3, 1, 2)), 3, 2, 1)
+    np.testing.assert_array_equal(max_pool_3x3_s2(x), reference.numpy().transpose(0, 2, 3, 1))
+    g = rng.normal(size=reference.shape).astype(np.float32).transpose(0, 2, 3, 1)
+
+    def xla(x):
+        return nnx.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+
+    ours = jax.vjp(max_pool_3x3_s2, jnp.asarray(x))[1](g)[0]
+    want = jax.vjp(xla, jnp.asarray(x))[1](g)[0]
+    np.testing.assert_allclose(ours, want, atol=1e-6)  # ties included: XLA's choice

@@ -12,28 +12,42 @@ every machine, in any order, and byte-identical for the same seed.
   }
 """
 
+import functools
+
 import numpy as np
 
 SPLITS = {'train': 0, 'validation': 1, 'test': 2}
 NUM_CLASSES = 3
 
 
+@functools.cache
+def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(yy, xx) float32 pixel-centre coordinates of a size x size image (read-only)."""
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) + np.float32(0.5)
+    yy.flags.writeable = xx.flags.writeable = False
+    return yy, xx
+
+
 def _background(rng: np.random.Generator, size: int) -> np.ndarray:
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
-    c0, c1 = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
+    """float32 [size, size, 3]: a colour gradient, stripes and noise."""
+    yy, xx = _grid(size)
+    yy, xx = (yy - 0.5) / size, (xx - 0.5) / size
+    c0, c1 = rng.uniform(0, 255, 3).astype(np.float32), rng.uniform(0, 255, 3).astype(np.float32)
     angle = rng.uniform(0, np.pi)
-    t = (np.cos(angle) * xx + np.sin(angle) * yy)[..., None]
+    t = (np.float32(np.cos(angle)) * xx + np.float32(np.sin(angle)) * yy)[..., None]
     t = (t - t.min()) / max(float(t.max() - t.min()), 1e-6)
     image = c0 * (1 - t) + c1 * t
     period = rng.uniform(4, 16)
-    stripes = np.sin((xx * np.cos(angle + 1) + yy * np.sin(angle + 1)) * size / period * 2 * np.pi)
-    image += rng.uniform(5, 25) * stripes[..., None]
-    image += rng.normal(0, rng.uniform(2, 12), image.shape)
+    phase = (xx * np.float32(np.cos(angle + 1)) + yy * np.float32(np.sin(angle + 1))) * np.float32(
+        size / period * 2 * np.pi
+    )
+    image += np.float32(rng.uniform(5, 25)) * np.sin(phase)[..., None]
+    image += np.float32(rng.uniform(2, 12)) * rng.standard_normal(image.shape, np.float32)
     return image
 
 
 def _mask(kind: int, cx: float, cy: float, r: float, size: int, angle: float) -> np.ndarray:
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5  # pixel centres
+    yy, xx = _grid(size)  # pixel centres
     if kind == 0:  # circle
         return (xx - cx) ** 2 + (yy - cy) ** 2 <= r * r
     if kind == 1:  # axis-aligned square of half-side r
@@ -92,9 +106,10 @@ def generate_example(
             continue
         visible = [v & ~mask for v in visible] + [mask]
         masks.append(mask)
-        colour = rng.uniform(0, 255, 3)
-        shade = 1.0 + 0.15 * rng.normal(size=(size, size, 1))  # a little texture on the object
-        image = np.where(mask[..., None], colour * shade, image)
+        colour = rng.uniform(0, 255, 3).astype(np.float32)
+        ys, xs = np.nonzero(mask)  # a little texture on the object's own pixels
+        shade = 1 + np.float32(0.15) * rng.standard_normal((len(ys), 1), np.float32)
+        image[ys, xs] = colour * shade
         boxes.append(_box_of(mask))
         labels.append(kind)
     example = {

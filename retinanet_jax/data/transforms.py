@@ -26,12 +26,17 @@ def _resize_to(example: dict, new_hw) -> dict:
     new_hw = tf.cast(new_hw, tf.int32)
     old_hw = tf.cast(tf.shape(example['image'])[:2], tf.float32)
     factor = tf.cast(new_hw, tf.float32) / old_hw  # (fy, fx), exact after rounding
-    image = tf.cond(  # antialiasing only matters when shrinking, and costs ~2x when enlarging
-        tf.reduce_min(factor) < 1.0,
-        lambda: tf.image.resize(example['image'], new_hw, method='bilinear', antialias=True),
-        lambda: tf.image.resize(example['image'], new_hw, method='bilinear'),
-    )
-    image = tf.cast(tf.round(tf.clip_by_value(image, 0.0, 255.0)), tf.uint8)
+
+    def resized():
+        image = tf.cond(  # antialiasing only matters when shrinking, and costs ~2x enlarging
+            tf.reduce_min(factor) < 1.0,
+            lambda: tf.image.resize(example['image'], new_hw, method='bilinear', antialias=True),
+            lambda: tf.image.resize(example['image'], new_hw, method='bilinear'),
+        )
+        return tf.cast(tf.round(tf.clip_by_value(image, 0.0, 255.0)), tf.uint8)
+
+    same = tf.reduce_all(tf.equal(new_hw, tf.shape(example['image'])[:2]))
+    image = tf.cond(same, lambda: example['image'], resized)  # (a resize to the same size is one)
     boxes = example['boxes'] * tf.tile(factor[::-1], [2])[None]
     return {**example, 'image': image, 'boxes': boxes, 'image_size': new_hw,
             'scale': example['scale'] * factor}  # fmt: skip

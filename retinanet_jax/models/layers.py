@@ -205,6 +205,45 @@ def make_norm(kind: str, features: int, *, dtype=jnp.float32, rngs: nnx.Rngs) ->
     raise ValueError(f'unknown norm {kind!r}; known: {NORMS}')
 
 
+@jax.custom_vjp
+def max_pool_3x3_s2(x: jax.Array) -> jax.Array:
+    """torch's MaxPool2d(3, stride=2, padding=1) of [B, H, W, C]: pad with -inf, then a VALID
+    window (the form exporters translate exactly; jax2onnx drops explicit max-pool padding).
+
+    Its gradient (custom): each output's gradient goes to the first input of its window that
+    equals the maximum, as XLA's select-and-scatter does, written as nine strided masks: on
+    XLA:CPU select-and-scatter took 90 ms for a [16, 64, 64, 64] input, this 18 ms."""
+    x = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=-jnp.inf)
+    return nnx.max_pool(x, window_shape=(3, 3), strides=(2, 2), padding='VALID')
+
+
+def _max_pool_fwd(x):
+    y = max_pool_3x3_s2(x)
+    return y, (x, y)
+
+
+def _max_pool_bwd(residuals, g):
+    x, y = residuals
+    (h, w), (ho, wo) = x.shape[1:3], y.shape[1:3]
+    padded = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=-jnp.inf)
+    dx = jnp.zeros(padded.shape, g.dtype)
+    taken = jnp.zeros(y.shape, bool)
+    zero = jnp.zeros((), g.dtype)
+    for i in range(3):
+        for j in range(3):
+            tap = padded[:, i : i + 2 * ho - 1 : 2, j : j + 2 * wo - 1 : 2]
+            hit = (tap == y) & ~taken
+            taken = taken | hit
+            # The tap's gradients back onto the input grid (stride 2 = interior padding 1).
+            rows = (i, h + 2 - i - (2 * ho - 1), 1)
+            cols = (j, w + 2 - j - (2 * wo - 1), 1)
+            dx = dx + jax.lax.pad(jnp.where(hit, g, zero), zero, [(0, 0, 0), rows, cols, (0, 0, 0)])
+    return (dx[:, 1:-1, 1:-1],)
+
+
+max_pool_3x3_s2.defvjp(_max_pool_fwd, _max_pool_bwd)
+
+
 def freeze(module: nnx.Module) -> None:
     """Turns every nnx.Param under `module` into a Frozen variable, in place."""
     for _, sub in nnx.iter_modules(module):

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from retinanet_jax.models.layers import conv, freeze, make_norm
+from retinanet_jax.models.layers import conv, freeze, make_norm, max_pool_3x3_s2
 
 # depth -> (block type, blocks per stage)
 SPECS = {
@@ -138,11 +138,7 @@ class ResNet(nnx.Module):
                 freeze(b)
 
     def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-        x = nnx.relu(self.bn1(self.conv1(x)))
-        # torch's MaxPool2d(3, 2, padding=1): pad with -inf, then a VALID window (the form that
-        # exporters translate exactly; jax2onnx drops explicit max-pool padding).
-        x = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=-jnp.inf)
-        x = nnx.max_pool(x, window_shape=(3, 3), strides=(2, 2), padding='VALID')
+        x = max_pool_3x3_s2(nnx.relu(self.bn1(self.conv1(x))))
         outputs = []
         for stage in (self.layer1, self.layer2, self.layer3, self.layer4):
             for b in stage:
