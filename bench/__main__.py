@@ -15,9 +15,11 @@ BENCHMARKS = {
     'train_step': 'bench.train_step',
     'inference': 'bench.inference',
     'resume': 'bench.resume',
+    'startup': 'bench.startup',
+    'convs': 'bench.convs',
     'race': 'bench.race',
 }
-SLOW = ('race',)  # not part of `all`: run them by name
+SLOW = ('convs', 'race')  # not part of `all`: run them by name
 NEEDS_TENSORFLOW = ('input',)  # the GPU machines have no TensorFlow
 
 

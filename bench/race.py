@@ -7,8 +7,8 @@ data for the same wall time, then evaluated the same way.
                process); its training loop's wall time (compilation included) is the budget
   torchvision  RetinaNet(BackboneWithFPN(resnet18 with trainable BatchNorm2d, C3-C5, FPN 64 wide,
                LastLevelP6P7 from C5), RetinaNetHead with GroupNorm(32) cut to the same head
-               depth), 3 classes, 128x128 images, torchvision's default anchors, loss and
-               post-processing (100 detections per image, as COCO counts); the same optimiser
+               depth), 3 classes, 128x128 images, the demo's anchor sizes, torchvision's loss
+               and post-processing (100 detections per image, as COCO counts); the same optimiser
                recipe as configs/shapes.py (AdamW, kernels-only weight decay, gradient clipping,
                linear warmup then cosine decay to 0) over as many steps as fit in the budget
                (its speed is measured first on a throwaway model), batch 16, the same flip
@@ -158,7 +158,18 @@ def build_torchvision(config):
     head.regression_head.conv = head.regression_head.conv[: m.head_depth]
     size = config.input.image_size[0]
     return RetinaNet(backbone, m.num_classes, min_size=size, max_size=size, head=head,
-                     detections_per_img=100)  # fmt: skip
+                     anchor_generator=anchor_generator(config), detections_per_img=100)  # fmt: skip
+
+
+def anchor_generator(config):
+    """torchvision's AnchorGenerator with the demo's anchor sizes, scales and ratios."""
+    from torchvision.models.detection.anchor_utils import AnchorGenerator
+
+    from retinanet_jax import settings
+
+    a = settings.from_config(config).anchors
+    sizes = tuple(tuple(size * s for s in a.scales) for size in a.sizes)
+    return AnchorGenerator(sizes, (tuple(a.aspect_ratios),) * len(sizes))
 
 
 def optimiser(model, config, steps: int):

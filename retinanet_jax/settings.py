@@ -3,8 +3,9 @@ settings. Everything downstream (train, predict, evaluate, export, bench) takes 
 
   settings = from_config(config)
   settings.model        models.ModelConfig          config.model
-  settings.anchors      anchors.AnchorConfig        config.anchors: a preset name
-  settings.loss         losses.LossConfig           config.loss: a preset name
+  settings.anchors      anchors.AnchorConfig        config.anchors: a preset name, or a dict
+                                                    {'preset': name, field: value, ...}
+  settings.loss         losses.LossConfig           config.loss: likewise
   settings.input        data.InputConfig            config.input (its seed: config.seed)
   settings.postprocess  postprocess.PostprocessConfig   config.postprocess
   settings.optim        optim.OptimConfig           config.optim
@@ -174,9 +175,23 @@ def _section(cls, name: str, values):
 
 
 def _preset(cls, name: str, value, presets: tuple[str, ...]):
+    """A preset by name, or a dict {'preset': name (default 'paper'), field: value, ...} that
+    starts from the preset and changes the fields given."""
+    changes = {}
+    if isinstance(value, dict):
+        changes = dict(value)
+        value = changes.pop('preset', 'paper')
     if value not in presets:
         raise ValueError(f'config.{name} must be one of {presets}, got {value!r}')
-    return getattr(cls, value)()
+    base = getattr(cls, value)()
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(changes) - fields)
+    if unknown:
+        raise ValueError(f'config.{name} has unknown keys {unknown}; known: {sorted(fields)}')
+    try:
+        return dataclasses.replace(base, **changes)
+    except (TypeError, ValueError) as e:
+        raise ValueError(str(e).replace(f'{cls.__name__}', f'config.{name}')) from None
 
 
 def to_json(config) -> str:

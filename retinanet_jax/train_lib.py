@@ -145,6 +145,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
     from retinanet_jax.data import pipeline
 
+    entered = time.time()
     s = settings.from_config(config)
     workdir = Path(workdir).absolute()
     workdir.mkdir(parents=True, exist_ok=True)
@@ -188,12 +189,19 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
     # ---------------------------------------------------------------- loop
     history, start, last_saved, eval_seconds = {}, time.time(), start_step, 0.0
-    bar = tqdm(initial=start_step, total=s.train_steps, desc='train',
+    first_step_seconds = None
+    # The rate and ETA come from finished steps (the bar counts a step once its result is
+    # ready), averaged over the last ~20 (tqdm's smoothing), so checkpoint saves and machine
+    # noise do not swing them.
+    bar = tqdm(initial=start_step, total=s.train_steps, desc='train', smoothing=0.05,
                disable=jax.process_index() != 0)  # fmt: skip
     previous = None  # the last step's metrics: waited for before the bar counts that step
     for step in range(start_step, s.train_steps):
         batch = sharding.to_global(next(train_iter), mesh)
         state, metrics = train_step(state, batch)
+        if step == start_step:  # start-up, compilation (or a cache hit) and one step
+            jax.block_until_ready(metrics)
+            first_step_seconds = time.time() - entered
         if previous is not None:
             jax.block_until_ready(previous)
             bar.update(1)
@@ -240,7 +248,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     # wall_seconds: the loop, evaluations included; train_seconds: the loop without them.
     wall = time.time() - start
     summary = {'step': s.train_steps, 'wall_seconds': wall, 'train_seconds': wall - eval_seconds,
-               **final}  # fmt: skip
+               'first_step_seconds': first_step_seconds, **final}  # fmt: skip
     if jax.process_index() == 0:
         (workdir / 'metrics.json').write_text(json.dumps(summary, indent=1))
         print(f'final evaluation ({s.data.evaluated} {s.data.eval_split}):')

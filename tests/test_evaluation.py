@@ -133,7 +133,7 @@ def test_settable_parameters_and_the_report():
         (lambda d: d['labels'].__setitem__((0, 0), -1), 'image id 0 .* label -1, outside'),
         (lambda d: d['labels'].__setitem__((1, 0), 3), r'image id 1 .* label 3, outside \[0, 3\)'),
         (lambda d: d['boxes'].__setitem__((0, 0, 2), np.nan), 'image id 0 .* non-finite box'),
-        (lambda d: d['scores'].__setitem__((1, 1), np.inf), 'image id 1 .* non-finite .* inf'),
+        (lambda d: d['scores'].__setitem__((1, 0), np.inf), 'image id 1 .* non-finite .* inf'),
     ],
 )
 def test_bad_detections_are_refused_by_name(change, message):

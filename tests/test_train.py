@@ -1,5 +1,6 @@
 """Training end to end on the smoke config, exact resume, sharding equivalence."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -128,6 +129,26 @@ def test_schedule_golden():
     config.optim.schedule = 'cosine'
     schedule = optim.make_schedule(settings.from_config(config).optim, config.train_steps)
     np.testing.assert_allclose([float(schedule(10)), float(schedule(90))], [1e-2, 0.0], atol=1e-9)
+
+
+def test_presets_take_changes_and_refuse_unknown_keys():
+    from retinanet_jax.anchors import AnchorConfig
+    from retinanet_jax.losses import LossConfig
+
+    config = smoke.get_config().to_dict()  # plain dicts: the preset fields change type
+    config['anchors'] = {'preset': 'paper', 'sizes': (16.0, 32.0, 64.0, 128.0, 256.0)}
+    config['loss'] = {'preset': 'torchvision', 'box_loss': 'giou'}
+    s = settings.from_config(config)
+    assert s.anchors == dataclasses.replace(
+        AnchorConfig.paper(), sizes=(16.0, 32.0, 64.0, 128.0, 256.0)
+    )
+    assert s.loss == dataclasses.replace(LossConfig.torchvision(), box_loss='giou')
+    config['anchors'] = {'preset': 'paper', 'size': 16}
+    with pytest.raises(ValueError, match=r"config\.anchors has unknown keys \['size'\]"):
+        settings.from_config(config)
+    config['anchors'] = {'preset': 'yolo'}
+    with pytest.raises(ValueError, match=r'config\.anchors must be one of'):
+        settings.from_config(config)
 
 
 def test_bad_configs_say_why(tmp_path):
