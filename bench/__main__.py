@@ -19,7 +19,8 @@ BENCHMARKS = {
     'convs': 'bench.convs',
     'race': 'bench.race',
 }
-SLOW = ('convs', 'race')  # not part of `all`: run them by name
+# Not part of `all` (run them by name): each starts or trains whole runs of its own, minutes.
+SLOW = ('startup', 'convs', 'race')
 NEEDS_TENSORFLOW = ('input',)  # the GPU machines have no TensorFlow
 
 

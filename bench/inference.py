@@ -39,7 +39,9 @@ def run(quick: bool = False, threads: int = 2, device: str = 'cpu') -> list:
         ref = measure('bench.inference', 'torchvision', threads=threads, **options)
         ours = measure('bench.inference', 'ours', threads=threads, **options)
         exported = []
-        if device == 'cpu':  # the same model exported (deploy.py), run outside our code
+        # The same model exported (deploy.py), run outside our code (CPU; not in --quick, whose
+        # export tests/test_export.py covers).
+        if device == 'cpu' and not quick:
             export_dir = str(Path(tmp) / 'export')
             measure('bench.inference', 'export', threads=threads, export_dir=export_dir,
                     **options)  # fmt: skip

@@ -55,7 +55,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.optim = ml_collections.ConfigDict(
         {
             'name': 'adamw',
-            'lr': 1e-3,
+            'lr': 2e-3,
             'momentum': 0.9,
             'weight_decay': 1e-4,
             'schedule': 'cosine',
@@ -66,9 +66,9 @@ def get_config() -> ml_collections.ConfigDict:
         }
     )
     c.batch_size = 16
-    c.train_steps = 700
+    c.train_steps = 520
     c.log_every = 20
-    c.eval_every = 700
-    c.checkpoint_every = 350
+    c.eval_every = 520
+    c.checkpoint_every = 260
     c.keep_checkpoints = 2
     return c

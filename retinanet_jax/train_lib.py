@@ -34,7 +34,7 @@ from retinanet_jax import (
     settings,
     sharding,
 )
-from retinanet_jax.models import build_model
+from retinanet_jax.models import construct_model
 from retinanet_jax.normalization import normalize_images
 
 
@@ -49,7 +49,7 @@ class TrainGraph:
 
 
 def _build(s: settings.Settings):
-    model = build_model(s.model, seed=s.seed)
+    model = construct_model(s.model, seed=s.seed)
     tx = optim.make_optimizer(s.optim, s.train_steps)
     return model, nnx.Optimizer(model, tx, wrt=nnx.Param)
 
@@ -66,7 +66,8 @@ def create_state(s: settings.Settings, mesh) -> tuple[TrainGraph, dict]:
         model, optimizer = _build(s)
         return {'model': nnx.state(model), 'optimizer': nnx.state(optimizer)}
 
-    state = jax.jit(init, out_shardings=sharding.replicated(mesh))()
+    state = jax.jit(init, out_shardings=sharding.replicated(mesh),
+                    compiler_options=compiler_options.run_once())()  # fmt: skip
     return graph, state
 
 

@@ -18,17 +18,40 @@ import torchvision.ops  # noqa: F401
 
 torch.set_num_threads(2)
 
-# One persistent compilation cache for this test session, shared by every test process (the
-# tools read RETINANET_JAX_CACHE; other subprocesses and this process, JAX's own variables):
-# separate processes that build the same model compile it once.
-_CACHE = tempfile.mkdtemp(prefix='retinanet-jax-test-cache-')
-atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
+# One persistent compilation cache for the test suite, shared by every test process (the tools
+# read RETINANET_JAX_CACHE; other subprocesses and this process, JAX's own variables), so that
+# separate processes that build the same model compile it once. It outlives the session
+# (~/.cache/retinanet-jax/test-jax, at most 2 GiB, least recently used entries evicted): a
+# second run of the suite loads what the first compiled. Entries are keyed by the program, the
+# jax version and the compile options, so a stale one is never used. RETINANET_JAX_TEST_CACHE
+# names another folder; RETINANET_JAX_TEST_CACHE='' gives the session a fresh, empty one.
+_CACHE = os.environ.get('RETINANET_JAX_TEST_CACHE')
+if _CACHE is None:
+    _CACHE = os.path.join(
+        os.environ.get('XDG_CACHE_HOME') or os.path.expanduser('~/.cache'),
+        'retinanet-jax',
+        'test-jax',
+    )
+elif not _CACHE:
+    _CACHE = tempfile.mkdtemp(prefix='retinanet-jax-test-cache-')
+    atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
+    os.environ['RETINANET_JAX_TEST_CACHE'] = _CACHE  # the pytest-xdist workers share it
+os.makedirs(_CACHE, exist_ok=True)
 os.environ.update(
     RETINANET_JAX_CACHE=_CACHE,
     JAX_COMPILATION_CACHE_DIR=_CACHE,
     JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
     JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='0',
+    JAX_COMPILATION_CACHE_MAX_SIZE=str(2 << 30),
 )
+
+
+def pytest_collection_modifyitems(config, items):
+    """The long tests (marked slow or multiprocess) first: the two pytest-xdist workers start on
+    them and end on the short ones, instead of one worker finishing a long test alone."""
+    del config
+    items.sort(key=lambda item: not any(item.iter_markers('slow')) and
+               not any(item.iter_markers('multiprocess')))  # fmt: skip
 
 
 @pytest.fixture(scope='session')

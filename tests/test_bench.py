@@ -6,10 +6,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 NAMES = ('peak', 'loss', 'forward', 'input', 'postprocess', 'train_step', 'inference')
 
 
+@pytest.mark.slow
 def test_bench_all_quick_runs(tmp_path):
     out = tmp_path / 'all.json'
     proc = subprocess.run(

@@ -151,10 +151,11 @@ def numpy_iou_giou(a: np.ndarray, b: np.ndarray):
 
 
 def box_arrays(n_max=6, limit=1000.0):
-    """[n, 4] xyxy boxes with corners in [0, limit], at least 1 pixel wide and tall."""
+    """[n, 4] xyxy boxes with corners in [0, limit], at least 1 pixel wide and tall; n is 0, 1
+    or n_max (few shapes: each new shape and dtype compiles)."""
     corner = hnp.arrays(np.float64, (n_max, 2), elements=st.floats(0, limit - 2))
     size = hnp.arrays(np.float64, (n_max, 2), elements=st.floats(1, limit))
-    return st.tuples(corner, size, st.integers(0, n_max)).map(
+    return st.tuples(corner, size, st.sampled_from([0, 1, n_max])).map(
         lambda t: np.concatenate([t[0], np.minimum(t[0] + t[1], limit)], 1)[: t[2]]
     )
 

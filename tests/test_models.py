@@ -17,7 +17,7 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 
 from retinanet_jax import anchors as anchor_lib
 from retinanet_jax import checkpoint, convert
-from retinanet_jax.models import ModelConfig, build_model
+from retinanet_jax.models import ModelConfig, abstract_model, build_model, construct_model
 from retinanet_jax.models.fpn import upsample_nearest
 from retinanet_jax.models.layers import Frozen
 from retinanet_jax.models.resnet import ResNet
@@ -74,7 +74,7 @@ def test_resnet_feature_shapes_every_depth(depth):
 @pytest.mark.parametrize('image_hw', [(100, 150), (64, 64), (97, 33)])
 def test_outputs_align_with_anchors(image_hw, p6_from):
     config = dataclasses.replace(SMALL, p6_from=p6_from)
-    out = nnx.eval_shape(lambda: build_model(config)(jnp.zeros((2, *image_hw, 3))))
+    out = nnx.eval_shape(lambda: construct_model(config)(jnp.zeros((2, *image_hw, 3))))
     r = anchor_lib.num_anchors(image_hw, anchor_lib.AnchorConfig())
     assert out['cls_logits'].shape == (2, r, 3) and out['cls_logits'].dtype == jnp.float32
     assert out['box_deltas'].shape == (2, r, 4)
@@ -130,7 +130,7 @@ def test_head_outputs_match_torchvision(torchvision_pair, image):
 def test_parameter_counts_match_torchvision(torchvision_pair):
     variant, reference, _ = torchvision_pair
     preset = ModelConfig.torchvision_v1 if variant == 'v1' else ModelConfig.torchvision_v2
-    model = nnx.eval_shape(lambda: build_model(preset(91)))
+    model = abstract_model(preset(91))
     # torchvision's weights=None models use BatchNorm2d, whose affine terms are parameters:
     # ours are Frozen (counted), running statistics are BatchStat (not counted).
     assert param_count(model, nnx.Param, Frozen) == sum(p.numel() for p in reference.parameters())
@@ -147,7 +147,7 @@ def test_resnet50_features_match_torchvision_frozen_bn(image):
         c3 = reference.layer2(c2)
         c4 = reference.layer3(c3)
         c5 = reference.layer4(c4)
-    model = nnx.eval_shape(lambda: build_model(ModelConfig(num_classes=91)))
+    model = abstract_model(ModelConfig(num_classes=91))
     convert.load_resnet_from_torchvision(model, reference.state_dict())  # includes fc.*
     ours = nnx.jit(lambda b, x: b(x))(model.backbone, nhwc(image))
     for got, want in zip(ours, (c3, c4, c5), strict=True):
@@ -155,6 +155,9 @@ def test_resnet50_features_match_torchvision_frozen_bn(image):
 
 
 # ---------------------------------------------------------------- initialisation and freezing
+
+
+forward = nnx.jit(lambda model, x: model(x))  # compiled once per shape, not op by op
 
 
 @pytest.fixture(scope='module')
@@ -167,7 +170,7 @@ def test_class_bias_prior(small_model):
         small_model.classification_head.output.bias[...], -np.log(99), rtol=1e-6
     )
     np.testing.assert_array_equal(small_model.regression_head.output.bias[...], 0.0)
-    out = small_model(jnp.zeros((1, 64, 64, 3)))
+    out = forward(small_model, jnp.zeros((1, 64, 64, 3)))
     np.testing.assert_allclose(jax.nn.sigmoid(out['cls_logits']).mean(), 0.01, rtol=0.2)
 
 
@@ -184,7 +187,7 @@ def test_frozen_parameters_receive_no_update(small_model):
         out = m(jnp.ones((1, 64, 64, 3)))
         return jnp.mean(out['cls_logits'] ** 2) + jnp.mean(out['box_deltas'] ** 2)
 
-    grads = nnx.grad(loss_fn, argnums=nnx.DiffState(0, nnx.Param))(model)
+    grads = nnx.jit(nnx.grad(loss_fn, argnums=nnx.DiffState(0, nnx.Param)))(model)
     optimizer.update(model, grads)
     after = snapshot()
     frozen_paths = {
@@ -272,7 +275,7 @@ def test_save_and_load_model_round_trip(tmp_path, small_model):
     restored, config = checkpoint.load_model(directory)
     assert config == SMALL
     x = jnp.ones((1, 64, 64, 3))
-    jax.tree.map(np.testing.assert_array_equal, restored(x), small_model(x))
+    jax.tree.map(np.testing.assert_array_equal, forward(restored, x), forward(small_model, x))
     with pytest.raises(FileExistsError):
         checkpoint.save_model(directory, small_model, SMALL)
     (directory / 'model_config.json').write_text('{"num_classes": 7, "depth": 18, "fpn_width": 32}')

@@ -74,7 +74,7 @@ def test_group_norm_resnet_matches_torchvision():
         c5 = reference.layer4(reference.layer3(reference.layer2(c2)))
     model = build_model(dataclasses.replace(BATCH, norm='group', fpn_norm='group'))
     convert.load_resnet_from_torchvision(model, reference.state_dict())
-    _, _, ours = model.backbone(nhwc(x))
+    _, _, ours = nnx.jit(lambda m, x: m.backbone(x))(model, nhwc(x))
     assert_rel_close(ours, c5.numpy().transpose(0, 2, 3, 1), 1e-4)
 
 
@@ -117,11 +117,12 @@ def test_train_step_updates_statistics_except_in_frozen_stages(tmp_path):
     # Eval mode uses the running statistics: the predict graph gives the same outputs for an
     # image alone and inside a batch (training mode would not).
     model = nnx.merge(graph.eval_model, after['model'])
+    logits = nnx.jit(lambda m, x: m(x)['cls_logits'])
     x = jax.random.normal(jax.random.key(0), (3, 64, 64, 3))
-    alone = model(x[:1])['cls_logits']
-    np.testing.assert_allclose(model(x)['cls_logits'][:1], alone, rtol=1e-4, atol=1e-5)
+    alone = logits(model, x[:1])
+    np.testing.assert_allclose(logits(model, x)[:1], alone, rtol=1e-4, atol=1e-5)
     train_mode = nnx.merge(graph.model, after['model'])
-    assert not np.allclose(train_mode(x)['cls_logits'][:1], alone, atol=1e-3)
+    assert not np.allclose(logits(train_mode, x)[:1], alone, atol=1e-3)
 
     # The statistics go through a checkpoint and come back exactly.
     with checkpoint.run_checkpoints(tmp_path, keep=1) as manager:
@@ -137,8 +138,8 @@ def test_group_norm_has_no_statistics_and_its_affine_terms_train():
     model = build_model(dataclasses.replace(BATCH, norm='group', fpn_norm='group'))
     assert not jax.tree.leaves(nnx.state(model, nnx.BatchStat))
     x = jax.random.normal(jax.random.key(0), (2, 64, 64, 3))
-    grads = nnx.grad(lambda m: jnp.mean(m(x)['cls_logits'] ** 2),
-                     argnums=nnx.DiffState(0, nnx.Param))(model)  # fmt: skip
+    grads = nnx.jit(nnx.grad(lambda m: jnp.mean(m(x)['cls_logits'] ** 2),
+                             argnums=nnx.DiffState(0, nnx.Param)))(model)  # fmt: skip
     assert np.abs(grads['backbone']['layer3'][0]['bn1']['scale'][...]).sum() > 0
     assert np.abs(grads['fpn']['inner_norms'][0]['bias'][...]).sum() > 0
     paths = {path for path, _ in nnx.to_flat_state(grads)}

@@ -4,11 +4,13 @@ import json
 from pathlib import Path
 
 import nbformat
+import pytest
 from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_quickstart_notebook_runs():
     notebook = nbformat.read(ROOT / 'notebooks' / 'quickstart.ipynb', as_version=4)
     NotebookClient(

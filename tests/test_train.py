@@ -33,6 +33,7 @@ def params_of(workdir: Path, step: int) -> dict:
     }
 
 
+@pytest.mark.slow
 def test_smoke_config_trains_evaluates_and_resumes_exactly(tmp_path, smoke_run):
     config = smoke.get_config()
     (tmp_path / 'straight').symlink_to(smoke_run[0])
@@ -171,6 +172,10 @@ ONE_STEP = textwrap.dedent("""
     from retinanet_jax.data import pipeline
     config = smoke.get_config()
     config.batch_size = 8
+    # Adam's first update is ~lr * sign(gradient): a parameter whose gradient is ~0 moves by up
+    # to lr times the relative difference that the reduction order makes in it. At 1e-3 that
+    # stays under the test's 1e-6.
+    config.optim.lr = 1e-3
     s = settings.from_config(config)
     mesh = sharding.make_mesh()
     try:
@@ -340,6 +345,7 @@ def test_two_processes_on_localhost_agree_with_one_and_resume_their_shares(tmp_p
     )
 
 
+@pytest.mark.slow
 def test_backbone_initialised_from_a_torchvision_file(tmp_path):
     import torch
     import torchvision
@@ -478,6 +484,7 @@ def assert_clear_failure(proc, *needles):
         assert needle in proc.stderr, proc.stderr[-3000:]
 
 
+@pytest.mark.slow
 def test_train_command_bad_input_says_why(tmp_path, smoke_run):
     smoke_config = '--config=configs/smoke.py'
     workdir = f'--workdir={tmp_path / "w"}'
@@ -528,6 +535,7 @@ def test_predict_and_evaluate_commands_bad_input_say_why(tmp_path, smoke_run):
     )
 
 
+@pytest.mark.slow
 def test_predict_and_evaluate_torchvision_weights(tmp_path):
     """A torchvision retinanet_resnet50_fpn state dict file and the model directory the
     converter makes of it predict the same detections; the file evaluates on a COCO folder."""

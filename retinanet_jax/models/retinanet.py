@@ -1,4 +1,5 @@
-"""The RetinaNet detector (forward only) and `build_model`, the one place config becomes modules.
+"""The RetinaNet detector (forward only) and `build_model`, the one place config becomes modules
+(`abstract_model`: shapes only; `construct_model`: inside a trace).
 
   model(images [B, H, W, 3] float, normalised) -> {
       'cls_logits': [B, R, K] float32 (no sigmoid),
@@ -19,6 +20,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from retinanet_jax import compiler_options
 from retinanet_jax.models.fpn import FPN, FPN_NORMS
 from retinanet_jax.models.heads import Subnet, class_prior_bias
 from retinanet_jax.models.layers import GROUPS, NORMS
@@ -131,7 +133,26 @@ class ModelConfig:
 
 def build_model(config: ModelConfig | Any, *, seed: int = 0) -> RetinaNet:
     """Builds a RetinaNet (in training mode: `model.eval()` for inference) from a ModelConfig
-    (or any mapping / ConfigDict with its fields)."""
+    (or any mapping / ConfigDict with its fields), its parameters drawn from `seed`.
+
+    The initialisation runs as one compiled computation (compiler_options.run_once) rather
+    than op by op: on the CPU a ResNet-18 model builds in seconds instead of ~20 s of
+    compiling each initialiser's ops."""
+    graphdef, _ = nnx.split(abstract_model(config))
+    state = jax.jit(lambda: nnx.state(construct_model(config, seed=seed)),
+                    compiler_options=compiler_options.run_once())()  # fmt: skip
+    return nnx.merge(graphdef, state)
+
+
+def abstract_model(config: ModelConfig | Any) -> RetinaNet:
+    """The model with shapes and dtypes only (nnx.eval_shape), nothing computed: to restore or
+    convert weights into."""
+    return nnx.eval_shape(lambda: construct_model(config))
+
+
+def construct_model(config: ModelConfig | Any, *, seed: int = 0) -> RetinaNet:
+    """The modules built op by op: for use inside a trace (jax.jit, nnx.eval_shape), where
+    build_model's own compiled initialisation cannot nest."""
     if not isinstance(config, ModelConfig):
         config = ModelConfig.from_dict(config)
     dtype = jnp.dtype(config.dtype)
