@@ -11,11 +11,6 @@ logs and metrics.
 
 import sys
 
-try:  # torch, where installed, must be imported before tensorflow
-    import torch  # noqa: F401
-except ImportError:
-    pass
-
 import jax
 from absl import app, flags
 from ml_collections import config_flags
@@ -36,9 +31,9 @@ flags.mark_flags_as_required(['config', 'workdir'])
 def main(argv) -> None:
     if len(argv) > 1:
         raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-    cli.start()
-    jax.config.update('jax_threefry_partitionable', True)
     f = flags.FLAGS
+    cli.start(reads=(f.config.get('init') or {}).get('backbone'))
+    jax.config.update('jax_threefry_partitionable', True)
     cli.exit_on_bad_input(
         'train.py',
         sharding.initialize_distributed,

@@ -43,6 +43,12 @@ def main(argv=None) -> int:
     # Children (bench/isolated.py) read the same folder from the environment.
     os.environ[compilation_cache.ENV] = compilation_cache.enable(args.compilation_cache) or ''
 
+    if args.quick:  # a smoke test of the code: every side in this process (bench/isolated.py)
+        import torch  # noqa: F401  (before any tensorflow import)
+
+        from bench import isolated
+
+        isolated.IN_PROCESS = True
     if args.device == 'gpu':  # JAX here and PyTorch (in-process or in a child) share the GPU
         os.environ.setdefault('XLA_PYTHON_CLIENT_PREALLOCATE', 'false')
     from bench.timing import HEADER

@@ -37,9 +37,20 @@ def define_cache_flag() -> None:
     )
 
 
-def start() -> None:
+TORCH_FILES = ('.pth', '.pt')
+
+
+def start(reads: str | None = None) -> None:
     """What every tool does first: quiet logging, the compilation cache of --compilation_cache
-    (define_cache_flag) switched on."""
+    (define_cache_flag) switched on, and torch imported if the tool `reads` a torch file.
+
+    torch is imported only then (it takes ~2 s), and before anything imports tensorflow: in one
+    process, tensorflow first and torch second crashes inside triton."""
+    if reads and str(reads).endswith(TORCH_FILES):
+        try:
+            import torch  # noqa: F401
+        except ImportError:
+            pass  # convert.load_state_dict says that reading it needs torch
     absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every step at INFO
     compilation_cache.enable(flags.FLAGS.compilation_cache)
 

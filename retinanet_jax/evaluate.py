@@ -16,11 +16,6 @@ import json
 import sys
 from pathlib import Path
 
-try:  # torch, where installed, must be imported before tensorflow
-    import torch  # noqa: F401
-except ImportError:
-    pass
-
 import jax
 from absl import app, flags
 
@@ -77,7 +72,7 @@ def evaluate_run(
 
 def main(argv) -> None:
     del argv
-    cli.start()
+    cli.start(reads=flags.FLAGS.model)
     f = flags.FLAGS
     try:
         options = json.loads(f.dataset_options) if f.dataset_options else None

@@ -22,11 +22,6 @@ import json
 import shutil
 from pathlib import Path
 
-try:  # torch, where installed, must be imported before tensorflow
-    import torch  # noqa: F401
-except ImportError:
-    pass
-
 from absl import app, flags
 
 from retinanet_jax import anchors, cli, deploy, exported_detect
@@ -97,7 +92,7 @@ def export(
 
 def main(argv) -> None:
     del argv
-    cli.start()
+    cli.start(reads=flags.FLAGS.model)
     f = flags.FLAGS
     image_hw = tuple(int(v) for v in f.image_size) if f.image_size else None
     batch = None if f.batch == 'dynamic' else _int('--batch', f.batch)

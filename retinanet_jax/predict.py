@@ -15,11 +15,6 @@ import json
 import logging
 from pathlib import Path
 
-try:  # torch, where installed, must be imported before tensorflow
-    import torch  # noqa: F401
-except ImportError:
-    pass
-
 from absl import app, flags
 
 from retinanet_jax import cli, visualize
@@ -91,7 +86,7 @@ def predict_files(
 
 def main(argv) -> None:
     del argv
-    cli.start()
+    cli.start(reads=flags.FLAGS.model)
     f = flags.FLAGS
     predictor = cli.exit_on_bad_input('predict', load_predictor, f.model, **cli.model_options())
     cli.exit_on_bad_input(

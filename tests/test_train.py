@@ -34,8 +34,7 @@ def params_of(workdir: Path, step: int) -> dict:
 
 
 @pytest.mark.slow
-def test_smoke_config_trains_evaluates_and_resumes_exactly(tmp_path, smoke_run):
-    config = smoke.get_config()
+def test_smoke_run_trains_evaluates_and_its_checkpoint_predicts(tmp_path, smoke_run):
     (tmp_path / 'straight').symlink_to(smoke_run[0])
     summary = smoke_run[1]
     assert summary['step'] == 4 and 0.0 <= summary['AP'] <= 1.0
@@ -76,23 +75,8 @@ def test_smoke_config_trains_evaluates_and_resumes_exactly(tmp_path, smoke_run):
     }
     assert (tmp_path / 'straight' / 'eval_validation.json').is_file()
 
-    # Two steps, then a new run in the same workdir continues to four: same parameters.
-    half = smoke.get_config()
-    half.train_steps = 2
-    train_lib.train_and_evaluate(half, str(tmp_path / 'resumed'))
-    train_lib.train_and_evaluate(config, str(tmp_path / 'resumed'))
-    straight, resumed = params_of(tmp_path / 'straight', 4), params_of(tmp_path / 'resumed', 4)
-    assert straight.keys() == resumed.keys()
-    for key in straight:
-        np.testing.assert_array_equal(straight[key], resumed[key], err_msg=key)
-
-    # A workdir holding another model's checkpoints is refused with a reason.
-    other = smoke.get_config()
-    other.model.fpn_width = 64
-    with pytest.raises(ValueError, match='does not match this config'):
-        train_lib.train_and_evaluate(other, str(tmp_path / 'straight'))
-    saved = json.loads((tmp_path / 'straight' / 'config.json').read_text())
-    assert saved['model']['fpn_width'] == 32  # the refused run left the run's files alone
+    # Resuming (a run killed with SIGKILL, then the same command) and refusing another model's
+    # workdir: test_sigkill_then_resume_equals_straight, test_train_command_bad_input_says_why.
 
 
 def test_resume_refuses_a_changed_order_or_an_unreadable_position(tmp_path, smoke_run):
@@ -506,6 +490,8 @@ def test_train_command_bad_input_says_why(tmp_path, smoke_run):
         ),
         'does not match this config',
     )
+    saved = json.loads((smoke_run[0] / 'config.json').read_text())
+    assert saved['model']['fpn_width'] == 32  # the refused run left the run's files alone
 
 
 def test_predict_and_evaluate_commands_bad_input_say_why(tmp_path, smoke_run):
