@@ -31,9 +31,9 @@ flags.mark_flags_as_required(['config', 'workdir'])
 def main(argv) -> None:
     if len(argv) > 1:
         raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-    f = flags.FLAGS
-    cli.start(reads=(f.config.get('init') or {}).get('backbone'))
+    cli.start()
     jax.config.update('jax_threefry_partitionable', True)
+    f = flags.FLAGS
     cli.exit_on_bad_input(
         'train.py',
         sharding.initialize_distributed,

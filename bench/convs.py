@@ -58,6 +58,8 @@ BATCH = 2
 
 
 def run(quick: bool = False, threads: int = 2, device: str = 'cpu') -> list:
+    if device != 'cpu':
+        raise SystemExit('bench convs: a CPU benchmark (it compares with torch on the CPU)')
     import torch
 
     from bench.timing import Timing

@@ -24,7 +24,7 @@ IN_PROCESS = False
 
 
 def measure(module: str, side: str, env: dict | None = None, **options) -> Timing:
-    if IN_PROCESS:
+    if IN_PROCESS and not env:  # (a side that needs its own environment gets its own process)
         import importlib
 
         return dataclasses.replace(importlib.import_module(module).child(side, **options))

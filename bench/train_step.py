@@ -50,7 +50,8 @@ def run(quick: bool = False, threads: int = 2, device: str = 'cpu', norms=None) 
         refs[norm] = ref
     # XLA's cost analysis of the step's HLO, counted by the CPU backend (on a GPU the
     # convolutions become cuDNN calls that its cost analysis leaves out).
-    counted = measure('bench.train_step', 'flops', {'JAX_PLATFORMS': 'cpu'}, device='cpu',
+    cpu_only = {'JAX_PLATFORMS': 'cpu'} if device != 'cpu' else None
+    counted = measure('bench.train_step', 'flops', cpu_only, device='cpu',
                       norms=list(norms), **s)  # fmt: skip
     peak = cpu_peak_gflops(512 if quick else 4096) if device == 'cpu' else H100_BF16_TFLOPS * 1e3
     rows = []

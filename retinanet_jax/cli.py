@@ -37,20 +37,10 @@ def define_cache_flag() -> None:
     )
 
 
-TORCH_FILES = ('.pth', '.pt')
-
-
-def start(reads: str | None = None) -> None:
+def start() -> None:
     """What every tool does first: quiet logging, the compilation cache of --compilation_cache
-    (define_cache_flag) switched on, and torch imported if the tool `reads` a torch file.
-
-    torch is imported only then (it takes ~2 s), and before anything imports tensorflow: in one
-    process, tensorflow first and torch second crashes inside triton."""
-    if reads and str(reads).endswith(TORCH_FILES):
-        try:
-            import torch  # noqa: F401
-        except ImportError:
-            pass  # convert.load_state_dict says that reading it needs torch
+    (define_cache_flag) switched on. (torch is imported only where a torch file is read, before
+    tensorflow: convert.import_torch_before_tensorflow.)"""
     absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every step at INFO
     compilation_cache.enable(flags.FLAGS.compilation_cache)
 

@@ -191,6 +191,27 @@ def retinanet_from_torchvision(
     return model
 
 
+TORCH_SUFFIXES = ('.pth', '.pt', '.bin')  # read with torch.load
+
+
+def is_torch_file(path) -> bool:
+    return bool(path) and Path(path).suffix.lower() in TORCH_SUFFIXES
+
+
+def import_torch_before_tensorflow(path) -> None:
+    """Imports torch now if `path` is a torch file that will be read later in this process.
+
+    In one process, tensorflow imported first and torch second crashes inside triton; code
+    that reads a torch file after the input pipeline (which imports tensorflow) calls this
+    first. Without torch installed it does nothing (load_state_dict then says what is missing).
+    """
+    if is_torch_file(path):
+        try:
+            import torch  # noqa: F401
+        except ImportError:
+            pass
+
+
 def load_state_dict(path: str | Path) -> dict[str, np.ndarray]:
     """Reads a state dict as numpy arrays: .pth / .pt (torch.load with weights_only=True, never
     arbitrary unpickling), .safetensors, or .npz (allow_pickle=False)."""
@@ -199,7 +220,7 @@ def load_state_dict(path: str | Path) -> dict[str, np.ndarray]:
         raise FileNotFoundError(f'state dict file not found: {path}')
     suffix = path.suffix.lower()
     try:
-        if suffix in ('.pth', '.pt', '.bin'):
+        if suffix in TORCH_SUFFIXES:
             import torch
 
             data = torch.load(path, map_location='cpu', weights_only=True)

@@ -34,13 +34,13 @@ def evaluate_run(
 ) -> dict:
     from tqdm import tqdm
 
-    from retinanet_jax.data import pipeline, sources
-
     model = Path(model)
     run = (model / 'config.json').is_file()
     if not run and (dataset is None or split is None):
         raise ValueError(f'--model {model} is not a training run: give --dataset and --split')
-    p = inference.load_predictor(model, **predictor_options)
+    p = inference.load_predictor(model, **predictor_options)  # a .pth: torch before tensorflow
+    from retinanet_jax.data import pipeline, sources
+
     if run and dataset is None:  # the run's own evaluation data
         source = p.sources[1]
         split = split or p.settings.data.eval_split
@@ -72,7 +72,7 @@ def evaluate_run(
 
 def main(argv) -> None:
     del argv
-    cli.start(reads=flags.FLAGS.model)
+    cli.start()
     f = flags.FLAGS
     try:
         options = json.loads(f.dataset_options) if f.dataset_options else None

@@ -92,7 +92,7 @@ def export(
 
 def main(argv) -> None:
     del argv
-    cli.start(reads=flags.FLAGS.model)
+    cli.start()
     f = flags.FLAGS
     image_hw = tuple(int(v) for v in f.image_size) if f.image_size else None
     batch = None if f.batch == 'dynamic' else _int('--batch', f.batch)

@@ -86,7 +86,7 @@ def predict_files(
 
 def main(argv) -> None:
     del argv
-    cli.start(reads=flags.FLAGS.model)
+    cli.start()
     f = flags.FLAGS
     predictor = cli.exit_on_bad_input('predict', load_predictor, f.model, **cli.model_options())
     cli.exit_on_bad_input(

@@ -95,9 +95,19 @@ def from_config(config) -> Settings:
     for key in ('batch_size', 'train_steps', 'log_every', 'eval_every', 'checkpoint_every'):
         if key in c and (not isinstance(c[key], int) or c[key] < 1):
             raise ValueError(f'config.{key} must be a positive integer, got {c[key]!r}')
+    model = _section(ModelConfig, 'model', c['model'])
+    anchors = _preset(AnchorConfig, 'anchors', c.get('anchors', 'paper'), ANCHOR_PRESETS)
+    if anchors.num_anchors_per_location != model.num_anchors:
+        raise ValueError(
+            f'config.anchors has {anchors.num_anchors_per_location} anchors per location '
+            f'(scales x aspect ratios) but config.model.num_anchors is {model.num_anchors}'
+        )
+    if anchors.levels != (3, 4, 5, 6, 7):
+        raise ValueError(f'config.anchors levels must be 3..7 (the FPN gives P3-P7), got '
+                         f'{anchors.min_level}..{anchors.max_level}')  # fmt: skip
     return Settings(
-        model=_section(ModelConfig, 'model', c['model']),
-        anchors=_preset(AnchorConfig, 'anchors', c.get('anchors', 'paper'), ANCHOR_PRESETS),
+        model=model,
+        anchors=anchors,
         loss=_preset(LossConfig, 'loss', c.get('loss', 'paper'), LOSS_PRESETS),
         input=_section(InputConfig, 'input', {**c.get('input', {}), 'seed': seed}),
         postprocess=_section(PostprocessConfig, 'postprocess', c.get('postprocess', {})),

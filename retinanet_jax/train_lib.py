@@ -27,6 +27,7 @@ from retinanet_jax import anchors as anchor_lib
 from retinanet_jax import (
     checkpoint,
     compiler_options,
+    convert,
     evaluation,
     inference,
     losses,
@@ -80,8 +81,6 @@ def abstract_state(state: dict) -> dict:
 def init_backbone(graph: TrainGraph, state: dict, path: str, mesh) -> dict:
     """A train state whose backbone holds a torchvision ImageNet ResNet state dict file
     (.pth / .safetensors / .npz, see convert.load_state_dict); errors name the file."""
-    from retinanet_jax import convert
-
     model = nnx.merge(graph.model, state['model'])
     try:
         convert.load_resnet_from_torchvision(model, convert.load_state_dict(path))
@@ -144,10 +143,11 @@ def train_and_evaluate(config, workdir: str) -> dict:
     """Trains (resuming from `workdir` if it holds checkpoints), evaluates, returns metrics."""
     from tqdm import tqdm
 
-    from retinanet_jax.data import pipeline
-
     entered = time.time()
     s = settings.from_config(config)
+    convert.import_torch_before_tensorflow(s.init_backbone)  # a .pth is read after tf loads
+    from retinanet_jax.data import pipeline
+
     workdir = Path(workdir).absolute()
     workdir.mkdir(parents=True, exist_ok=True)
     mesh = sharding.make_mesh()

@@ -47,11 +47,23 @@ os.environ.update(
 
 
 def pytest_collection_modifyitems(config, items):
-    """The long tests (marked slow or multiprocess) first: the two pytest-xdist workers start on
-    them and end on the short ones, instead of one worker finishing a long test alone."""
-    del config
-    items.sort(key=lambda item: not any(item.iter_markers('slow')) and
-               not any(item.iter_markers('multiprocess')))  # fmt: skip
+    """The long tests (marked slow or multiprocess) spread over the pytest-xdist workers, each
+    worker's share first: worksteal hands each worker a contiguous slice of the queue, and an
+    idle worker steals from the end of another's, so the short tests fill in at the end."""
+    workers = config.getoption('numprocesses', None) or 1
+    workers = workers if isinstance(workers, int) else 2
+
+    def long(item):
+        return any(item.iter_markers('slow')) or any(item.iter_markers('multiprocess'))
+
+    heavy, light = [i for i in items if long(i)], [i for i in items if not long(i)]
+    size = -(-len(items) // workers)  # each worker's slice
+    ordered = []
+    for w in range(workers):
+        mine = heavy[w::workers]
+        ordered += mine + light[: max(size - len(mine), 0)]
+        light = light[max(size - len(mine), 0) :]
+    items[:] = ordered + light
 
 
 @pytest.fixture(scope='session')

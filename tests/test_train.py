@@ -131,6 +131,11 @@ def test_presets_take_changes_and_refuse_unknown_keys():
     config['anchors'] = {'preset': 'paper', 'size': 16}
     with pytest.raises(ValueError, match=r"config\.anchors has unknown keys \['size'\]"):
         settings.from_config(config)
+    config['anchors'] = {'preset': 'paper', 'aspect_ratios': (1.0,)}
+    with pytest.raises(
+        ValueError, match=r'3 anchors per location .* config\.model\.num_anchors is 9'
+    ):
+        settings.from_config(config)
     config['anchors'] = {'preset': 'yolo'}
     with pytest.raises(ValueError, match=r'config\.anchors must be one of'):
         settings.from_config(config)
@@ -484,13 +489,15 @@ def test_train_command_bad_input_says_why(tmp_path, smoke_run):
         'train.py: ',
         'not divisible by the number of devices (8)',
     )
+    import shutil
+
+    run = tmp_path / 'run'  # a copy: the shared run stays untouched whatever happens
+    shutil.copytree(smoke_run[0], run)
     assert_clear_failure(
-        run_command(
-            'train.py', smoke_config, f'--workdir={smoke_run[0]}', '--config.model.fpn_width=64'
-        ),
+        run_command('train.py', smoke_config, f'--workdir={run}', '--config.model.fpn_width=64'),
         'does not match this config',
     )
-    saved = json.loads((smoke_run[0] / 'config.json').read_text())
+    saved = json.loads((run / 'config.json').read_text())
     assert saved['model']['fpn_width'] == 32  # the refused run left the run's files alone
 
 

@@ -137,7 +137,8 @@ def build_model(config: ModelConfig | Any, *, seed: int = 0) -> RetinaNet:
 
     The initialisation runs as one compiled computation (compiler_options.run_once) rather
     than op by op: on the CPU a ResNet-18 model builds in seconds instead of ~20 s of
-    compiling each initialiser's ops."""
+    compiling each initialiser's ops. Call it outside any trace; inside jax.jit or
+    nnx.eval_shape use construct_model (or abstract_model for shapes only)."""
     graphdef, _ = nnx.split(abstract_model(config))
     state = jax.jit(lambda: nnx.state(construct_model(config, seed=seed)),
                     compiler_options=compiler_options.run_once())()  # fmt: skip
