@@ -11,7 +11,10 @@ post-processing, against torchvision's RetinaNet in eval mode, same weights.
 Random weights, except the class bias (-2) so that every level's top-1000 fills and NMS sees
 5,000 candidates, as on a busy image. CPU: 800x800, float32. GPU: 800x800, bfloat16 (ours:
 the model's bf16 path; torchvision: torch.autocast bf16). Each side runs in its own process
-(peak memory is its own); both read the same random weights from one .npz.
+(peak memory is its own); both read the same random weights from one .npz. On the CPU the
+same converted model is also exported (deploy.py) and run outside our code, onnxruntime for
+ONNX and JAX alone for StableHLO, with the image padded to the export's 896x896 (sides must be
+multiples of 128), as a user of the files does.
 """
 
 import tempfile
@@ -79,10 +82,16 @@ def export_model(weights, image, export_dir):
 
     predictor = converted_predictor(inference, weights, image.shape[0])
     start = time.perf_counter()
-    export.export(predictor, export_dir, ('onnx', 'stablehlo'), image.shape[:2], batch=1)
+    export.export(predictor, export_dir, ('onnx', 'stablehlo'), export_size(image.shape[:2]),
+                  batch=1)  # fmt: skip
     seconds = time.perf_counter() - start
     print(f'export: {seconds:.0f} s')
     return Timing('export', seconds * 1e3, seconds * 1e3, 1, 0.0)
+
+
+def export_size(image_hw) -> tuple[int, int]:
+    """An export takes sides that are multiples of 128 (the largest stride): 800 -> 896."""
+    return tuple(-(-side // 128) * 128 for side in image_hw)
 
 
 def converted_predictor(inference, weights, size):
@@ -115,7 +124,15 @@ def exported_inference(fmt, image, export_dir, runs, threads):
         run = lambda images: session.run(None, {'images': images})  # noqa: E731
     else:
         run = detect.load(Path(export_dir), fmt)
-    batch = image[None]
+    import json
+
+    import numpy as np
+
+    # The image padded bottom / right to the export's size, as export.json says a user does.
+    meta = json.loads(Path(export_dir, 'export.json').read_text())
+    h, w = export_size(image.shape[:2])
+    batch = np.full((1, h, w, 3), meta['pad_value'], np.uint8)
+    batch[0, : image.shape[0], : image.shape[1]] = image
     t = time_fn(fmt, lambda: run(batch), runs)
     count = int(run(batch)[3][0])
     print(f'{fmt}: {count} dets')

@@ -81,6 +81,7 @@ def run(quick: bool = False, threads: int = 2, device: str = 'cpu') -> list:
         )
         it = pipeline.train_iterator(pipeline.train_dataset(source, config, batch_size))
         rate, warm = _images_per_second(it, batch_size, batches)
+        del it  # its reader threads stop
         ref_name = f'torchvision DataLoader (2 workers): {size}x{size}'
         results.append(
             _as_timing(f'ours: grain train pipeline {size}x{size}', rate, batches, warm, ref_name)
@@ -94,6 +95,9 @@ def run(quick: bool = False, threads: int = 2, device: str = 'cpu') -> list:
             num_workers=threads,
             drop_last=True,
             persistent_workers=True,
+            # Not fork: this process runs JAX's and the pipeline's threads, and a forked child
+            # that inherits a held lock hangs (it did, in `python -m bench all`).
+            multiprocessing_context='forkserver',
         )
         rate, warm = _images_per_second(_forever(loader), batch_size, batches)
         results.append(_as_timing(ref_name, rate, batches, warm, None))
