@@ -12,8 +12,7 @@ count, per step: the share of the step that convolutions take, and which of the 
 XLA:CPU loses on.
 """
 
-import statistics
-import time
+from bench.timing import Timing, time_fn
 
 # (name, input H = W, Cin, Cout, kernel, stride, count, data gradient, weight gradient)
 R50_FPN_512 = [
@@ -62,8 +61,6 @@ def run(quick: bool = False, threads: int = 2, device: str = 'cpu') -> list:
         raise SystemExit('bench convs: a CPU benchmark (it compares with torch on the CPU)')
     import torch
 
-    from bench.timing import Timing
-
     torch.set_num_threads(threads)
     layers = R50_FPN_512[:4] if quick else R50_FPN_512
     runs = 2 if quick else 5
@@ -88,14 +85,7 @@ def run(quick: bool = False, threads: int = 2, device: str = 'cpu') -> list:
 
 
 def _median(fn, runs) -> float:
-    fn()
-    fn()
-    samples = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(samples)
+    return time_fn('', fn, runs, warmup=1).median_ms
 
 
 def _ours(size, cin, cout, k, stride, dgrad, wgrad, runs):

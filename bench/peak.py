@@ -8,8 +8,8 @@ one, shared and virtual, move by 10-30 % between hours).
 """
 
 import functools
-import statistics
-import time
+
+from bench.timing import time_fn
 
 SIZE = 4096
 
@@ -41,16 +41,9 @@ def cpu_peak_gflops(size: int = SIZE) -> float:
 
 
 def _median_ms(fn, runs):
-    start = time.perf_counter()
-    fn()
-    first = (time.perf_counter() - start) * 1e3
-    fn()
-    samples = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(samples), first
+    """(median ms, first call ms) of fn after one warm-up call."""
+    t = time_fn('', fn, runs, warmup=1)
+    return t.median_ms, t.first_call_ms
 
 
 def _jax_dot(size, dtype, runs):

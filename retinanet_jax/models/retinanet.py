@@ -139,10 +139,14 @@ def build_model(config: ModelConfig | Any, *, seed: int = 0) -> RetinaNet:
     than op by op: on the CPU a ResNet-18 model builds in seconds instead of ~20 s of
     compiling each initialiser's ops. Call it outside any trace; inside jax.jit or
     nnx.eval_shape use construct_model (or abstract_model for shapes only)."""
-    graphdef, _ = nnx.split(abstract_model(config))
-    state = jax.jit(lambda: nnx.state(construct_model(config, seed=seed)),
-                    compiler_options=compiler_options.run_once())()  # fmt: skip
-    return nnx.merge(graphdef, state)
+    structure = {}  # the graphdef, static, recorded while the one trace runs
+
+    def init():
+        structure['graphdef'], state = nnx.split(construct_model(config, seed=seed))
+        return state
+
+    state = jax.jit(init, compiler_options=compiler_options.run_once())()
+    return nnx.merge(structure['graphdef'], state)
 
 
 def abstract_model(config: ModelConfig | Any) -> RetinaNet:
