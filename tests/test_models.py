@@ -17,7 +17,7 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 
 from retinanet_jax import anchors as anchor_lib
 from retinanet_jax import checkpoint, convert
-from retinanet_jax.models import ModelConfig, abstract_model, build_model, construct_model
+from retinanet_jax.models import ModelConfig, abstract_model, build_model, construct_model, layers
 from retinanet_jax.models.fpn import upsample_nearest
 from retinanet_jax.models.layers import Frozen
 from retinanet_jax.models.resnet import ResNet
@@ -85,6 +85,26 @@ def test_upsample_nearest_matches_torch(src, dst):
     x = torch.randn(1, 2, *src)
     ref = torch.nn.functional.interpolate(x, size=dst, mode='nearest')
     np.testing.assert_array_equal(upsample_nearest(nhwc(x), dst), ref.numpy().transpose(0, 2, 3, 1))
+
+
+@pytest.mark.parametrize('stride', [1, 2])
+def test_one_by_one_convolutions_as_products_match_xla_convolutions(stride):
+    """layers.conv_general_dilated runs float32 1x1 convolutions as [N*H*W, C] @ [C, D]: the
+    same values and input and kernel gradients as lax's convolution."""
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 6, 5, 8)), jnp.float32)
+    k = jnp.asarray(np.random.default_rng(1).normal(size=(1, 1, 8, 16)), jnp.float32)
+    dn = jax.lax.conv_dimension_numbers(x.shape, k.shape, ('NHWC', 'HWIO', 'NHWC'))
+
+    def loss(conv):
+        return lambda x, k: jnp.sum(jnp.sin(conv(x, k, (stride, stride), [(0, 0), (0, 0)],
+                                                 dimension_numbers=dn)))  # fmt: skip
+
+    ours, ref = loss(layers.conv_general_dilated), loss(jax.lax.conv_general_dilated)
+    np.testing.assert_allclose(ours(x, k), ref(x, k), rtol=1e-5)
+    for got, want in zip(jax.jit(jax.grad(ours, (0, 1)))(x, k), jax.grad(ref, (0, 1))(x, k),
+                         strict=True):  # fmt: skip
+        assert got.shape == want.shape
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
 
 # ---------------------------------------------------------------- torchvision parity

@@ -104,10 +104,15 @@ def conv_general_dilated(inputs, kernel, window_strides, padding, lhs_dilation=N
     sh, sw = window_strides
     if (sh, sw) != (1, 1):
         inputs = inputs[:, ::sh, ::sw, :]
-    return jax.lax.dot_general(
-        inputs, kernel[0, 0], (((3,), (0,)), ((), ())), precision=precision,
-        preferred_element_type=kwargs.get('preferred_element_type'),
+    # As a 2-D [N*H*W, C] @ [C, D] product: with the batch and spatial dimensions kept apart,
+    # the weight gradient contracts three dimensions and XLA:CPU ran it 3.6x slower (36 vs
+    # 10 ms for 2x64x64x128 -> 512).
+    n, h, w, c = inputs.shape
+    outputs = jax.lax.dot_general(
+        inputs.reshape(n * h * w, c), kernel[0, 0], (((1,), (0,)), ((), ())),
+        precision=precision, preferred_element_type=kwargs.get('preferred_element_type'),
     )  # fmt: skip
+    return outputs.reshape(n, h, w, kernel.shape[-1])
 
 
 def _operands_in(dtype):
