@@ -81,6 +81,9 @@ class Preprocessor:
             lambda ex, seed: preprocess(ex, config, train=train, seed=seed),
             input_signature=signature,
         )
+        # Traced here, once: grain's threads making the first calls together would each trace
+        # it (and TensorFlow warns of retracing).
+        self._fn.get_concrete_function()
 
     def __call__(self, example: dict, key: int = 0) -> dict:
         raw = {k: example[k] for k in RAW_SIGNATURE}
