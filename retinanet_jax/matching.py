@@ -13,7 +13,9 @@ Rules (RetinaNet, sec. 4 of the paper): an anchor whose best IoU is >= positive_
 is positive, < negative_threshold (0.4) negative, in between ignored. With low-quality matches
 (torchvision / detectron2 / the original Detectron), each ground truth's best anchor(s), ties
 included, also become positive, assigned to *their own* IoU-argmax ground truth, exactly as
-torchvision's `Matcher.set_low_quality_matches_`.
+torchvision's `Matcher.set_low_quality_matches_`, except that IoUs within TIE_ULPS float32
+steps of the best are ties (torchvision compares exactly; the same IoU computed for
+different padding sizes differs in the last bit, and padding must not change the matches).
 
 Padding rows get IoU -1 before any maximum, so they never match, not even in the low-quality
 step. One deliberate departure from torchvision: a ground truth that overlaps no anchor at all
@@ -31,6 +33,7 @@ from retinanet_jax import boxes as box_lib
 POSITIVE = 1
 NEGATIVE = 0
 IGNORE = -1
+TIE_ULPS = 4  # low-quality matches: IoUs this close to a ground truth's best are ties
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,7 +82,11 @@ def match_iou(
     if config.low_quality_matches:
         best_per_gt = jnp.max(iou, axis=0)  # [M]
         eligible = gt_valid & (best_per_gt > 0)  # [M]
-        is_best = (iou == best_per_gt[None, :]) & eligible[None, :]  # [R, M]
+        # Ties within TIE_ULPS float32 steps of the best count as ties: equal IoUs (anchors of
+        # one size that all contain a small box) come out of XLA up to a step apart depending
+        # on how the [R, M] computation was vectorised, i.e. on M (the padding).
+        floor = best_per_gt * (1.0 - TIE_ULPS * float(jnp.finfo(jnp.float32).eps))
+        is_best = (iou >= floor[None, :]) & eligible[None, :]  # [R, M]
         labels = jnp.where(jnp.any(is_best, axis=1), POSITIVE, labels)
     return matched_idx, labels.astype(jnp.int32)
 
