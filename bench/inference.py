@@ -106,8 +106,11 @@ def converted_predictor(inference, weights, size):
 def exported_inference(fmt, image, export_dir, runs, threads):
     """The exported file through detect.py's loader (onnxruntime, or jax.export alone)."""
     import importlib.util
+    import json
     import sys
     from pathlib import Path
+
+    import numpy as np
 
     from bench.timing import time_fn
 
@@ -124,13 +127,9 @@ def exported_inference(fmt, image, export_dir, runs, threads):
         run = lambda images: session.run(None, {'images': images})  # noqa: E731
     else:
         run = detect.load(Path(export_dir), fmt)
-    import json
-
-    import numpy as np
-
     # The image padded bottom / right to the export's size, as export.json says a user does.
     meta = json.loads(Path(export_dir, 'export.json').read_text())
-    h, w = export_size(image.shape[:2])
+    h, w = meta['image_size']
     batch = np.full((1, h, w, 3), meta['pad_value'], np.uint8)
     batch[0, : image.shape[0], : image.shape[1]] = image
     t = time_fn(fmt, lambda: run(batch), runs)

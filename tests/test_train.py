@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -489,8 +490,6 @@ def test_train_command_bad_input_says_why(tmp_path, smoke_run):
         'train.py: ',
         'not divisible by the number of devices (8)',
     )
-    import shutil
-
     run = tmp_path / 'run'  # a copy: the shared run stays untouched whatever happens
     shutil.copytree(smoke_run[0], run)
     assert_clear_failure(
