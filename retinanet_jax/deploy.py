@@ -22,8 +22,9 @@ ONNX specifics: jax2onnx traces the JAX function; NMS (postprocess.nms_p) become
 NonMaxSuppression plus TopK (the plugin below), so onnxruntime users get final detections.
 Shared head weights are stored once (onnx_ir's initializer de-duplication). Models compute in
 float32 in both formats (a bfloat16 model is exported with float32 arithmetic).
-jax2onnx is installed apart: `pip install --no-deps jax2onnx==0.17.1` (its orbax pin is older
-than ours; it never imports orbax), with onnx, onnx-ir and onnxruntime from requirements-dev.
+jax2onnx is installed apart: `pip install --no-deps -r requirements-nodeps.txt` (jax2onnx
+0.17.1; its orbax pin is older than ours and it never imports orbax), with onnx, onnx-ir and
+onnxruntime from requirements-dev.txt.
 """
 
 import dataclasses
@@ -119,7 +120,7 @@ def _jax2onnx():
     except ImportError:
         raise ValueError(
             'ONNX export needs jax2onnx: pip install onnx onnx-ir onnxruntime && '
-            'pip install --no-deps jax2onnx==0.17.1'
+            'pip install --no-deps -r requirements-nodeps.txt (jax2onnx==0.17.1)'
         ) from None
     # Its optional plugins for other libraries (equinox, dm-pix, ...) log a warning each when
     # those are missing; they are not needed here.

@@ -1,9 +1,12 @@
-"""Shared test setup: the import order, a compilation cache, and the trained smoke run.
+"""Shared test setup: the import order, a compilation cache, no skips under CI, and the trained
+smoke run.
 
 torch must be imported before tensorflow in one process (tensorflow first segfaults inside
-triton), so it is imported here, before any test module can pull tensorflow in; torchvision
-too, since torchvision.ops imports torch._dynamo and with it triton, which torch alone does
-not (running test_data.py before test_models.py alone crashed that way).
+triton), so it is imported here, where installed, before any test module can pull tensorflow
+in; torchvision too, since torchvision.ops imports torch._dynamo and with it triton, which
+torch alone does not (running test_data.py before test_models.py alone crashed that way).
+Tests that need torch (or another optional tool) skip where it is missing (helpers.require),
+and fail instead under RETINANET_JAX_NO_SKIPS=1, which .ci/run sets.
 """
 
 import atexit
@@ -12,11 +15,19 @@ import shutil
 import tempfile
 
 import pytest
-import torch
-import torchvision
-import torchvision.ops  # noqa: F401
 
-torch.set_num_threads(2)
+from .helpers import NO_SKIPS
+
+try:
+    import torch
+    import torchvision
+    import torchvision.ops  # noqa: F401
+except ImportError:  # the tests that need them skip (helpers.require)
+    pass
+else:
+    torch.set_num_threads(2)
+
+pytest_plugins = ['pytester']  # tests/test_skips.py
 
 # One persistent compilation cache for the test suite, shared by every test process (the tools
 # read RETINANET_JAX_CACHE; other subprocesses and this process, JAX's own variables), so that
@@ -44,6 +55,17 @@ os.environ.update(
     JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='0',
     JAX_COMPILATION_CACHE_MAX_SIZE=str(2 << 30),
 )
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Under RETINANET_JAX_NO_SKIPS=1 (CI) a skipped test is a failed one, whatever skipped it
+    (a test module that skips as a whole fails through helpers.require)."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and os.environ.get(NO_SKIPS) and not hasattr(report, 'wasxfail'):
+        report.outcome = 'failed'
+        report.longrepr = f'{NO_SKIPS} is set and this test skipped: {report.longrepr}'
 
 
 def pytest_collection_modifyitems(config, items):

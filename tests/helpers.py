@@ -1,8 +1,32 @@
-"""Random detection problems and mocked tfds datasets shared by the tests."""
+"""Optional test tools, random detection problems and mocked tfds datasets shared by the
+tests."""
 
 import contextlib
+import importlib
+import os
 
 import numpy as np
+import pytest
+
+# The README's install line: everything the tests use.
+INSTALL = (
+    'pip install -r requirements-dev.txt -e . && pip install --no-deps -r requirements-nodeps.txt'
+)
+# Set by .ci/run: a test that would skip for a missing tool fails instead.
+NO_SKIPS = 'RETINANET_JAX_NO_SKIPS'
+
+
+def require(module: str):
+    """`module`, imported; a test (or, at module level, a test module) that needs a tool which is
+    not installed skips, naming it and the install line, except under RETINANET_JAX_NO_SKIPS=1
+    (CI), where it fails."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as error:
+        reason = f'needs {module} ({error}); install: {INSTALL}'
+        if os.environ.get(NO_SKIPS):
+            pytest.fail(f'{NO_SKIPS} is set and a test {reason}', pytrace=False)
+        pytest.skip(reason, allow_module_level=True)
 
 
 def random_boxes(rng: np.random.Generator, n: int, image_hw=(128, 160), min_size=8, max_size=96):
@@ -26,6 +50,15 @@ def random_problem(rng, num_boxes_per_image, num_anchors, num_classes, max_boxes
         gt_boxes[i, :n] = random_boxes(rng, n, image_hw)
         gt_labels[i, :n] = rng.integers(0, num_classes, n)
     return cls_logits, box_deltas, gt_boxes, gt_labels
+
+
+def xla_flags(devices: int | None = None) -> str:
+    """XLA_FLAGS for a test's subprocess: this session's own flags, with `devices` simulated CPU
+    devices (or none forced)."""
+    flags = [f for f in os.environ.get('XLA_FLAGS', '').split() if 'device_count' not in f]
+    if devices is not None:
+        flags.append(f'--xla_force_host_platform_device_count={devices}')
+    return ' '.join(flags)
 
 
 # ------------------------------------------------------------- tfds COCO / VOC under mock_data

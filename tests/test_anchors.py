@@ -2,6 +2,12 @@ import math
 
 import numpy as np
 import pytest
+
+from .helpers import require
+
+require('torch')
+require('torchvision')
+
 import torch
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.image_list import ImageList

@@ -2,6 +2,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+
+from .helpers import require
+
+require('torch')
+require('torchvision')
+
 import torch
 from torchvision.models.detection._utils import BoxCoder
 from torchvision.ops import box_iou as tv_box_iou
@@ -128,9 +134,9 @@ def test_jit_equals_eager():
 
 # ---------------------------------------------------------------- any dtype, any count
 
-from hypothesis import example, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-from hypothesis.extra import numpy as hnp  # noqa: E402
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
 DTYPES = ['float16', 'bfloat16', 'float32', 'float64', 'int16', 'int32']
 
@@ -152,14 +158,30 @@ def numpy_iou_giou(a: np.ndarray, b: np.ndarray, eps: float = 1e-7):
     return iou, inter / (union + eps) - (hull - union) / (hull + eps)
 
 
-def box_arrays(n_max=6, limit=1000.0):
+N_MAX = 6
+
+
+def box_arrays(limit=1000.0):
     """[n, 4] xyxy boxes with corners in [0, limit], at least 1 pixel wide and tall; n is 0, 1
-    or n_max (few shapes: each new shape and dtype compiles)."""
-    corner = hnp.arrays(np.float64, (n_max, 2), elements=st.floats(0, limit - 2))
-    size = hnp.arrays(np.float64, (n_max, 2), elements=st.floats(1, limit))
-    return st.tuples(corner, size, st.sampled_from([0, 1, n_max])).map(
+    or N_MAX."""
+    corner = hnp.arrays(np.float64, (N_MAX, 2), elements=st.floats(0, limit - 2))
+    size = hnp.arrays(np.float64, (N_MAX, 2), elements=st.floats(1, limit))
+    return st.tuples(corner, size, st.sampled_from([0, 1, N_MAX])).map(
         lambda t: np.concatenate([t[0], np.minimum(t[0] + t[1], limit)], 1)[: t[2]]
     )
+
+
+# One compiled program per dtype: both sides are padded to N_MAX rows and the [n, m] corner is
+# compared (each pair's value depends on that pair alone). Each new shape would compile anew,
+# op by op when called eagerly; empty inputs: test_zero_boxes_everywhere_under_jit.
+padded_iou = jax.jit(lambda a, b: B.box_iou(a, b))
+padded_giou = jax.jit(lambda a, b: B.generalized_box_iou(a[:, None], b[None]))
+
+
+def pad(boxes: np.ndarray) -> np.ndarray:
+    rows = np.zeros((N_MAX, 4), boxes.dtype)
+    rows[: len(boxes)] = boxes
+    return rows
 
 
 @settings(max_examples=40, deadline=None)
@@ -172,12 +194,12 @@ def test_iou_and_giou_in_every_dtype_match_float64(a, b, dtype):
     qa = (np.round(a) if dtype.kind == 'i' else a).astype(dtype)  # what the function is given
     qb = (np.round(b) if dtype.kind == 'i' else b).astype(dtype)
     want_iou, want_giou = numpy_iou_giou(qa.astype(np.float64), qb.astype(np.float64))
-    got_iou = B.box_iou(qa, qb)
-    got_giou = B.generalized_box_iou(qa[:, None], qb[None])
-    assert got_iou.dtype == jnp.float32 and got_iou.shape == (len(a), len(b))  # (no x64 here)
+    got_iou = padded_iou(pad(qa), pad(qb))
+    got_giou = padded_giou(pad(qa), pad(qb))
+    assert got_iou.dtype == jnp.float32 and got_giou.dtype == jnp.float32  # (no x64 here)
     tol = 1e-6 if dtype == np.float32 else 1e-3
-    np.testing.assert_allclose(got_iou, want_iou, atol=tol, rtol=0)
-    np.testing.assert_allclose(got_giou, want_giou, atol=tol, rtol=0)
+    np.testing.assert_allclose(got_iou[: len(a), : len(b)], want_iou, atol=tol, rtol=0)
+    np.testing.assert_allclose(got_giou[: len(a), : len(b)], want_giou, atol=tol, rtol=0)
 
 
 def test_float16_and_int16_products_do_not_overflow():

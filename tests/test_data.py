@@ -17,7 +17,7 @@ from retinanet_jax.normalization import (
     normalize_images,
 )
 
-from .helpers import mock_examples, mock_tfds
+from .helpers import mock_examples, mock_tfds, require
 
 # ---------------------------------------------------------------- transforms, eager and in tf.data
 
@@ -349,6 +349,7 @@ def test_render_batch():
 
 def test_coco91_is_torchvision_coco_labels():
     """Label i of a torchvision COCO model is COCO category id i, named as torchvision does."""
+    require('torchvision')
     from torchvision.models.detection import RetinaNet_ResNet50_FPN_Weights
 
     names = RetinaNet_ResNet50_FPN_Weights.COCO_V1.meta['categories']

@@ -4,6 +4,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+
+from .helpers import require
+
+require('torch')
+require('torchvision')
+
 import torch
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
@@ -175,10 +181,9 @@ def test_batch_normaliser_by_hand():
     rng = np.random.default_rng(3)
     problem = random_problem(rng, (3, 0, 7), len(anchors), K, M, IMAGE_HW)
     cls_logits, box_deltas, gt_boxes, gt_labels = problem
+    per_image = jax.jit(losses.per_image_loss_terms)  # one program for the three images
     sums = [
-        losses.per_image_loss_terms(
-            cls_logits[i], box_deltas[i], anchors, gt_boxes[i], gt_labels[i]
-        )
+        per_image(cls_logits[i], box_deltas[i], anchors, gt_boxes[i], gt_labels[i])
         for i in range(3)
     ]
     cls_sum, box_sum, npos = (np.array(v) for v in zip(*sums, strict=True))
@@ -205,8 +210,11 @@ def test_jit_equals_eager_and_vmap_equals_loop():
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5), jitted, eager)
     fn = functools.partial(losses.per_image_loss_terms, anchors=anchors)
     batched = jax.vmap(lambda c, b, g, lab: fn(c, b, gt_boxes=g, gt_labels=lab))(*problem)
+    single_image = jax.jit(fn)  # (the loop's images: one program, not op-by-op dispatch)
     for i in range(3):
-        single = fn(problem[0][i], problem[1][i], gt_boxes=problem[2][i], gt_labels=problem[3][i])
+        single = single_image(
+            problem[0][i], problem[1][i], gt_boxes=problem[2][i], gt_labels=problem[3][i]
+        )
         for got, want in zip(batched, single, strict=True):
             np.testing.assert_allclose(got[i], want, rtol=1e-5)
 

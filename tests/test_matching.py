@@ -2,6 +2,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+
+from .helpers import require
+
+require('torch')
+require('torchvision')
+
 import torch
 from torchvision.models.detection._utils import Matcher
 from torchvision.ops import box_iou
@@ -105,8 +111,11 @@ def test_vmap_equals_loop_and_jit_equals_eager():
     valid = np.array([[1, 1, 1, 0, 0, 0], [0, 0, 0, 0, 0, 0], [1, 1, 1, 1, 1, 1]], bool)
     batched = jax.vmap(match_anchors, in_axes=(None, 0, 0))(anchors, gt, valid)
     jitted = jax.jit(jax.vmap(match_anchors, in_axes=(None, 0, 0)))(anchors, gt, valid)
+    eager = match_anchors(anchors, gt[0], valid[0])  # op by op, as a user may call it
+    np.testing.assert_array_equal(eager[0], batched[0][0])
+    one = jax.jit(match_anchors)  # (the loop's images: one program)
     for i in range(3):
-        single = match_anchors(anchors, gt[i], valid[i])
+        single = one(anchors, gt[i], valid[i])
         for got_b, got_j, want in zip(batched, jitted, single, strict=True):
             np.testing.assert_array_equal(got_b[i], want)
             np.testing.assert_array_equal(got_j[i], want)

@@ -1,14 +1,18 @@
 import dataclasses
 import functools
 import logging
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+
+from .helpers import require
+
+require('torch')
+require('torchvision')
+
 import torch
 from flax import nnx
 from torchvision.models import resnet18, resnet50
@@ -271,6 +275,7 @@ def test_state_dict_file_formats(tmp_path):
     torch.save(sd, tmp_path / 'a.pth')
     torch.save({'model': sd}, tmp_path / 'wrapped.pth')
     np.savez(tmp_path / 'a.npz', **arrays)
+    require('safetensors')
     from safetensors.numpy import save_file
 
     save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, tmp_path / 'a.safetensors')
@@ -303,29 +308,7 @@ def test_save_and_load_model_round_trip(tmp_path, small_model):
         checkpoint.load_model(directory)
 
 
-@pytest.mark.slow
-def test_convert_command_line(tmp_path):
-    _, reference, _ = torchvision_retinanet('v1')
-    torch.save(reference.state_dict(), tmp_path / 'retinanet.pth')
-    proc = subprocess.run(
-        [
-            sys.executable,
-            '-m',
-            'retinanet_jax.convert',
-            f'--input={tmp_path / "retinanet.pth"}',
-            f'--output={tmp_path / "out"}',
-            '--num_classes=91',
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    model, config = checkpoint.load_model(tmp_path / 'out')
-    assert config == ModelConfig.torchvision_v1(91)
-    np.testing.assert_array_equal(
-        model.fpn.p7.bias[...], reference.state_dict()['backbone.fpn.extra_blocks.p7.bias']
-    )
+# The convert command line: tests/test_train.py::test_predict_and_evaluate_torchvision_weights.
 
 
 def test_stem_max_pool_and_its_gradient_match_xla_and_torch():

@@ -8,6 +8,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+
+from .helpers import require
+
+require('torch')
+require('torchvision')
+
 import torch
 from flax import nnx
 from torchvision.models import resnet18

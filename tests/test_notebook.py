@@ -3,15 +3,21 @@
 import json
 from pathlib import Path
 
-import nbformat
 import pytest
-from nbclient import NotebookClient
+
+from .helpers import require
+
+nbformat = require('nbformat')
+NotebookClient = require('nbclient').NotebookClient
+require('ipykernel')
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
-def test_quickstart_notebook_runs():
+def test_quickstart_notebook_runs(smoke_run):
+    """(After the shared smoke run: the notebook trains the same config, so its kernel loads the
+    compiled programs from the suite's compilation cache.)"""
     notebook = nbformat.read(ROOT / 'notebooks' / 'quickstart.ipynb', as_version=4)
     NotebookClient(
         notebook, timeout=600, kernel_name='python3', resources={'metadata': {'path': str(ROOT)}}

@@ -2,6 +2,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+
+from .helpers import require
+
+require('torch')
+require('torchvision')
+
 import torch
 from torchvision.ops import batched_nms as tv_batched_nms
 from torchvision.ops import nms as tv_nms
@@ -102,7 +108,9 @@ def test_postprocess_matches_torchvision():
     few = cls_logits.copy()
     few[1] = -10.0  # nothing above the threshold in image 1
     few[1, 5, 2] = 1.0
-    out = postprocess(few, box_deltas, anchors, image_sizes, tuple(level_sizes))
+    out = jax.jit(postprocess, static_argnums=(4,))(
+        few, box_deltas, anchors, image_sizes, tuple(level_sizes)
+    )
     assert int(out['valid'][1].sum()) == 1 and int(out['labels'][1][0]) == 2
     assert (np.asarray(out['labels'][1][1:]) == -1).all()
 
@@ -124,7 +132,7 @@ def test_no_recompilation_and_vmap_equals_single():
         cache_sizes.append(fn._cache_size())  # shared by every jit of `postprocess`
     assert cache_sizes[0] == cache_sizes[-1]
     logits, deltas, batched = results[0]
-    single = postprocess(logits[1:], deltas[1:], anchors, np.array([[64, 64]]), sizes)
+    single = fn(logits[1:], deltas[1:], anchors, np.array([[64, 64]]), sizes)
     for key in batched:
         np.testing.assert_allclose(
             np.asarray(batched[key][1]), np.asarray(single[key][0]), rtol=1e-6

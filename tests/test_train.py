@@ -16,6 +16,8 @@ import pytest
 from configs import smoke
 from retinanet_jax import optim, settings, train_lib
 
+from .helpers import require, xla_flags
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -153,13 +155,27 @@ def test_bad_configs_say_why(tmp_path):
         train_lib.train_and_evaluate(config, str(tmp_path))
 
 
-ONE_STEP = textwrap.dedent("""
-    import os, sys
+def run_here(script: str, *args) -> None:
+    """A test script run in this (one-device) process, as `python -c script args` would run it:
+    the one-device reference of a multi-device test, with no start-up of its own, while the
+    multi-device processes run."""
+    from unittest import mock
+
+    with mock.patch.object(sys, 'argv', ['-c', *map(str, args)]):
+        exec(compile(script, '<script>', 'exec'), {'__name__': '__main__'})
+
+
+TWO_PROCESSES = textwrap.dedent("""
+    import json, sys
     import numpy as np
     import jax
     from configs import smoke
-    from retinanet_jax import anchors as anchor_lib, settings, sharding, train_lib
+    from retinanet_jax import anchors as anchor_lib, evaluation, inference, settings, sharding
+    from retinanet_jax import train_lib
     from retinanet_jax.data import pipeline
+    pid, port, out = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+    if pid >= 0:  # two processes of 4 simulated devices each: a mesh of 8
+        sharding.initialize_distributed(f'localhost:{port}', 2, pid)
     config = smoke.get_config()
     config.batch_size = 8
     # Adam's first update is ~lr * sign(gradient): a parameter whose gradient is ~0 moves by up
@@ -174,75 +190,16 @@ ONE_STEP = textwrap.dedent("""
     except ValueError as e:
         refused = int('not divisible by the number of devices (8)' in str(e))
     source, _ = settings.make_sources(s)
-    batch = pipeline.train_dataset(source, s.input, 8)[0]
-    anchors = np.asarray(anchor_lib.generate_anchors((64, 64), s.anchors))
-    graph, state = train_lib.create_state(s, mesh)
-    step = train_lib.make_train_step(graph, anchors, s, mesh)
-    state, metrics = step(state, sharding.to_global(batch, mesh))
-    leaves = {str(i): np.asarray(x) for i, x in enumerate(jax.tree.leaves(state))}
-    np.savez(sys.argv[1], loss=np.asarray(metrics['loss']), devices=jax.device_count(),
-             refused=refused, **leaves)
-""")
-
-
-@pytest.mark.multiprocess
-def test_one_step_on_eight_devices_equals_one_device(tmp_path):
-    procs = {}
-    for devices in (1, 8):  # both at once: start-up and compilation overlap
-        env = {
-            **os.environ,
-            'XLA_FLAGS': f'--xla_force_host_platform_device_count={devices}',
-            'PYTHONPATH': str(ROOT),
-        }
-        procs[devices] = subprocess.Popen(
-            [sys.executable, '-c', ONE_STEP, str(tmp_path / f'{devices}.npz')],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-    results = {}
-    for devices, proc in procs.items():
-        _, err = proc.communicate(timeout=600)
-        assert proc.returncode == 0, err[-3000:]
-        results[devices] = np.load(tmp_path / f'{devices}.npz')
-    assert int(results[8]['devices']) == 8 and int(results[1]['devices']) == 1
-    assert int(results[8]['refused']) == 1  # batch 12 on 8 devices: a clear refusal
-    np.testing.assert_allclose(results[8]['loss'], results[1]['loss'], rtol=1e-5)
-    for key in results[1].files:
-        if key not in ('loss', 'devices', 'refused'):
-            np.testing.assert_allclose(
-                results[8][key], results[1][key], rtol=1e-4, atol=1e-6, err_msg=key
-            )
-
-
-TWO_PROCESSES = textwrap.dedent("""
-    import json, sys
-    import numpy as np
-    import jax
-    from configs import smoke
-    from retinanet_jax import anchors as anchor_lib, evaluation, inference, settings, sharding
-    from retinanet_jax import train_lib
-    from retinanet_jax.data import pipeline
-    pid, port, out = int(sys.argv[1]), sys.argv[2], sys.argv[3]
-    if pid >= 0:
-        sharding.initialize_distributed(f'localhost:{port}', 2, pid)
-    config = smoke.get_config()
-    config.batch_size = 4
-    s = settings.from_config(config)
-    mesh = sharding.make_mesh()
-    source, _ = settings.make_sources(s)
     shares = [
         pipeline.train_iterator(
-            pipeline.train_dataset(source, s.input, 2, process_index=p, process_count=2))
+            pipeline.train_dataset(source, s.input, 4, process_index=p, process_count=2))
         for p in range(2)
     ]
     anchors = np.asarray(anchor_lib.generate_anchors((64, 64), s.anchors))
     graph, state = train_lib.create_state(s, mesh)
     step = train_lib.make_train_step(graph, anchors, s, mesh)
     losses = []
-    for _ in range(2):
+    for i in range(2):
         rows = [next(s) for s in shares]
         if pid >= 0:  # this process's share of the global batch
             local = rows[pid]
@@ -250,19 +207,22 @@ TWO_PROCESSES = textwrap.dedent("""
             local = {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}
         state, metrics = step(state, sharding.to_global(local, mesh))
         losses.append(float(metrics['loss']))
+        if i == 0:  # after one step: parameters, batch-norm statistics, optimiser state
+            np.savez(out + '.npz', **{str(j): np.asarray(x)
+                                      for j, x in enumerate(jax.tree.leaves(state))})
     kernel = np.asarray(state['model']['classification_head']['output']['kernel'])
     # Resume: the state and this process's input position are checkpointed (one directory for
     # both processes), restored, and the restored iterator goes on with the very batch that
     # the uninterrupted one gives next, each process with its own share.
     from retinanet_jax import checkpoint
     mine = max(pid, 0)
-    order = pipeline.order_of(source, s.input, 2, split='train', process_count=2)
+    order = pipeline.order_of(source, s.input, 4, split='train', process_count=2)
     manager = checkpoint.run_checkpoints(sys.argv[4], keep=1)
     checkpoint.save_run(manager, 2, state, {'next_index': 2, 'order': order})
     restored, step = checkpoint.restore_run(manager, train_lib.abstract_state(state), data=True)
     pipeline.check_position(restored['data'], order, step, 'checkpoint')
     resumed = pipeline.train_iterator(
-        pipeline.train_dataset(source, s.input, 2, process_index=mine, process_count=2),
+        pipeline.train_dataset(source, s.input, 4, process_index=mine, process_count=2),
         restored['data']['next_index'])
     want, got = next(shares[mine]), next(resumed)
     resumed_ok = step == 2 and all(np.array_equal(want[k], got[k]) for k in want) and all(
@@ -271,7 +231,7 @@ TWO_PROCESSES = textwrap.dedent("""
     resumed_ids = [int(i) for i in got['image_id']]
     # Evaluation: each process predicts its share of the split; detections are gathered.
     shards = dict(process_index=jax.process_index(), process_count=jax.process_count())
-    eval_ds, n = pipeline.eval_dataset(source, s.input, 4 // jax.process_count(),
+    eval_ds, n = pipeline.eval_dataset(source, s.input, 8 // jax.process_count(),
                                        split='validation', **shards)
     predict = inference.make_predict_step(graph.eval_model, (64, 64), s.anchors, s.postprocess,
                                           mesh)
@@ -279,20 +239,25 @@ TWO_PROCESSES = textwrap.dedent("""
     metrics = inference.evaluate(predict, state['model'], pipeline.eval_batches(eval_ds), n,
                                  evaluator, mesh)
     json.dump({'processes': jax.process_count(), 'devices': jax.device_count(),
+               'local_devices': jax.local_device_count(), 'refused': refused,
                'losses': losses, 'kernel_sum': float(np.abs(kernel).sum()), 'eval': metrics,
                'resumed_ok': bool(resumed_ok), 'resumed_ids': resumed_ids}, open(out, 'w'))
 """)
 
 
 @pytest.mark.multiprocess
-def test_two_processes_on_localhost_agree_with_one_and_resume_their_shares(tmp_path):
+def test_two_processes_of_four_devices_agree_with_one_device_and_resume_their_shares(tmp_path):
+    """Two processes on localhost, 4 simulated CPU devices each (a mesh of 8 devices over 2
+    hosts), against one process on one device fed the same global batch: the same losses, and
+    after one step the same parameters, batch-norm statistics (synchronised over the 8 shards)
+    and optimiser state; each process resumes its own input share; evaluation gathers."""
     import socket
 
+    assert jax.device_count() == 1
     with socket.socket() as s:
         s.bind(('localhost', 0))
         port = s.getsockname()[1]
-    env = {**os.environ, 'PYTHONPATH': str(ROOT)}
-    env.pop('XLA_FLAGS', None)
+    env = {**os.environ, 'PYTHONPATH': str(ROOT), 'XLA_FLAGS': xla_flags(4)}
 
     def start(pid):
         log = open(tmp_path / f'{pid}.log', 'w')  # a file, not a pipe nobody reads yet
@@ -312,14 +277,22 @@ def test_two_processes_on_localhost_agree_with_one_and_resume_their_shares(tmp_p
             stderr=subprocess.STDOUT,
         )
 
-    for p in [start(0), start(1), start(-1)]:  # all at once: start-up and compiles overlap
+    processes = [start(0), start(1)]
+    run_here(TWO_PROCESSES, -1, port, tmp_path / '-1', tmp_path / 'ckpt-one')  # meanwhile
+    for p in processes:
         p.wait(timeout=600)
         assert p.returncode == 0, (tmp_path / f'{p.args[3]}.log').read_text()[-3000:]
     r0, r1, one = (json.loads((tmp_path / f'{i}').read_text()) for i in (0, 1, -1))
-    assert (r0['processes'], r0['devices'], one['processes']) == (2, 2, 1)
+    assert (r0['processes'], r0['devices'], r0['local_devices']) == (2, 8, 4)
+    assert (one['processes'], one['devices']) == (1, 1)
+    assert r0['refused'] == r1['refused'] == 1  # batch 12 on 8 devices: a clear refusal
     assert r0['losses'] == r1['losses']  # the same global value on both processes
     np.testing.assert_allclose(r0['losses'], one['losses'], rtol=1e-5)
-    np.testing.assert_allclose(r0['kernel_sum'], one['kernel_sum'], rtol=1e-5)
+    np.testing.assert_allclose(r0['kernel_sum'], one['kernel_sum'], rtol=1e-4)
+    eight, single = np.load(tmp_path / '0.npz'), np.load(tmp_path / '-1.npz')
+    assert eight.files == single.files
+    for key in single.files:
+        np.testing.assert_allclose(eight[key], single[key], rtol=1e-4, atol=1e-6, err_msg=key)
     assert r0['losses'][0] != r0['losses'][1]  # two different batches, a real update
     # Each process resumed its own share exactly, from one shared checkpoint directory.
     assert r0['resumed_ok'] and r1['resumed_ok'] and one['resumed_ok']
@@ -336,7 +309,10 @@ def test_two_processes_on_localhost_agree_with_one_and_resume_their_shares(tmp_p
 
 
 @pytest.mark.slow
-def test_backbone_initialised_from_a_torchvision_file(tmp_path):
+def test_backbone_initialised_from_a_torchvision_file(tmp_path, smoke_run):
+    """(After the shared smoke run, whose compiled train step this test's is.)"""
+    require('torch')
+    require('torchvision')
     import torch
     import torchvision
 
@@ -474,28 +450,34 @@ def assert_clear_failure(proc, *needles):
         assert needle in proc.stderr, proc.stderr[-3000:]
 
 
+def run_commands(*commands):
+    """run_command for each (args, env) at once (start-up is most of a refused command's time),
+    the results in order."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(len(commands)) as pool:
+        return list(pool.map(lambda c: run_command(*c[0], env=c[1]), commands))
+
+
 @pytest.mark.slow
 def test_train_command_bad_input_says_why(tmp_path, smoke_run):
     smoke_config = '--config=configs/smoke.py'
     workdir = f'--workdir={tmp_path / "w"}'
-    assert_clear_failure(run_command('train.py', smoke_config, workdir, '--config.nope=1'), 'nope')
-    assert_clear_failure(
-        run_command('train.py', f'--config={tmp_path / "missing.py"}', workdir), 'missing.py'
-    )
     (tmp_path / 'broken.py').write_text('def get_config(:\n')
-    assert_clear_failure(run_command('train.py', f'--config={tmp_path / "broken.py"}', workdir))
-    eight = {'XLA_FLAGS': '--xla_force_host_platform_device_count=8'}
-    assert_clear_failure(
-        run_command('train.py', smoke_config, workdir, env=eight),
-        'train.py: ',
-        'not divisible by the number of devices (8)',
-    )
     run = tmp_path / 'run'  # a copy: the shared run stays untouched whatever happens
     shutil.copytree(smoke_run[0], run)
-    assert_clear_failure(
-        run_command('train.py', smoke_config, f'--workdir={run}', '--config.model.fpn_width=64'),
-        'does not match this config',
+    nope, missing, broken, eight, other = run_commands(
+        (('train.py', smoke_config, workdir, '--config.nope=1'), None),
+        (('train.py', f'--config={tmp_path / "missing.py"}', workdir), None),
+        (('train.py', f'--config={tmp_path / "broken.py"}', workdir), None),
+        (('train.py', smoke_config, workdir), {'XLA_FLAGS': xla_flags(8)}),
+        (('train.py', smoke_config, f'--workdir={run}', '--config.model.fpn_width=64'), None),
     )
+    assert_clear_failure(nope, 'nope')
+    assert_clear_failure(missing, 'missing.py')
+    assert_clear_failure(broken)
+    assert_clear_failure(eight, 'train.py: ', 'not divisible by the number of devices (8)')
+    assert_clear_failure(other, 'does not match this config')
     saved = json.loads((run / 'config.json').read_text())
     assert saved['model']['fpn_width'] == 32  # the refused run left the run's files alone
 
@@ -505,32 +487,28 @@ def test_predict_and_evaluate_commands_bad_input_say_why(tmp_path, smoke_run):
 
     (tmp_path / 'empty').mkdir()
     (tmp_path / 'empty' / 'notes.txt').write_text('not an image')
-    predict = ['-m', 'retinanet_jax.predict', f'--out={tmp_path / "out"}']
-    assert_clear_failure(
-        run_command(*predict, f'--model={smoke_run[0]}', f'--images={tmp_path / "empty"}'),
-        'predict: no image files found',
-        'empty',
-    )
-    assert_clear_failure(
-        run_command(*predict, f'--model={tmp_path / "nothing"}', f'--images={tmp_path}'),
-        'nothing: no such file or directory',
-    )
     other = tmp_path / 'other'  # the run's checkpoints under a config of another model
     shutil.copytree(smoke_run[0], other)
     config = json.loads((other / 'config.json').read_text())
     config['model']['fpn_width'] = 64
     (other / 'config.json').write_text(json.dumps(config))
-    assert_clear_failure(
-        run_command('-m', 'retinanet_jax.evaluate', f'--model={other}'),
-        'evaluate: ',
-        'does not match this config',
+    predict = ['-m', 'retinanet_jax.predict', f'--out={tmp_path / "out"}']
+    no_images, no_model, evaluated = run_commands(
+        ((*predict, f'--model={smoke_run[0]}', f'--images={tmp_path / "empty"}'), None),
+        ((*predict, f'--model={tmp_path / "nothing"}', f'--images={tmp_path}'), None),
+        (('-m', 'retinanet_jax.evaluate', f'--model={other}'), None),
     )
+    assert_clear_failure(no_images, 'predict: no image files found', 'empty')
+    assert_clear_failure(no_model, 'nothing: no such file or directory')
+    assert_clear_failure(evaluated, 'evaluate: ', 'does not match this config')
 
 
 @pytest.mark.slow
 def test_predict_and_evaluate_torchvision_weights(tmp_path):
     """A torchvision retinanet_resnet50_fpn state dict file and the model directory the
     converter makes of it predict the same detections; the file evaluates on a COCO folder."""
+    require('torch')
+    require('torchvision')
     import torch
     from PIL import Image
     from torchvision.models.detection import retinanet_resnet50_fpn
@@ -551,8 +529,17 @@ def test_predict_and_evaluate_torchvision_weights(tmp_path):
         f'--input={tmp_path / "retinanet.pth"}',
         '--variant=v1',
         f'--output={tmp_path / "model"}',
+        '--num_classes=91',
     )
     assert converted.returncode == 0, converted.stderr[-3000:]
+    from retinanet_jax import checkpoint
+    from retinanet_jax.models import ModelConfig
+
+    model, config = checkpoint.load_model(tmp_path / 'model')
+    assert config == ModelConfig.torchvision_v1(91)
+    np.testing.assert_array_equal(
+        model.fpn.p7.bias[...], reference.state_dict()['backbone.fpn.extra_blocks.p7.bias']
+    )
     images = tmp_path / 'images'
     images.mkdir()
     Image.fromarray(shapes.generate_example(0, 'test', image_size=96)['image']).save(
