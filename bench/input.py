@@ -68,7 +68,7 @@ def run(quick: bool = False, threads: int = 2, device: str = 'cpu') -> list:
 
     from retinanet_jax.data import pipeline, sources
 
-    size, n, batches, batch_size = (128, 32, 3, 8) if quick else (640, 256, 60, 16)
+    size, n, batches, batch_size = (64, 16, 2, 8) if quick else (640, 256, 60, 16)
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         options = _write_folder(Path(tmp), n)
