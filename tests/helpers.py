@@ -16,17 +16,19 @@ INSTALL = (
 NO_SKIPS = 'RETINANET_JAX_NO_SKIPS'
 
 
-def require(module: str):
-    """`module`, imported; a test (or, at module level, a test module) that needs a tool which is
-    not installed skips, naming it and the install line, except under RETINANET_JAX_NO_SKIPS=1
-    (CI), where it fails."""
-    try:
-        return importlib.import_module(module)
-    except ImportError as error:
-        reason = f'needs {module} ({error}); install: {INSTALL}'
-        if os.environ.get(NO_SKIPS):
-            pytest.fail(f'{NO_SKIPS} is set and a test {reason}', pytrace=False)
-        pytest.skip(reason, allow_module_level=True)
+def require(*modules: str):
+    """The modules, imported (the last one is returned); a test (or, at module level, a test
+    module) that needs a tool which is not installed skips, naming it and the install line,
+    except under RETINANET_JAX_NO_SKIPS=1 (CI), where it fails."""
+    for module in modules:
+        try:
+            imported = importlib.import_module(module)
+        except ImportError as error:
+            reason = f'needs {module} ({error}); install: {INSTALL}'
+            if os.environ.get(NO_SKIPS):
+                pytest.fail(f'{NO_SKIPS} is set and a test {reason}', pytrace=False)
+            pytest.skip(reason, allow_module_level=True)
+    return imported
 
 
 def random_boxes(rng: np.random.Generator, n: int, image_hw=(128, 160), min_size=8, max_size=96):

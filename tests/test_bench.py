@@ -12,8 +12,7 @@ NAMES = ('peak', 'loss', 'forward', 'input', 'postprocess', 'train_step', 'infer
 
 @pytest.mark.slow
 def test_bench_all_quick_runs(tmp_path, capsys):
-    require('torch')  # every benchmark's reference side
-    require('torchvision')
+    require('torch', 'torchvision')  # every benchmark's reference side
     from bench.__main__ import main
 
     out = tmp_path / 'all.json'

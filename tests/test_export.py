@@ -100,8 +100,7 @@ def shapes_images(n=3, size=128):
 
 @pytest.mark.slow
 def test_smoke_model_exports_to_both_formats_and_matches_the_predictor(tmp_path, smoke_run):
-    require('jax2onnx')
-    require('onnxruntime')
+    require('jax2onnx', 'onnxruntime')
     out = tmp_path / 'export'
     command = [sys.executable, '-m', 'retinanet_jax.export', f'--model={smoke_run[0]}',
                f'--out={out}', '--image_size=128,128', '--score_threshold=0.001']  # fmt: skip
@@ -157,8 +156,7 @@ def test_export_bad_input_says_why(tmp_path, smoke_run):
 def test_torchvision_r50_exports_with_parity_at_256(tmp_path):
     """A torchvision retinanet_resnet50_fpn (random weights, random BN statistics, class bias
     -2 so that every level's top-k fills) converted, exported and reloaded."""
-    for tool in ('torch', 'torchvision', 'jax2onnx', 'onnxruntime'):
-        require(tool)
+    require('torch', 'torchvision', 'jax2onnx', 'onnxruntime')
     import torch
     from torchvision.models.detection import retinanet_resnet50_fpn
 

@@ -7,8 +7,7 @@ import pytest
 
 from .helpers import require
 
-require('torch')
-require('torchvision')
+require('torch', 'torchvision')
 
 import torch
 from hypothesis import example, given, settings

@@ -5,8 +5,7 @@ import pytest
 
 from .helpers import require
 
-require('torch')
-require('torchvision')
+require('torch', 'torchvision')
 
 import torch
 from torchvision.models.detection._utils import Matcher

@@ -10,8 +10,7 @@ import pytest
 
 from .helpers import require
 
-require('torch')
-require('torchvision')
+require('torch', 'torchvision')
 
 import torch
 from flax import nnx

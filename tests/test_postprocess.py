@@ -5,8 +5,7 @@ import pytest
 
 from .helpers import require
 
-require('torch')
-require('torchvision')
+require('torch', 'torchvision')
 
 import torch
 from torchvision.ops import batched_nms as tv_batched_nms

@@ -311,8 +311,7 @@ def test_two_processes_of_four_devices_agree_with_one_device_and_resume_their_sh
 @pytest.mark.slow
 def test_backbone_initialised_from_a_torchvision_file(tmp_path, smoke_run):
     """(After the shared smoke run, whose compiled train step this test's is.)"""
-    require('torch')
-    require('torchvision')
+    require('torch', 'torchvision')
     import torch
     import torchvision
 
@@ -507,8 +506,7 @@ def test_predict_and_evaluate_commands_bad_input_say_why(tmp_path, smoke_run):
 def test_predict_and_evaluate_torchvision_weights(tmp_path):
     """A torchvision retinanet_resnet50_fpn state dict file and the model directory the
     converter makes of it predict the same detections; the file evaluates on a COCO folder."""
-    require('torch')
-    require('torchvision')
+    require('torch', 'torchvision')
     import torch
     from PIL import Image
     from torchvision.models.detection import retinanet_resnet50_fpn
