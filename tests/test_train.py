@@ -338,11 +338,11 @@ def test_backbone_initialised_from_a_torchvision_file(tmp_path, smoke_run):
     # The state is still a train state on the mesh: one step runs.
     anchors = np.asarray(train_lib.anchor_lib.generate_anchors((64, 64), s.anchors))
     step = train_lib.make_train_step(graph, anchors, s, mesh)
-    batch = {
-        'image': np.zeros((2, 64, 64, 3), np.uint8),
-        'gt_boxes': np.tile(np.array([[[8, 8, 40, 40]]], np.float32), (2, 1, 1)),
-        'gt_labels': np.zeros((2, 1), np.int32),
-    }
+    # A batch of the smoke run's own pipeline: the step is then the program the run compiled.
+    from retinanet_jax.data import pipeline
+
+    source, _ = settings.make_sources(s)
+    batch = pipeline.train_dataset(source, s.input, s.batch_size)[0]
     _, metrics = step(state, sharding.to_global(batch, mesh))
     assert np.isfinite(float(metrics['loss']))
 
