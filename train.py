@@ -7,6 +7,10 @@ Multi-host: run the same command on every host with --coordinator_address=HOST0:
 --num_processes=N --process_id=I (or the JAX_* environment variables; a SLURM job step of
 several tasks is detected). Every process reads its own share of the data; process 0 writes
 logs and metrics.
+
+Exit status: 0 done; 1 bad input or a fault it cannot go past (one line says which); 143 / 130
+after a SIGTERM / SIGINT, once a checkpoint of the step reached is saved (run the same command
+to resume).
 """
 
 import sys
@@ -15,7 +19,7 @@ import jax
 from absl import app, flags
 from ml_collections import config_flags
 
-from retinanet_jax import cli, sharding, train_lib
+from retinanet_jax import cli, preemption, sharding, train_lib
 
 config_flags.DEFINE_config_file('config', None, 'path to a configs/*.py file', lock_config=True)
 flags.DEFINE_string('workdir', None, 'directory for checkpoints, logs and metrics')
@@ -41,7 +45,11 @@ def main(argv) -> None:
         f.num_processes,
         f.process_id,
     )
-    cli.exit_on_bad_input('train.py', train_lib.train_and_evaluate, f.config, f.workdir)
+    try:
+        cli.exit_on_bad_input('train.py', train_lib.train_and_evaluate, f.config, f.workdir)
+    except preemption.Preempted as e:  # a checkpoint of the step reached is saved
+        print(f'train.py: {e}', file=sys.stderr, flush=True)
+        sys.exit(e.exit_code)
 
 
 def parse_flags(argv: list[str]) -> list[str]:

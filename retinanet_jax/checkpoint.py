@@ -9,6 +9,7 @@ A run's checkpoints: `run_checkpoints`, `save_run`, `restore_run` (below).
 
 import dataclasses
 import json
+import sys
 from pathlib import Path
 
 import jax
@@ -75,14 +76,33 @@ def run_checkpoints(workdir: str | Path, keep: int | None = None) -> ocp.Checkpo
     )
 
 
+class UnreadableCheckpoint(ValueError):
+    """A checkpoint whose files cannot be read (truncated or missing array files, a missing
+    item, an unreadable input position): a fault to fall back from, unlike a readable
+    checkpoint of another model or input order, which is a configuration error."""
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint that could not be written (a full disk, no permission); the earlier ones
+    are intact, and orbax never restores the half-written one (its temporary directory)."""
+
+
 def save_run(manager: ocp.CheckpointManager, step: int, state: dict, data: dict | None) -> None:
     """Writes `state` ({'model': ..., 'optimizer': ...}) and the input position `data` as
-    checkpoint `step`, and waits until it is complete."""
+    checkpoint `step`, and waits until it is complete; CheckpointWriteError names the folder
+    and the step where it cannot."""
     items = {name: ocp.args.StandardSave(state[name]) for name in ITEMS[:2]}
     if data is not None:
         items['data'] = ocp.args.JsonSave(data)
-    manager.save(step, args=ocp.args.Composite(**items))
-    manager.wait_until_finished()
+    try:
+        manager.save(step, args=ocp.args.Composite(**items))
+        manager.wait_until_finished()
+    except Exception as e:  # orbax raises what the file system raised, sometimes wrapped
+        reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else ''
+        raise CheckpointWriteError(
+            f'{manager.directory}: could not write checkpoint {step} ({type(e).__name__}: '
+            f'{reason}); the earlier checkpoints are intact'
+        ) from e
 
 
 def restore_run(
@@ -92,18 +112,22 @@ def restore_run(
 
     `abstract`: {item: abstract state} of the items to restore ('model' and / or 'optimizer',
     shape-dtype structs with the wanted shardings); `data` also reads the input position
-    (None where the checkpoint has none). Stored shapes are compared with the wanted ones from
-    orbax's metadata first: a checkpoint of another model is refused, its differences named,
-    before any array is read."""
+    (None where the checkpoint has none). Stored shapes are compared
+    with the wanted ones from orbax's metadata first: a checkpoint of another model is refused
+    (ValueError), its differences named, before any array is read. A checkpoint that cannot be
+    read raises UnreadableCheckpoint, saying why."""
     step = manager.latest_step() if step is None else step
     if step is None:
         return None, 0
     where = f'{manager.directory}/{step}'
-    metadata = manager.item_metadata(step)
+    try:
+        metadata = manager.item_metadata(step)
+    except Exception as e:
+        raise UnreadableCheckpoint(f'{where}: unreadable metadata ({_reason(e)})') from e
     differences = []
     for name, tree in abstract.items():
         if metadata.get(name) is None:
-            raise ValueError(f'{where} has no {name!r} item: not a checkpoint of this version')
+            raise UnreadableCheckpoint(f'{where} has no {name!r} item')
         stored, wanted = _shapes(metadata[name].tree, name), _shapes(tree, name)
         differences += sorted(
             f'{k}: checkpoint {stored.get(k, "absent")}, model {wanted.get(k, "absent")}'
@@ -116,19 +140,97 @@ def restore_run(
             f'{len(differences)} difference(s), e.g. {differences[:3]}'
         )
     items = {name: ocp.args.StandardRestore(tree) for name, tree in abstract.items()}
-    restored = dict(manager.restore(step, args=ocp.args.Composite(**items)).items())
-    restored['data'] = None
-    if data and (Path(where) / 'data').is_dir():
-        try:
-            position = manager.restore(step, args=ocp.args.Composite(data=ocp.args.JsonRestore()))
-            restored['data'] = position['data']
-        except (ValueError, OSError) as e:  # a truncated or corrupt file
-            reason = str(e).splitlines()[0][:200]
-            raise ValueError(
-                f'{where}/data: the input position is unreadable, corrupt or truncated '
-                f'({type(e).__name__}: {reason}); use an earlier checkpoint or a new --workdir'
-            ) from None
+    try:
+        restored = dict(manager.restore(step, args=ocp.args.Composite(**items)).items())
+    except Exception as e:  # truncated or missing array files: tensorstore's errors vary
+        raise UnreadableCheckpoint(f'{where}: unreadable arrays ({_reason(e)})') from e
+    restored['data'] = _read_position(manager, step, where) if data else None
     return restored, step
+
+
+def _read_position(manager: ocp.CheckpointManager, step: int, where: str):
+    """The checkpoint's input position as saved (JSON; its meaning is the pipeline's), or None
+    where the checkpoint has none."""
+    if not (Path(where) / 'data').is_dir():
+        return None
+    try:
+        position = manager.restore(step, args=ocp.args.Composite(data=ocp.args.JsonRestore()))
+    except Exception as e:  # a truncated or corrupt file
+        raise UnreadableCheckpoint(
+            f'{where}/data: the input position is unreadable, corrupt or truncated ({_reason(e)})'
+        ) from e
+    return position['data']
+
+
+def restore_newest_readable(
+    manager: ocp.CheckpointManager, abstract: dict, *, data: bool = False, check=None
+) -> tuple[dict | None, int]:
+    """restore_run of the newest checkpoint that restores (and passes `check(restored, step)`,
+    which may raise UnreadableCheckpoint too). Each unreadable one on the way is named in one
+    warning line and moved aside, not deleted, to <workdir>/unreadable_checkpoints/<step>; if
+    there were checkpoints but none restores, ValueError says so (the run never starts over
+    silently). Errors other than UnreadableCheckpoint (another model, another input order)
+    stop at once. With several processes, all take the same decision (any process that cannot
+    read a checkpoint makes all fall back) and process 0 moves the folder."""
+    reasons = []
+    for step in sorted(manager.all_steps(), reverse=True):
+        try:
+            restored, step = restore_run(manager, abstract, data=data, step=step)
+            if check is not None:
+                check(restored, step)
+            failed = None
+        except UnreadableCheckpoint as e:
+            failed = str(e)
+        if not _any_process(failed is not None):
+            return restored, step
+        aside = _move_aside(manager, step)
+        why = failed or 'unreadable on another process'
+        reasons.append(f'{step} ({why})')
+        print(
+            f'warning: checkpoint {step} cannot be restored ({why}); moved aside to {aside}',
+            file=sys.stderr,
+            flush=True,
+        )
+    if reasons:
+        raise ValueError(
+            f'{manager.directory}: no checkpoint restores; moved aside: {"; ".join(reasons)}. '
+            'Restore a copy of a checkpoint there, or use a new --workdir'
+        )
+    return None, 0
+
+
+def _any_process(flag: bool) -> bool:
+    if jax.process_count() == 1:
+        return flag
+    import numpy as np
+    from jax.experimental import multihost_utils
+
+    return bool(np.asarray(multihost_utils.process_allgather(np.int32(flag))).any())
+
+
+def _move_aside(manager: ocp.CheckpointManager, step: int) -> Path:
+    """Moves checkpoint `step` to <workdir>/unreadable_checkpoints/<step>[-k] (process 0; the
+    others wait for it) and makes the manager forget it."""
+    source = Path(manager.directory) / str(step)
+    target = Path(manager.directory).parent / 'unreadable_checkpoints' / str(step)
+    k = 1
+    while target.exists():
+        target = target.with_name(f'{step}-{k}')
+        k += 1
+    if jax.process_index() == 0:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        source.rename(target)
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(f'checkpoint {step} moved aside')
+    manager.reload()
+    return target
+
+
+def _reason(error: Exception) -> str:
+    lines = str(error).strip().splitlines()
+    return f'{type(error).__name__}: {lines[0][:200] if lines else ""}'
 
 
 def _shapes(tree, prefix: str) -> dict[str, tuple]:

@@ -9,9 +9,11 @@ import sys
 from absl import flags
 from absl import logging as absl_logging
 
-from retinanet_jax import compilation_cache
+from retinanet_jax import checkpoint, compilation_cache
 
-KNOWN_ERRORS = (ValueError, FileNotFoundError, FileExistsError, FloatingPointError)
+# CheckpointWriteError: a full disk or no permission, named with the folder and the step.
+KNOWN_ERRORS = (ValueError, FileNotFoundError, FileExistsError, FloatingPointError,
+                checkpoint.CheckpointWriteError)  # fmt: skip
 
 
 def define_model_flags() -> None:

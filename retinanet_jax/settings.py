@@ -12,7 +12,7 @@ settings. Everything downstream (train, predict, evaluate, export, bench) takes 
   settings.evaluation   evaluation.EvaluationConfig config.evaluation (optional: COCO's defaults)
   settings.data         DataConfig                  config.data: dataset, options, splits
   settings.batch_size, train_steps, seed, log_every, eval_every, checkpoint_every,
-  keep_checkpoints, init_backbone (config.init.backbone)
+  keep_checkpoints, skip_nonfinite, init_backbone (config.init.backbone)
   make_sources(settings) -> (training source, evaluation source), classes checked
 
 Every error names the config key at fault ("config.model.norm must be one of ..."); unknown
@@ -24,6 +24,7 @@ import json
 from typing import Any
 
 from retinanet_jax.anchors import AnchorConfig
+from retinanet_jax.data.bad_records import ON_BAD_RECORD
 from retinanet_jax.data.input_config import InputConfig
 from retinanet_jax.evaluation import EvaluationConfig
 from retinanet_jax.losses import LossConfig
@@ -46,6 +47,18 @@ class DataConfig:
     eval_split: str = 'validation'
     eval_dataset: str | None = None
     eval_options: dict = dataclasses.field(default_factory=dict)
+    # A training record that cannot be read mid-run: 'stop' (naming it) or 'skip' (replace it,
+    # list it in <workdir>/bad_records.json, stop past max_bad_fraction of the split bad).
+    on_bad_record: str = 'stop'
+    max_bad_fraction: float = 0.01
+
+    def __post_init__(self):
+        if self.on_bad_record not in ON_BAD_RECORD:
+            raise ValueError(f'DataConfig.on_bad_record must be one of {ON_BAD_RECORD}, got '
+                             f'{self.on_bad_record!r}')  # fmt: skip
+        if not 0 <= self.max_bad_fraction <= 1:
+            raise ValueError(f'DataConfig.max_bad_fraction must be in [0, 1], got '
+                             f'{self.max_bad_fraction!r}')  # fmt: skip
 
     @property
     def evaluated(self) -> str:
@@ -70,6 +83,9 @@ class Settings:
     checkpoint_every: int = 5_000
     keep_checkpoints: int = 3
     init_backbone: str = ''  # a torchvision ImageNet ResNet state dict file, for fresh runs
+    # 0: a non-finite loss or gradient stops the run; N: such updates are skipped (parameters,
+    # optimiser state and batch statistics kept), and N + 1 in a row stop it.
+    skip_nonfinite: int = 0
     evaluation: EvaluationConfig = dataclasses.field(default_factory=EvaluationConfig)
 
     @property
@@ -95,6 +111,9 @@ def from_config(config) -> Settings:
     for key in ('batch_size', 'train_steps', 'log_every', 'eval_every', 'checkpoint_every'):
         if key in c and (not isinstance(c[key], int) or c[key] < 1):
             raise ValueError(f'config.{key} must be a positive integer, got {c[key]!r}')
+    skip = c.get('skip_nonfinite', 0)
+    if not isinstance(skip, int) or skip < 0:
+        raise ValueError(f'config.skip_nonfinite must be an integer >= 0, got {skip!r}')
     model = _section(ModelConfig, 'model', c['model'])
     anchors = _preset(AnchorConfig, 'anchors', c.get('anchors', 'paper'), ANCHOR_PRESETS)
     if anchors.num_anchors_per_location != model.num_anchors:

@@ -12,8 +12,8 @@ global batch too (synchronised batch norm), because the step sees global arrays.
 """
 
 import dataclasses
+import functools
 import json
-import math
 import time
 from pathlib import Path
 
@@ -29,12 +29,15 @@ from retinanet_jax import (
     compiler_options,
     convert,
     evaluation,
+    hooks,
     inference,
     losses,
     optim,
+    preemption,
     settings,
     sharding,
 )
+from retinanet_jax.loop import Loop
 from retinanet_jax.models import construct_model
 from retinanet_jax.normalization import normalize_images
 
@@ -103,6 +106,7 @@ def make_train_step(graph: TrainGraph, anchors: np.ndarray, s: settings.Settings
     anchors = jnp.asarray(anchors)
 
     def step(state, batch):
+        before = jax.tree.map(lambda x: x, state)  # merge shares variables, which update mutates
         model = nnx.merge(graph.model, state['model'])
         optimizer = nnx.merge(graph.optimizer, state['optimizer'])
         learning_rate = schedule(optimizer.step[...])  # the rate this update uses
@@ -122,14 +126,20 @@ def make_train_step(graph: TrainGraph, anchors: np.ndarray, s: settings.Settings
             loss_fn, argnums=nnx.DiffState(0, nnx.Param), has_aux=True
         )(model)
         optimizer.update(model, grads)
+        grad_norm = optax.tree.norm(grads)
         metrics = {
             'loss': loss,
             **aux,
-            'grad_norm': optax.tree.norm(grads),
+            'grad_norm': grad_norm,
             'learning_rate': learning_rate,
             'positives_per_image': aux['num_positives'] / batch['image'].shape[0],
         }
-        return {'model': nnx.state(model), 'optimizer': nnx.state(optimizer)}, metrics
+        new = {'model': nnx.state(model), 'optimizer': nnx.state(optimizer)}
+        if s.skip_nonfinite:  # a non-finite step changes nothing, batch statistics included
+            finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+            new = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, before)
+            metrics['skipped'] = 1.0 - finite.astype(jnp.float32)
+        return new, metrics
 
     rep, split = sharding.replicated(mesh), sharding.batch_sharded(mesh)
     return jax.jit(step, in_shardings=(rep, split), out_shardings=(rep, rep), donate_argnums=0,
@@ -140,13 +150,22 @@ def make_train_step(graph: TrainGraph, anchors: np.ndarray, s: settings.Settings
 
 
 def train_and_evaluate(config, workdir: str) -> dict:
-    """Trains (resuming from `workdir` if it holds checkpoints), evaluates, returns metrics."""
+    """Trains (resuming from `workdir` if it holds checkpoints), evaluates, returns metrics.
+    A SIGTERM / SIGINT from here on (set-up and compilation included) ends the run after the
+    next step, with a checkpoint of it: preemption.Preempted is raised."""
+    with preemption.PreemptionWatcher() as watcher:
+        return train_with(watcher, config, workdir)
+
+
+def train_with(watcher: preemption.PreemptionWatcher, config, workdir: str) -> dict:
+    """train_and_evaluate, stopped by `watcher`'s signals."""
     from tqdm import tqdm
 
     entered = time.time()
     s = settings.from_config(config)
     convert.import_torch_before_tensorflow(s.init_backbone)  # a .pth is read after tf loads
     from retinanet_jax.data import pipeline
+    from retinanet_jax.data.bad_records import BadRecords
 
     workdir = Path(workdir).absolute()
     workdir.mkdir(parents=True, exist_ok=True)
@@ -154,121 +173,93 @@ def train_and_evaluate(config, workdir: str) -> dict:
     local_batch = sharding.local_batch_size(s.batch_size)
     source, evaluated = settings.make_sources(s)
     anchors = np.asarray(anchor_lib.generate_anchors(s.image_hw, s.anchors))
-
-    # ---------------------------------------------------------------- state, maybe resumed
     process = dict(process_index=jax.process_index(), process_count=jax.process_count())
+    bad = BadRecords(s.data.max_bad_fraction) if s.data.on_bad_record == 'skip' else None
     train_ds = pipeline.train_dataset(source, s.input, local_batch, split=s.data.train_split,
-                                      **process)  # fmt: skip
+                                      bad_records=bad, **process)  # fmt: skip
     order = pipeline.order_of(source, s.input, local_batch, split=s.data.train_split,
                               process_count=jax.process_count())  # fmt: skip
-    graph, state = create_state(s, mesh)
     manager = checkpoint.run_checkpoints(workdir, keep=s.keep_checkpoints)
-    restored, start_step = checkpoint.restore_run(manager, abstract_state(state), data=True)
-    if restored is not None:
-        # The input resumes at the checkpoint's position, if the order is still the same.
-        pipeline.check_position(restored['data'], order, start_step,
-                                f'{workdir}/checkpoints/{start_step}/data')  # fmt: skip
-        state = {'model': restored['model'], 'optimizer': restored['optimizer']}
-        print(f'resumed from {workdir}/checkpoints at step {start_step}')
-    elif s.init_backbone:
-        state = init_backbone(graph, state, s.init_backbone, mesh)
-        print(f'backbone initialised from {s.init_backbone}')
+    graph, state, start_step = resume_or_create(s, mesh, manager, order)
     if jax.process_index() == 0:  # only once the workdir is known to be this run's
         (workdir / 'config.json').write_text(settings.to_json(config))
-    train_step = make_train_step(graph, anchors, s, mesh)
     predict = inference.make_predict_step(graph.eval_model, s.image_hw, s.anchors,
                                           s.postprocess, mesh)  # fmt: skip
-
-    # ---------------------------------------------------------------- data
-    # Batch k of train_ds is step k's: the iterator starts at start_step, reading nothing before.
-    train_iter = pipeline.train_iterator(train_ds, start_step)
     eval_ds, eval_batches = pipeline.eval_dataset(
         evaluated, s.input, local_batch, split=s.data.eval_split, **process
     )
     evaluator = evaluation.make_evaluator(evaluated, s.data.eval_split, config=s.evaluation)
-    writer = MetricWriter(workdir / 'logs') if jax.process_index() == 0 else None
 
-    # ---------------------------------------------------------------- loop
-    history, start, last_saved, eval_seconds = {}, time.time(), start_step, 0.0
-    first_step_seconds = None
-    # The rate and ETA come from finished steps (the bar counts a step once its result is
-    # ready), averaged over the last ~20 (tqdm's smoothing), so checkpoint saves and machine
-    # noise do not swing them.
-    bar = tqdm(initial=start_step, total=s.train_steps, desc='train', smoothing=0.05,
-               disable=jax.process_index() != 0)  # fmt: skip
-    previous = None  # the last step's metrics: waited for before the bar counts that step
-    for step in range(start_step, s.train_steps):
-        batch = sharding.to_global(next(train_iter), mesh)
-        state, metrics = train_step(state, batch)
-        if step == start_step:  # start-up, compilation (or a cache hit) and one step
-            jax.block_until_ready(metrics)
-            first_step_seconds = time.time() - entered
-        if previous is not None:
-            jax.block_until_ready(previous)
-            bar.update(1)
-        previous = metrics['loss']
-        done = step + 1
-        if done % s.log_every == 0 or done == s.train_steps:
-            metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
-            if not math.isfinite(metrics['loss']):
-                raise FloatingPointError(
-                    f'non-finite loss {metrics["loss"]} at step {done}; last good checkpoint: '
-                    f'{workdir}/checkpoints/{last_saved or "none"}'
-                )
-            metrics['images_per_second'] = (
-                s.batch_size * (done - start_step) / (time.time() - start)
-            )
-            bar.set_postfix(loss=f'{metrics["loss"]:.3f}',
-                            pos=f'{metrics["positives_per_image"]:.0f}')  # fmt: skip
-            if writer:
-                writer.write(done, metrics)
-        if done % s.checkpoint_every == 0 or done == s.train_steps:
-            checkpoint.save_run(manager, done, state, {'next_index': done, 'order': order})
-            last_saved = done
-        if done % s.eval_every == 0 or done == s.train_steps:
-            jax.block_until_ready(previous)
-            eval_start = time.time()
-            history[done] = inference.evaluate(predict, state['model'],
-                                               pipeline.eval_batches(eval_ds), eval_batches,
-                                               evaluator, mesh, tqdm)  # fmt: skip
-            eval_seconds += time.time() - eval_start
-            if writer:
-                writer.write(done, {f'eval/{k}': v for k, v in history[done].items()})
-            if done != s.train_steps:
-                tqdm.write(f'step {done} eval:\n{evaluation.format_table(history[done])}')
-    if previous is not None:
-        jax.block_until_ready(previous)
-        bar.update(1)
-    bar.close()
-    manager.close()
+    def evaluate(model_state, progress=tqdm):
+        return inference.evaluate(predict, model_state, pipeline.eval_batches(eval_ds),
+                                  eval_batches, evaluator, mesh, progress)  # fmt: skip
 
-    # ---------------------------------------------------------------- summary
-    final = history.get(s.train_steps) or inference.evaluate(
-        predict, state['model'], pipeline.eval_batches(eval_ds), eval_batches, evaluator, mesh
-    )
-    # wall_seconds: the loop, evaluations included; train_seconds: the loop without them.
+    def describe(ids):  # the files of a batch's images, where the source reads files
+        files = source.image_files(s.data.train_split, ids)
+        return f' (files {files})' if files else ''
+
+    writer = hooks.MetricWriter(workdir / 'logs') if jax.process_index() == 0 else None
+    checkpointer = hooks.Checkpointer(manager, s.checkpoint_every, order, start_step)
+    guard = hooks.NonFiniteGuard(s.skip_nonfinite, checkpointer, describe)
+    progress = hooks.Progress(s.log_every, entered, enabled=jax.process_index() == 0)
+    evaluations = hooks.Evaluator(evaluate, s.eval_every, writer, progress)
+    start = time.time()
+    with manager:
+        side_actions = [
+            guard,
+            progress,
+            hooks.MetricLogger(writer, s.log_every, s.batch_size, guard),
+            *([hooks.BadRecordLog(bad, workdir / 'bad_records.json', s.log_every)] if bad else []),
+            checkpointer,
+            evaluations,
+            hooks.PreemptionHook(checkpointer, watcher),
+        ]
+        state = Loop(make_train_step(graph, anchors, s, mesh),
+                     pipeline.train_iterator(train_ds, start_step),
+                     functools.partial(sharding.to_global, mesh=mesh), state, start_step,
+                     s.train_steps, side_actions).run()  # fmt: skip
+    final = evaluations.history.get(s.train_steps) or evaluate(state['model'], None)
     wall = time.time() - start
-    summary = {'step': s.train_steps, 'wall_seconds': wall, 'train_seconds': wall - eval_seconds,
-               'first_step_seconds': first_step_seconds, **final}  # fmt: skip
-    if jax.process_index() == 0:
-        (workdir / 'metrics.json').write_text(json.dumps(summary, indent=1))
-        print(f'final evaluation ({s.data.evaluated} {s.data.eval_split}):')
-        print(evaluation.format_table(final))
-        print(f'wrote {workdir}/metrics.json')
+    summary = {'step': s.train_steps, 'wall_seconds': wall,
+               'train_seconds': wall - evaluations.seconds,
+               'first_step_seconds': progress.first_step_seconds,
+               'nonfinite_skipped': guard.skipped, **final}  # fmt: skip
+    write_summary(workdir, summary, f'{s.data.evaluated} {s.data.eval_split}')
     return summary
 
 
-class MetricWriter:
-    """Scalars to TensorBoard event files (tf.summary)."""
+def resume_or_create(s: settings.Settings, mesh, manager, order: dict):
+    """(graph, state, step): the newest checkpoint of the run that restores (unreadable ones
+    are moved aside, checkpoint.restore_newest_readable), else a fresh state (with the
+    backbone of config.init.backbone)."""
+    from retinanet_jax.data import pipeline
 
-    def __init__(self, logdir: Path):
-        import tensorflow as tf
+    graph, state = create_state(s, mesh)
 
-        self._tf = tf
-        self._writer = tf.summary.create_file_writer(str(logdir))
+    def check(restored, step):  # the input resumes at the position saved, in the same order
+        try:
+            pipeline.check_position(
+                restored['data'], order, step, f'{manager.directory}/{step}/data'
+            )
+        except pipeline.CorruptPosition as e:
+            raise checkpoint.UnreadableCheckpoint(str(e)) from None
 
-    def write(self, step: int, metrics: dict) -> None:
-        with self._writer.as_default(step=step):
-            for k, v in metrics.items():
-                self._tf.summary.scalar(k, v)
-        self._writer.flush()
+    restored, start_step = checkpoint.restore_newest_readable(
+        manager, abstract_state(state), data=True, check=check
+    )
+    if restored is not None:
+        print(f'resumed from {manager.directory} at step {start_step}', flush=True)
+        return graph, {'model': restored['model'], 'optimizer': restored['optimizer']}, start_step
+    if s.init_backbone:
+        state = init_backbone(graph, state, s.init_backbone, mesh)
+        print(f'backbone initialised from {s.init_backbone}')
+    return graph, state, 0
+
+
+def write_summary(workdir: Path, summary: dict, evaluated: str) -> None:
+    """metrics.json and the final table (process 0)."""
+    if jax.process_index() == 0:
+        (workdir / 'metrics.json').write_text(json.dumps(summary, indent=1))
+        print(f'final evaluation ({evaluated}):')
+        print(evaluation.format_table(summary))
+        print(f'wrote {workdir}/metrics.json')

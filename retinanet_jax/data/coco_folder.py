@@ -125,6 +125,10 @@ class CocoFolderSource(Source):
         return {'image': image, 'image_id': np.int64(r['id']), 'boxes': r['boxes'],
                 'labels': r['labels'], 'is_crowd': r['is_crowd']}  # fmt: skip
 
+    def image_files(self, split, image_ids):
+        files = {int(r['id']): str(r['file']) for r in self._load(split)['records']}
+        return [files[int(i)] for i in image_ids if int(i) in files]
+
     def ground_truth(self, split):  # from the json, no image decoded
         for r in self._load(split)['records']:
             h, w = r['height'], r['width']

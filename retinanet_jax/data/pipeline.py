@@ -39,6 +39,7 @@ import numpy as np
 import tensorflow as tf
 
 from retinanet_jax.data import transforms
+from retinanet_jax.data.bad_records import BadRecords, SkippingRecords
 from retinanet_jax.data.input_config import InputConfig
 from retinanet_jax.data.sources import Source
 
@@ -129,10 +130,14 @@ def train_dataset(
     split: str = 'train',
     process_index: int = 0,
     process_count: int = 1,
+    bad_records: BadRecords | None = None,
 ) -> grain.MapDataset:
     """This process's infinite dataset of batches of `batch_size`: element k is step k's batch
-    (see the module docstring)."""
+    (see the module docstring). With `bad_records`, a record that cannot be read is replaced
+    (data/bad_records.py) and recorded there instead of stopping the run."""
     records = source.records(split)
+    if bad_records is not None:
+        records = SkippingRecords(records, bad_records)
     n = len(records)
     per_epoch = n - n % process_count
     if per_epoch == 0:
@@ -179,24 +184,30 @@ def order_of(
     }
 
 
+class CorruptPosition(ValueError):
+    """A checkpoint's input position that is not what train_lib wrote (check_position)."""
+
+
 def check_position(saved, order: dict, step: int, where: str) -> None:
     """Checks a checkpoint's input position (`{'next_index': step, 'order': order_of(...)}`)
     against this run: ValueError naming what changed (dataset size, seed, batch size, process
-    count: the interrupted epoch would not continue) or what is unreadable. A checkpoint
-    without one (written by a run without an input position) is refused too: resuming it would
-    silently restart the epoch."""
+    count: the interrupted epoch would not continue); CorruptPosition where it is missing or
+    malformed (resuming without it would silently restart the epoch)."""
     if saved is None:
-        raise ValueError(f'{where}: the checkpoint has no input position; it cannot resume the '
-                         'input exactly (use a new --workdir)')  # fmt: skip
+        raise CorruptPosition(
+            f'{where}: the checkpoint has no input position; it cannot resume the input exactly'
+        )
     if (
         not isinstance(saved, dict)
         or not isinstance(saved.get('next_index'), int)
         or not isinstance(saved.get('order'), dict)
     ):
-        raise ValueError(f'{where}: the input position is corrupt ({str(saved)[:100]!r})')
+        raise CorruptPosition(f'{where}: the input position is corrupt ({str(saved)[:100]!r})')
     if saved['next_index'] != step:
-        raise ValueError(f'{where}: the input position {saved["next_index"]} does not match '
-                         f'checkpoint step {step} (a corrupt checkpoint)')  # fmt: skip
+        raise CorruptPosition(
+            f'{where}: the input position {saved["next_index"]} does not match checkpoint step '
+            f'{step} (a corrupt checkpoint)'
+        )
     changed = [
         f'{k} {saved["order"].get(k, "absent")!r} -> {v!r}'
         for k, v in order.items()

@@ -59,6 +59,12 @@ class Source:
                 'area': (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]),
             }
 
+    def image_files(self, split: str, image_ids) -> list[str]:
+        """The files of these images of `split`, for messages, where the source reads image
+        files (else none)."""
+        del split, image_ids
+        return []
+
     def records(self, split: str) -> 'Records':
         return Records(self, split, self.num_examples(split))
 

@@ -1,0 +1,235 @@
+"""The training loop's side actions (loop.Hook): what train_lib.train_and_evaluate hangs off
+loop.Loop, in this order:
+
+  NonFiniteGuard   a non-finite loss or gradient: stop naming the step and its images, or
+                   count a skipped update (config.skip_nonfinite)
+  Progress         the progress bar over finished steps (rate, ETA, loss, positives)
+  MetricLogger     scalars to TensorBoard every log_every steps (process 0)
+  BadRecordLog     records replaced under data.on_bad_record='skip' -> <workdir>/bad_records.json
+  Checkpointer     the train state and input position every checkpoint_every steps and last
+  Evaluator        COCO evaluation every eval_every steps and last
+  PreemptionHook   SIGTERM / SIGINT: a checkpoint of the step reached, then preemption.Preempted
+
+Steps are numbered by how many are done (a checkpoint of step k resumes with batch k).
+"""
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+from retinanet_jax import checkpoint, evaluation
+from retinanet_jax.loop import Hook, Loop, StepResult
+from retinanet_jax.preemption import Preempted, PreemptionWatcher
+
+
+def is_due(step: int, every: int, total: int) -> bool:
+    """Whether a periodic action runs after `step`: every `every` steps and after the last."""
+    return step % every == 0 or step == total
+
+
+class Checkpointer(Hook):
+    """Saves {'model', 'optimizer'} with the input position {'next_index': step, 'order'} every
+    `every` steps and after the last; `save(step, state)` saves now (once per step)."""
+
+    def __init__(self, manager, every: int, order: dict, start_step: int):
+        self.manager, self.every, self.order = manager, every, order
+        self.last_saved = start_step or None
+
+    def where(self, step: int | None) -> str:
+        return f'{self.manager.directory}/{step}' if step else 'none'
+
+    def save(self, step: int, state) -> None:
+        if self.last_saved != step:
+            checkpoint.save_run(
+                self.manager, step, state, {'next_index': step, 'order': self.order}
+            )
+            self.last_saved = step
+
+    def wants_state(self, loop: Loop, step: int) -> bool:
+        return is_due(step, self.every, loop.total_steps)
+
+    def with_state(self, loop: Loop, step: int, state) -> None:
+        self.save(step, state)
+
+
+class NonFiniteGuard(Hook):
+    """A step whose loss or gradient norm is not finite. skip_limit 0: FloatingPointError naming
+    the step, the batch's image ids (and files, where the source knows them) and the last good
+    checkpoint; the update was applied, so nothing after it is saved. skip_limit N > 0: the
+    train step kept the state (metric 'skipped'); each skip is logged with its images, counted
+    in the metrics ('nonfinite_skipped'), and N + 1 in a row stop the run."""
+
+    def __init__(self, skip_limit: int, checkpointer: Checkpointer, describe=None):
+        self.skip_limit, self.checkpointer = skip_limit, checkpointer
+        self.describe = describe or (lambda ids: '')
+        self.skipped = self.in_a_row = 0
+
+    def finished_step(self, loop: Loop, result: StepResult) -> None:
+        m = result.host
+        finite = math.isfinite(m['loss']) and math.isfinite(m['grad_norm'])
+        if finite and not m.get('skipped'):
+            self.in_a_row = 0
+            return
+        ids = [int(i) for i in result.image_ids if i >= 0]
+        what = (
+            f'non-finite loss {m["loss"]} / gradient norm {m["grad_norm"]} at step '
+            f'{result.step}, images {ids}{self.describe(ids)}'
+        )
+        if not self.skip_limit:
+            last = self.checkpointer.where(self.checkpointer.last_saved)
+            raise FloatingPointError(
+                f'{what}; the last good checkpoint: {last} (config.skip_nonfinite=N skips such '
+                'updates)'
+            )
+        self.skipped += 1
+        self.in_a_row += 1
+        print(
+            f'warning: {what}: update skipped ({self.in_a_row} in a row)',
+            file=sys.stderr,
+            flush=True,
+        )
+        if self.in_a_row > self.skip_limit:
+            raise FloatingPointError(
+                f'{what}: {self.in_a_row} non-finite steps in a row (config.skip_nonfinite='
+                f'{self.skip_limit}); the last checkpoint: '
+                f'{self.checkpointer.where(self.checkpointer.last_saved)}'
+            )
+
+
+class Progress(Hook):
+    """tqdm over finished steps (rate and ETA from the last ~20), loss and positives in its
+    postfix every log_every steps; first_step_seconds: from `entered` to the first step's end."""
+
+    def __init__(self, log_every: int, entered: float, enabled: bool):
+        self.log_every, self.entered, self.enabled = log_every, entered, enabled
+        self.first_step_seconds = None
+
+    def before_train(self, loop: Loop) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(
+            initial=loop.start_step,
+            total=loop.total_steps,
+            desc='train',
+            smoothing=0.05,
+            disable=not self.enabled,
+        )
+
+    def finished_step(self, loop: Loop, result: StepResult) -> None:
+        if self.first_step_seconds is None:
+            self.first_step_seconds = time.time() - self.entered
+        self.bar.update(1)
+        if is_due(result.step, self.log_every, loop.total_steps):
+            m = result.host
+            self.bar.set_postfix(loss=f'{m["loss"]:.3f}', pos=f'{m["positives_per_image"]:.0f}')
+
+    def after_train(self, loop: Loop) -> None:
+        self.bar.close()
+
+    def write(self, text: str) -> None:
+        from tqdm import tqdm
+
+        tqdm.write(text)
+
+
+class MetricLogger(Hook):
+    """Every log_every steps and after the last: the step's metrics, images_per_second (of
+    finished steps since the start) and nonfinite_skipped, to TensorBoard (process 0)."""
+
+    def __init__(self, writer, log_every: int, batch_size: int, guard: NonFiniteGuard):
+        self.writer, self.log_every, self.batch_size, self.guard = (
+            writer,
+            log_every,
+            batch_size,
+            guard,
+        )
+
+    def before_train(self, loop: Loop) -> None:
+        self.start = time.time()
+
+    def finished_step(self, loop: Loop, result: StepResult) -> None:
+        if self.writer is None or not is_due(result.step, self.log_every, loop.total_steps):
+            return
+        seconds = time.time() - self.start
+        metrics = {
+            **result.host,
+            'images_per_second': self.batch_size * (result.step - loop.start_step) / seconds,
+            'nonfinite_skipped': self.guard.skipped,
+        }
+        self.writer.write(result.step, metrics)
+
+
+class BadRecordLog(Hook):
+    """Writes the records that data.on_bad_record='skip' replaced (pipeline.BadRecords) to
+    <workdir>/bad_records.json whenever the list grew, at log steps and at the end."""
+
+    def __init__(self, bad_records, path: Path, log_every: int):
+        self.bad_records, self.path, self.log_every = bad_records, path, log_every
+        self.written = 0
+
+    def _write(self) -> None:
+        entries = self.bad_records.entries()
+        if len(entries) != self.written:
+            self.path.write_text(json.dumps(entries, indent=1))
+            self.written = len(entries)
+
+    def finished_step(self, loop: Loop, result: StepResult) -> None:
+        if is_due(result.step, self.log_every, loop.total_steps):
+            self._write()
+
+    def after_train(self, loop: Loop) -> None:
+        self._write()
+
+
+class Evaluator(Hook):
+    """Evaluates the model (`evaluate(model_state) -> metrics`) every `every` steps and after
+    the last; history {step: metrics}; intermediate tables printed, metrics written."""
+
+    def __init__(self, evaluate, every: int, writer, progress: Progress):
+        self.evaluate, self.every, self.writer, self.progress = evaluate, every, writer, progress
+        self.history, self.seconds = {}, 0.0
+
+    def wants_state(self, loop: Loop, step: int) -> bool:
+        return is_due(step, self.every, loop.total_steps)
+
+    def with_state(self, loop: Loop, step: int, state) -> None:
+        start = time.time()
+        self.history[step] = self.evaluate(state['model'])
+        self.seconds += time.time() - start
+        if self.writer:
+            self.writer.write(step, {f'eval/{k}': v for k, v in self.history[step].items()})
+        if step != loop.total_steps:
+            self.progress.write(f'step {step} eval:\n{evaluation.format_table(self.history[step])}')
+
+
+class PreemptionHook(Hook):
+    """On SIGTERM / SIGINT (preemption.PreemptionWatcher): after the step in flight, every
+    process at the same step, saves that step (unless just saved) and raises Preempted."""
+
+    def __init__(self, checkpointer: Checkpointer, watcher: PreemptionWatcher):
+        self.checkpointer, self.watcher = checkpointer, watcher
+
+    def wants_state(self, loop: Loop, step: int) -> bool:
+        return self.watcher.reached(step)
+
+    def with_state(self, loop: Loop, step: int, state) -> None:
+        self.checkpointer.save(step, state)
+        raise Preempted(step, self.watcher.signal_name, self.checkpointer.where(step))
+
+
+class MetricWriter:
+    """Scalars to TensorBoard event files (tf.summary)."""
+
+    def __init__(self, logdir: Path):
+        import tensorflow as tf
+
+        self._tf = tf
+        self._writer = tf.summary.create_file_writer(str(logdir))
+
+    def write(self, step: int, metrics: dict) -> None:
+        with self._writer.as_default(step=step):
+            for k, v in metrics.items():
+                self._tf.summary.scalar(k, v)
+        self._writer.flush()

@@ -1,0 +1,105 @@
+"""The training loop: steps, with side actions (hooks) at fixed points; hooks.py has the ones
+train_lib uses (progress, metrics, checkpoints, evaluation, the non-finite guard, preemption).
+
+  Loop(train_step, batches, to_global, state, start_step, total_steps, hooks).run() -> state
+
+Step k (1-based: `step` is the number of steps done) runs asynchronously: the loop dispatches
+step k, then waits for step k - 1's metrics, so that one step is always in flight. A hook
+sees, in order:
+  before_train(loop)
+  finished_step(loop, result)   every step once, in order, once its metrics are on the host
+  wants_state(loop, step)       every step, every process, in order: whether it needs the
+                                state after `step` (a checkpoint, an evaluation, a save before
+                                stopping); the loop then finishes `step` first (all
+                                finished_step calls for it are made) and calls
+  with_state(loop, step, state) of each hook that asked, in the hooks' order
+  after_train(loop)             after the last step finished
+A hook that raises stops the run (after what the hooks before it did). A new side action is a
+new Hook in the list given to Loop; the loop itself does not change.
+"""
+
+import dataclasses
+from collections.abc import Callable, Iterator
+
+import jax
+import numpy as np
+
+
+@dataclasses.dataclass
+class StepResult:
+    """One step's outcome: `metrics` (device scalars), the image ids of this process's batch
+    (int64 [b]; -1 marks none), and the metrics as floats once `finish()` has waited."""
+
+    step: int
+    metrics: dict
+    image_ids: np.ndarray
+    host: dict | None = None
+
+    def finish(self) -> dict:
+        """The metrics as Python floats (waits for the step)."""
+        if self.host is None:
+            self.host = {k: float(v) for k, v in jax.device_get(self.metrics).items()}
+        return self.host
+
+
+class Hook:
+    """A side action of the loop (see the module docstring); every method is optional."""
+
+    def before_train(self, loop: 'Loop') -> None:
+        pass
+
+    def finished_step(self, loop: 'Loop', result: StepResult) -> None:
+        pass
+
+    def wants_state(self, loop: 'Loop', step: int) -> bool:
+        return False
+
+    def with_state(self, loop: 'Loop', step: int, state) -> None:
+        pass
+
+    def after_train(self, loop: 'Loop') -> None:
+        pass
+
+
+@dataclasses.dataclass
+class Loop:
+    """train_step(state, global batch) -> (state, metrics); batches: host batches from
+    start_step on (a dict with 'image_id'); to_global: host batch -> global arrays."""
+
+    train_step: Callable
+    batches: Iterator[dict]
+    to_global: Callable
+    state: dict
+    start_step: int
+    total_steps: int
+    hooks: list[Hook]
+
+    def run(self) -> dict:
+        """Runs steps start_step + 1 .. total_steps; returns the final state."""
+        for hook in self.hooks:
+            hook.before_train(self)
+        previous = None
+        for step in range(self.start_step + 1, self.total_steps + 1):
+            batch = next(self.batches)
+            ids = np.asarray(batch['image_id'])
+            self.state, metrics = self.train_step(self.state, self.to_global(batch))
+            current = StepResult(step, metrics, ids)
+            if previous is not None:
+                self._finish(previous)
+            previous = current
+            wanting = [hook for hook in self.hooks if hook.wants_state(self, step)]
+            if wanting:
+                self._finish(current)
+                previous = None
+                for hook in wanting:
+                    hook.with_state(self, step, self.state)
+        if previous is not None:
+            self._finish(previous)
+        for hook in self.hooks:
+            hook.after_train(self)
+        return self.state
+
+    def _finish(self, result: StepResult) -> None:
+        result.finish()
+        for hook in self.hooks:
+            hook.finished_step(self, result)

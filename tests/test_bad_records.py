@@ -1,0 +1,90 @@
+"""A training record that goes bad mid-run: stop naming it (default), or replace it
+deterministically, list it and stop past a fraction (data.on_bad_record='skip')."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from retinanet_jax.data import pipeline, shapes, sources
+from retinanet_jax.data.bad_records import BadRecords, TooManyBadRecords
+
+CONFIG = pipeline.InputConfig(image_size=(64, 64), short_side=64, max_side=64, max_boxes=8)
+
+
+def write_shapes_folder(folder, n=8, size=64):
+    """n shapes images as a COCO folder (categories circle / square / triangle, ids 1-3)."""
+    (folder / 'images').mkdir(parents=True)
+    coco = {
+        'images': [],
+        'annotations': [],
+        'categories': [
+            {'id': i + 1, 'name': name} for i, name in enumerate(('circle', 'square', 'triangle'))
+        ],
+    }
+    for i in range(n):
+        e = shapes.generate_example(i, 'train', image_size=size)
+        Image.fromarray(e['image']).save(folder / 'images' / f'{i}.png')
+        coco['images'].append({'id': i, 'file_name': f'{i}.png', 'height': size, 'width': size})
+        for box, label in zip(e['boxes'], e['labels'], strict=True):
+            x1, y1, x2, y2 = (float(v) for v in box)
+            coco['annotations'].append(
+                {
+                    'id': len(coco['annotations']),
+                    'image_id': i,
+                    'category_id': int(label) + 1,
+                    'iscrowd': 0,
+                    'bbox': [x1, y1, x2 - x1, y2 - y1],
+                }
+            )
+    (folder / 'train.json').write_text(json.dumps(coco))
+    return {
+        'annotations': {'train': str(folder / 'train.json')},
+        'image_dir': str(folder / 'images'),
+    }
+
+
+def epoch_ids(dataset, steps):
+    return [int(i) for k in range(steps) for i in dataset[k]['image_id']]
+
+
+def test_a_record_gone_bad_stops_by_default_naming_its_file(tmp_path):
+    source = sources.make_source('coco_folder', **write_shapes_folder(tmp_path))
+    (tmp_path / 'images' / '3.png').write_bytes(b'\x89PNG garbage after the run began')
+    ds = pipeline.train_dataset(source, CONFIG, 2)
+    with pytest.raises(ValueError, match=r'3\.png'):
+        epoch_ids(ds, 4)
+
+
+def test_skip_replaces_it_with_the_next_record_every_time_and_lists_it(tmp_path, capsys):
+    source = sources.make_source('coco_folder', **write_shapes_folder(tmp_path))
+    straight = epoch_ids(pipeline.train_dataset(source, CONFIG, 2), 8)  # two epochs
+    (tmp_path / 'images' / '3.png').write_bytes(b'')
+    bad = BadRecords(max_fraction=0.2)
+    ds = pipeline.train_dataset(source, CONFIG, 2, bad_records=bad)
+    replaced = [4 if i == 3 else i for i in straight]  # record 3 -> record 4, both epochs
+    assert epoch_ids(ds, 8) == replaced
+    assert epoch_ids(ds, 8) == replaced  # a pure function of the index: resume stays exact
+    first = ds[2]['image']  # step 2 read again, alone, as a resumed iterator would
+    np.testing.assert_array_equal(
+        first, pipeline.train_dataset(source, CONFIG, 2, bad_records=bad)[2]['image']
+    )
+    [entry] = bad.entries()
+    assert entry['index'] == 3 and entry['split'] == 'train' and '3.png' in entry['reason']
+    assert capsys.readouterr().err.count('bad record replaced') == 1  # logged once
+
+
+def test_skip_stops_past_the_fraction(tmp_path):
+    source = sources.make_source('coco_folder', **write_shapes_folder(tmp_path))
+    for i in (2, 5):
+        (tmp_path / 'images' / f'{i}.png').write_bytes(b'')
+    ds = pipeline.train_dataset(source, CONFIG, 2, bad_records=BadRecords(max_fraction=0.25))
+    epoch_ids(ds, 4)  # 2 of 8 bad: within 25 %
+    ds = pipeline.train_dataset(source, CONFIG, 2, bad_records=BadRecords(max_fraction=0.2))
+    with pytest.raises(
+        TooManyBadRecords,
+        match=r"2 of 8 records of split 'train' are bad, more than "
+        r'data\.max_bad_fraction=0\.2; the last: .*png',
+    ):
+        epoch_ids(ds, 4)

@@ -1,0 +1,134 @@
+"""A run's checkpoints under faults: unreadable ones are moved aside and the newest readable one
+restores; a checkpoint of another model still stops; a failed write names folder and step."""
+
+import json
+import shutil
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from configs import smoke
+from retinanet_jax import checkpoint, settings, sharding, train_lib
+
+from .test_train import params_of
+
+
+def damage(run: Path, step: int, how: str) -> None:
+    folder = run / 'checkpoints' / str(step)
+    if how == 'truncated arrays':  # every array data file of the model cut to zero bytes
+        files = [p for p in (folder / 'model').rglob('*') if p.is_file() and p.parent.name == 'd']
+        assert files
+        for p in files:
+            p.write_bytes(b'')
+    elif how == 'missing item':
+        shutil.rmtree(folder / 'optimizer')
+    elif how == 'unreadable position':
+        position = folder / 'data' / 'metadata'
+        position.write_text(position.read_text()[:25])
+    elif how == 'corrupt position':
+        (folder / 'data' / 'metadata').write_text('{"next_index": 4}')
+    else:
+        raise ValueError(how)
+
+
+def resume(run: Path, config=None):
+    """(step, state) that a run in `run` would resume from."""
+    s = settings.from_config(config or smoke.get_config())
+    from retinanet_jax.data import pipeline
+
+    source, _ = settings.make_sources(s)
+    order = pipeline.order_of(source, s.input, s.batch_size, split='train', process_count=1)
+    with checkpoint.run_checkpoints(run, keep=s.keep_checkpoints) as manager:
+        _, state, step = train_lib.resume_or_create(s, sharding.make_mesh(), manager, order)
+    return step, state
+
+
+@pytest.mark.parametrize(
+    'how', ['truncated arrays', 'missing item', 'unreadable position', 'corrupt position']
+)
+def test_an_unreadable_newest_checkpoint_is_moved_aside_and_the_previous_restores(
+    tmp_path, smoke_run, capsys, how
+):
+    run = tmp_path / 'run'
+    shutil.copytree(smoke_run[0], run)
+    damage(run, 4, how)
+    step, state = resume(run)
+    assert step == 2
+    warning = capsys.readouterr().err
+    assert 'checkpoint 4 cannot be restored' in warning and 'unreadable_checkpoints/4' in warning
+    assert len(warning.strip().splitlines()) == 1
+    assert (run / 'unreadable_checkpoints' / '4').is_dir()  # kept, not deleted
+    assert sorted(p.name for p in (run / 'checkpoints').iterdir()) == ['2']
+    saved = params_of(smoke_run[0], 2)  # the restored model is checkpoint 2's
+    want = sum(np.sum(v, dtype=np.float64) for k, v in saved.items() if 'model' in k.split('/')[0])
+    assert want == sum(
+        np.sum(np.asarray(x), dtype=np.float64) for x in jax.tree.leaves(state['model'])
+    )
+
+
+def test_falling_back_then_training_ends_bitwise_equal_to_the_straight_run(tmp_path, smoke_run):
+    run = tmp_path / 'run'
+    shutil.copytree(smoke_run[0], run)
+    damage(run, 4, 'truncated arrays')
+    summary = train_lib.train_and_evaluate(smoke.get_config(), str(run))
+    assert summary['step'] == 4
+    want, got = params_of(smoke_run[0], 4), params_of(run, 4)
+    for key in want:
+        np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+    assert (run / 'unreadable_checkpoints' / '4').is_dir()
+
+
+def test_when_no_checkpoint_restores_the_run_stops_and_never_starts_over(tmp_path, smoke_run):
+    run = tmp_path / 'run'
+    shutil.copytree(smoke_run[0], run)
+    damage(run, 4, 'truncated arrays')
+    damage(run, 2, 'missing item')
+    with pytest.raises(
+        ValueError,
+        match=r'checkpoints: no checkpoint restores; moved aside: '
+        r'4 \(.*unreadable (metadata|arrays).*\); 2 \(.* has no '
+        r"'optimizer' item\)",
+    ):
+        resume(run)
+    assert not list((run / 'checkpoints').glob('[0-9]*'))
+    assert sorted(p.name for p in (run / 'unreadable_checkpoints').iterdir()) == ['2', '4']
+
+
+def test_a_checkpoint_of_another_model_or_order_stops_and_is_left_alone(tmp_path, smoke_run):
+    run = tmp_path / 'run'
+    shutil.copytree(smoke_run[0], run)
+    other = smoke.get_config()
+    other.model.fpn_width = 64
+    with pytest.raises(ValueError, match='checkpoints/4 does not match this config'):
+        resume(run, other)
+    other = smoke.get_config()
+    other.data.options['sizes'] = {'train': 20, 'validation': 4}
+    with pytest.raises(ValueError, match=r'order has changed .*num_examples 16 -> 20'):
+        resume(run, other)
+    assert not (run / 'unreadable_checkpoints').exists()
+    assert sorted(p.name for p in (run / 'checkpoints').iterdir()) == ['2', '4']
+
+
+def test_a_failed_write_names_folder_and_step_and_keeps_the_earlier_checkpoints(
+    tmp_path, smoke_run, monkeypatch
+):
+    run = tmp_path / 'run'
+    shutil.copytree(smoke_run[0], run)
+    _step, state = resume(run)
+    import orbax.checkpoint as ocp
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, 'No space left on device')
+
+    with checkpoint.run_checkpoints(run, keep=2) as manager:
+        monkeypatch.setattr(ocp.CheckpointManager, 'save', full_disk)
+        with pytest.raises(checkpoint.CheckpointWriteError) as error:
+            checkpoint.save_run(manager, 5, state, {'next_index': 5, 'order': {}})
+    message = str(error.value)
+    assert str(run / 'checkpoints') in message and 'checkpoint 5' in message
+    assert 'No space left on device' in message and '\n' not in message
+    monkeypatch.undo()
+    assert resume(run)[0] == 4  # the earlier checkpoints restore as before
+    assert json.loads((run / 'checkpoints' / '4' / 'data' / 'metadata').read_text())['order']

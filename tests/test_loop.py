@@ -1,0 +1,122 @@
+"""The training loop's order of calls and its hooks, with a plain-Python step (no JAX)."""
+
+import math
+
+import numpy as np
+import pytest
+
+from retinanet_jax import hooks
+from retinanet_jax.loop import Hook, Loop
+
+
+def fake_step(state, batch):
+    """state = steps done; loss = batch value (nan where the batch says so)."""
+    loss = batch['value']
+    metrics = {'loss': np.float32(loss), 'grad_norm': np.float32(1.0)}
+    return state + 1, metrics
+
+
+def batches(values):
+    for i, v in enumerate(values):
+        yield {'value': v, 'image_id': np.array([10 * i, 10 * i + 1, -1])}
+
+
+class Recorder(Hook):
+    """A side action added to the loop without changing it: every call, in order."""
+
+    def __init__(self, want_at=()):
+        self.calls, self.want_at = [], set(want_at)
+
+    def before_train(self, loop):
+        self.calls.append('before')
+
+    def finished_step(self, loop, result):
+        self.calls.append(('finished', result.step, result.host['loss']))
+
+    def wants_state(self, loop, step):
+        self.calls.append(('wants', step))
+        return step in self.want_at
+
+    def with_state(self, loop, step, state):
+        self.calls.append(('state', step, state))
+
+    def after_train(self, loop):
+        self.calls.append('after')
+
+
+def test_a_new_hook_sees_every_step_in_order_with_one_step_in_flight():
+    recorder = Recorder(want_at={2})
+    loop = Loop(fake_step, batches([1.0, 2.0, 3.0, 4.0]), lambda b: b, 0, 0, 4, [recorder])
+    assert loop.run() == 4
+    assert recorder.calls == [
+        'before',
+        ('wants', 1),
+        ('finished', 1, 1.0),  # step 1 finishes once step 2 is dispatched
+        ('wants', 2),
+        ('finished', 2, 2.0),  # asked for the state: step 2 finishes first
+        ('state', 2, 2),
+        ('wants', 3),
+        ('finished', 3, 3.0),
+        ('wants', 4),
+        ('finished', 4, 4.0),  # the last step finishes after the loop
+        'after',
+    ]
+
+
+def test_a_resumed_loop_starts_after_its_step():
+    recorder = Recorder()
+    Loop(fake_step, batches([5.0, 6.0]), lambda b: b, 3, 3, 5, [recorder]).run()
+    finished = [c[1] for c in recorder.calls if c[0] == 'finished']
+    assert finished == [4, 5]
+
+
+class FakeCheckpointer(hooks.Checkpointer):
+    def __init__(self, last_saved=None):
+        self.last_saved, self.saved = last_saved, []
+
+    def where(self, step):
+        return f'ckpt/{step}' if step else 'none'
+
+    def save(self, step, state):
+        self.saved.append(step)
+        self.last_saved = step
+
+
+def test_non_finite_step_stops_naming_step_images_files_and_last_checkpoint():
+    checkpointer = FakeCheckpointer(last_saved=2)
+    guard = hooks.NonFiniteGuard(0, checkpointer, lambda ids: f' (files {ids})')
+    loop = Loop(fake_step, batches([1.0, 2.0, math.nan, 4.0]), lambda b: b, 0, 0, 4, [guard])
+    with pytest.raises(FloatingPointError) as error:
+        loop.run()
+    message = str(error.value)
+    assert 'non-finite loss nan' in message and 'at step 3' in message
+    assert 'images [20, 21] (files [20, 21])' in message  # the padding id -1 left out
+    assert 'the last good checkpoint: ckpt/2' in message and 'skip_nonfinite' in message
+
+
+def test_skipped_steps_are_counted_and_too_many_in_a_row_stop(capsys):
+    def skipping_step(state, batch):
+        state, metrics = fake_step(state, batch)
+        metrics['skipped'] = np.float32(not math.isfinite(batch['value']))
+        return state, metrics
+
+    guard = hooks.NonFiniteGuard(2, FakeCheckpointer())
+    values = [1.0, math.nan, 2.0, math.nan, math.nan, 3.0]
+    Loop(skipping_step, batches(values), lambda b: b, 0, 0, 6, [guard]).run()
+    assert guard.skipped == 3 and guard.in_a_row == 0
+    assert capsys.readouterr().err.count('update skipped') == 3
+    guard = hooks.NonFiniteGuard(2, FakeCheckpointer())
+    with pytest.raises(FloatingPointError, match=r'at step 4, .*3 non-finite steps in a row'):
+        Loop(
+            skipping_step,
+            batches([1.0, math.nan, math.nan, math.nan, 1.0]),
+            lambda b: b,
+            0,
+            0,
+            5,
+            [guard],
+        ).run()
+
+
+def test_periodic_actions_are_due_every_n_and_last():
+    assert [s for s in range(1, 11) if hooks.is_due(s, 4, 10)] == [4, 8, 10]

@@ -1,0 +1,37 @@
+"""SIGTERM / SIGINT while training: a flag read after the step in flight (one process), the
+exit status a scheduler expects, a second signal ignored, the handlers given back. The whole
+path (train.py saving the step reached and resuming exactly) is in tests/test_train.py."""
+
+import os
+import signal
+
+from retinanet_jax.preemption import Preempted, PreemptionWatcher
+
+
+def test_a_signal_is_a_flag_read_after_the_step_and_a_second_one_is_ignored(capsys):
+    before = signal.getsignal(signal.SIGTERM)
+    with PreemptionWatcher() as watcher:
+        assert not watcher.distributed and not watcher.reached(7)
+        os.kill(os.getpid(), signal.SIGTERM)  # handled in this (main) thread: no exit
+        assert watcher.reached(8) and watcher.signal_name == 'SIGTERM'
+        os.kill(os.getpid(), signal.SIGINT)  # during the save: ignored, no KeyboardInterrupt
+        assert watcher.signal_name == 'SIGTERM'
+    err = capsys.readouterr().err.splitlines()
+    assert err == [
+        'SIGTERM received: the run saves a checkpoint after the step in flight and stops',
+        'SIGINT received again: ignored while the run saves and stops',
+    ]
+    assert signal.getsignal(signal.SIGTERM) is before  # given back
+
+
+def test_sigint_too_and_the_exit_status_is_128_plus_the_signal():
+    with PreemptionWatcher() as watcher:
+        os.kill(os.getpid(), signal.SIGINT)
+        assert watcher.reached(1) and watcher.signal_name == 'SIGINT'
+    assert Preempted(5, 'SIGTERM', '/run/checkpoints/5').exit_code == 143
+    stopped = Preempted(5, 'SIGINT', '/run/checkpoints/5')
+    assert stopped.exit_code == 130
+    assert str(stopped) == (
+        'SIGINT received: saved step 5 to /run/checkpoints/5; run the same command to resume '
+        '(exit status 130)'
+    )
