@@ -216,7 +216,22 @@ TWO_PROCESSES = textwrap.dedent("""
     evaluator = evaluation.make_evaluator(source, 'validation')
     metrics = inference.evaluate(predict, state['model'], pipeline.eval_batches(eval_ds), n,
                                  evaluator, mesh)
-    json.dump({'processes': jax.process_count(), 'devices': jax.device_count(),
+    # Preemption: a SIGTERM to process 1 alone; JAX's preemption sync makes both processes
+    # stop at the same step (the one a run saves before it exits).
+    preempted_at = None
+    if pid >= 0:
+        import os, signal, time
+        from retinanet_jax.preemption import PreemptionWatcher
+        with PreemptionWatcher() as watcher:
+            for i in range(1, 500):
+                if pid == 1 and i == 3:
+                    os.kill(os.getpid(), signal.SIGTERM)
+                if watcher.reached(i):
+                    preempted_at = i
+                    break
+                time.sleep(0.01)
+    json.dump({'preempted_at': preempted_at,
+               'processes': jax.process_count(), 'devices': jax.device_count(),
                'local_devices': jax.local_device_count(), 'refused': refused,
                'losses': losses, 'kernel_sum': float(np.abs(kernel).sum()), 'eval': metrics,
                'resumed_ok': bool(resumed_ok), 'resumed_ids': resumed_ids}, open(out, 'w'))
@@ -228,7 +243,8 @@ def test_two_processes_of_four_devices_agree_with_one_device_and_resume_their_sh
     """Two processes on localhost, 4 simulated CPU devices each (a mesh of 8 devices over 2
     hosts), against one process on one device fed the same global batch: the same losses, and
     after one step the same parameters, batch-norm statistics (synchronised over the 8 shards)
-    and optimiser state; each process resumes its own input share; evaluation gathers."""
+    and optimiser state; each process resumes its own input share; evaluation gathers; a SIGTERM
+    to one process stops both at the same step (JAX's preemption sync)."""
     import socket
 
     assert jax.device_count() == 1
@@ -279,6 +295,8 @@ def test_two_processes_of_four_devices_agree_with_one_device_and_resume_their_sh
     # Every process scores the gathered detections of the whole split: the same numbers, and
     # those of one process evaluating everything.
     assert r0['eval'] == r1['eval']
+    # A SIGTERM to one process: both stop at the same step, after the signal.
+    assert r0['preempted_at'] == r1['preempted_at'] and r0['preempted_at'] >= 3
     np.testing.assert_allclose(
         [r0['eval'][k] for k in sorted(one['eval'])],
         [one['eval'][k] for k in sorted(one['eval'])],
