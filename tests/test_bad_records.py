@@ -88,3 +88,25 @@ def test_skip_stops_past_the_fraction(tmp_path):
         r'data\.max_bad_fraction=0\.2; the last: .*png',
     ):
         epoch_ids(ds, 4)
+
+
+@pytest.mark.slow
+def test_a_run_with_skip_goes_on_and_lists_the_record_in_its_folder(tmp_path, smoke_run):
+    """(After the shared smoke run: the same model and batch shapes, so its compiled programs.)"""
+    from configs import smoke
+    from retinanet_jax import train_lib
+
+    options = write_shapes_folder(tmp_path / 'data')
+    coco = json.loads((tmp_path / 'data' / 'train.json').read_text())
+    coco['images'] = [i for i in coco['images'] if i['id'] != 5]  # evaluation never skips
+    coco['annotations'] = [a for a in coco['annotations'] if a['image_id'] != 5]
+    (tmp_path / 'data' / 'validation.json').write_text(json.dumps(coco))
+    options['annotations']['validation'] = str(tmp_path / 'data' / 'validation.json')
+    config = smoke.get_config()
+    config.data.update(dataset='coco_folder', on_bad_record='skip', max_bad_fraction=0.2)
+    config.data.options = {**options, 'verify_images': False}  # it goes bad after the start
+    (tmp_path / 'data' / 'images' / '5.png').write_bytes(b'')
+    summary = train_lib.train_and_evaluate(config, str(tmp_path / 'run'))
+    assert summary['step'] == 4  # 8 records read: the whole epoch, record 5 replaced
+    [entry] = json.loads((tmp_path / 'run' / 'bad_records.json').read_text())
+    assert entry['index'] == 5 and '5.png' in entry['reason']
