@@ -18,9 +18,10 @@ BENCHMARKS = {
     'startup': 'bench.startup',
     'convs': 'bench.convs',
     'race': 'bench.race',
+    'faults': 'bench.faults',
 }
 # Not part of `all` (run them by name): each starts or trains whole runs of its own, minutes.
-SLOW = ('startup', 'convs', 'race')
+SLOW = ('startup', 'convs', 'race', 'faults')
 NEEDS_TENSORFLOW = ('input',)  # the GPU machines have no TensorFlow
 
 
@@ -64,9 +65,11 @@ def main(argv=None) -> int:
         peak = cpu_peak_gflops(512 if args.quick else 4096)
         print(f'this CPU now: {peak:.0f} GFLOP/s fp32 (jnp.dot; python -m bench peak)')
     for name in names:
-        results = importlib.import_module(BENCHMARKS[name]).run(
-            quick=args.quick, threads=args.threads, device=args.device
-        )
+        module = importlib.import_module(BENCHMARKS[name])
+        results = module.run(quick=args.quick, threads=args.threads, device=args.device)
+        if getattr(module, 'OWN_TABLE', False):  # not timings: it printed its own table
+            everything[name] = results
+            continue
         print(f'\n## {name}\n{HEADER}')
         for r in results:
             print(r.row(peak))

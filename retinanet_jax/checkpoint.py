@@ -183,6 +183,7 @@ def restore_newest_readable(
             failed = str(e)
         if not _any_process(failed is not None):
             return restored, step
+        _quiet_closed_event_loops()
         aside = _move_aside(manager, step)
         why = failed or 'unreadable on another process'
         reasons.append(f'{step} ({why})')
@@ -197,6 +198,23 @@ def restore_newest_readable(
             'Restore a copy of a checkpoint there, or use a new --workdir'
         )
     return None, 0
+
+
+def _quiet_closed_event_loops() -> None:
+    """After a failed read, orbax's abandoned asyncio callbacks raise 'Event loop is closed'
+    as unraisable exceptions, each printed as a traceback after the one-line warning. Only
+    those are dropped (once installed, for the process); every other one is reported."""
+    previous = sys.unraisablehook
+    if getattr(previous, 'retinanet_jax', False):
+        return
+
+    def hook(unraisable):
+        value = unraisable.exc_value
+        if not (isinstance(value, RuntimeError) and str(value) == 'Event loop is closed'):
+            previous(unraisable)
+
+    hook.retinanet_jax = True
+    sys.unraisablehook = hook
 
 
 def _any_process(flag: bool) -> bool:
