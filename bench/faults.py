@@ -162,47 +162,12 @@ def non_finite(workdir: Path, args, at: int, straight: Path) -> dict:
 
 
 def bad_record(tmp: Path, base, at: int) -> dict:
-    from PIL import Image
-
     from retinanet_jax.data import shapes
 
     folder = tmp / 'coco'
-    (folder / 'images').mkdir(parents=True)
-    coco = {
-        'images': [],
-        'annotations': [],
-        'categories': [
-            {'id': i + 1, 'name': n} for i, n in enumerate(('circle', 'square', 'triangle'))
-        ],
-    }
-    for i in range(20):
-        e = shapes.generate_example(i, 'train', image_size=64)
-        Image.fromarray(e['image']).save(folder / 'images' / f'{i}.png')
-        coco['images'].append({'id': i, 'file_name': f'{i}.png', 'height': 64, 'width': 64})
-        for box, label in zip(e['boxes'], e['labels'], strict=True):
-            x1, y1, x2, y2 = (float(v) for v in box)
-            coco['annotations'].append(
-                {
-                    'id': len(coco['annotations']),
-                    'image_id': i,
-                    'category_id': int(label) + 1,
-                    'iscrowd': 0,
-                    'bbox': [x1, y1, x2 - x1, y2 - y1],
-                }
-            )
-    (folder / 'train.json').write_text(json.dumps(coco))
+    options = shapes.write_coco_folder(folder, 20, not_in_validation=(7,))  # eval never skips
     (folder / 'images' / '7.png').write_bytes(b'garbage')  # bad before any read of it
-    coco['images'] = [i for i in coco['images'] if i['id'] != 7]  # evaluation never skips
-    coco['annotations'] = [a for a in coco['annotations'] if a['image_id'] != 7]
-    (folder / 'validation.json').write_text(json.dumps(coco))
-    options = {
-        'annotations': {
-            'train': str(folder / 'train.json'),
-            'validation': str(folder / 'validation.json'),
-        },
-        'image_dir': str(folder / 'images'),
-        'verify_images': False,
-    }
+    options['verify_images'] = False
     config = tmp / 'coco_smoke.py'
     config.write_text(
         'from configs import smoke\n\n\ndef get_config():\n    c = smoke.get_config()\n'

@@ -229,24 +229,10 @@ def train_with(watcher: preemption.PreemptionWatcher, config, workdir: str) -> d
 
 
 def resume_or_create(s: settings.Settings, mesh, manager, order: dict):
-    """(graph, state, step): the newest checkpoint of the run that restores (unreadable ones
-    are moved aside, checkpoint.restore_newest_readable), else a fresh state (with the
-    backbone of config.init.backbone)."""
-    from retinanet_jax.data import pipeline
-
+    """(graph, state, step): the newest checkpoint of the run that restores (restore_newest),
+    else a fresh state (with the backbone of config.init.backbone)."""
     graph, state = create_state(s, mesh)
-
-    def check(restored, step):  # the input resumes at the position saved, in the same order
-        try:
-            pipeline.check_position(
-                restored['data'], order, step, f'{manager.directory}/{step}/data'
-            )
-        except pipeline.CorruptPosition as e:
-            raise checkpoint.UnreadableCheckpoint(str(e)) from None
-
-    restored, start_step = checkpoint.restore_newest_readable(
-        manager, abstract_state(state), data=True, check=check
-    )
+    restored, start_step = restore_newest(manager, abstract_state(state), order)
     if restored is not None:
         print(f'resumed from {manager.directory} at step {start_step}', flush=True)
         return graph, {'model': restored['model'], 'optimizer': restored['optimizer']}, start_step
@@ -254,6 +240,22 @@ def resume_or_create(s: settings.Settings, mesh, manager, order: dict):
         state = init_backbone(graph, state, s.init_backbone, mesh)
         print(f'backbone initialised from {s.init_backbone}')
     return graph, state, 0
+
+
+def restore_newest(manager, abstract: dict, order: dict) -> tuple[dict | None, int]:
+    """checkpoint.restore_newest_readable of a run's train state, its input position checked
+    against this run's `order` (pipeline.order_of): a malformed position is an unreadable
+    checkpoint (moved aside), a changed order a configuration error (ValueError)."""
+    from retinanet_jax.data import pipeline
+
+    def check(restored, step):
+        try:
+            where = f'{manager.directory}/{step}/data'
+            pipeline.check_position(restored['data'], order, step, where)
+        except pipeline.CorruptPosition as e:
+            raise checkpoint.UnreadableCheckpoint(str(e)) from None
+
+    return checkpoint.restore_newest_readable(manager, abstract, data=True, check=check)
 
 
 def write_summary(workdir: Path, summary: dict, evaluated: str) -> None:

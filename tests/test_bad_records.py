@@ -5,7 +5,6 @@ import json
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from retinanet_jax.data import pipeline, shapes, sources
 from retinanet_jax.data.bad_records import BadRecords, TooManyBadRecords
@@ -13,36 +12,10 @@ from retinanet_jax.data.bad_records import BadRecords, TooManyBadRecords
 CONFIG = pipeline.InputConfig(image_size=(64, 64), short_side=64, max_side=64, max_boxes=8)
 
 
-def write_shapes_folder(folder, n=8, size=64):
-    """n shapes images as a COCO folder (categories circle / square / triangle, ids 1-3)."""
-    (folder / 'images').mkdir(parents=True)
-    coco = {
-        'images': [],
-        'annotations': [],
-        'categories': [
-            {'id': i + 1, 'name': name} for i, name in enumerate(('circle', 'square', 'triangle'))
-        ],
-    }
-    for i in range(n):
-        e = shapes.generate_example(i, 'train', image_size=size)
-        Image.fromarray(e['image']).save(folder / 'images' / f'{i}.png')
-        coco['images'].append({'id': i, 'file_name': f'{i}.png', 'height': size, 'width': size})
-        for box, label in zip(e['boxes'], e['labels'], strict=True):
-            x1, y1, x2, y2 = (float(v) for v in box)
-            coco['annotations'].append(
-                {
-                    'id': len(coco['annotations']),
-                    'image_id': i,
-                    'category_id': int(label) + 1,
-                    'iscrowd': 0,
-                    'bbox': [x1, y1, x2 - x1, y2 - y1],
-                }
-            )
-    (folder / 'train.json').write_text(json.dumps(coco))
-    return {
-        'annotations': {'train': str(folder / 'train.json')},
-        'image_dir': str(folder / 'images'),
-    }
+def write_shapes_folder(folder, n=8):
+    """n shapes images as a COCO folder; image 5 is left out of the validation split."""
+    options = shapes.write_coco_folder(folder, n, not_in_validation=(5,))
+    return {**options, 'annotations': {'train': options['annotations']['train']}}
 
 
 def epoch_ids(dataset, steps):
@@ -55,6 +28,15 @@ def test_a_record_gone_bad_stops_by_default_naming_its_file(tmp_path):
     ds = pipeline.train_dataset(source, CONFIG, 2)
     with pytest.raises(ValueError, match=r'3\.png'):
         epoch_ids(ds, 4)
+
+
+def test_coco_folder_names_the_files_of_a_batch_for_messages(tmp_path):
+    source = sources.make_source('coco_folder', **write_shapes_folder(tmp_path))
+    assert source.image_files('train', [3, 0]) == [
+        str(tmp_path / 'images' / '3.png'),
+        str(tmp_path / 'images' / '0.png'),
+    ]
+    assert sources.make_source('shapes').image_files('train', [3]) == []  # no files
 
 
 def test_skip_replaces_it_with_the_next_record_every_time_and_lists_it(tmp_path, capsys):
@@ -96,12 +78,7 @@ def test_a_run_with_skip_goes_on_and_lists_the_record_in_its_folder(tmp_path, sm
     from configs import smoke
     from retinanet_jax import train_lib
 
-    options = write_shapes_folder(tmp_path / 'data')
-    coco = json.loads((tmp_path / 'data' / 'train.json').read_text())
-    coco['images'] = [i for i in coco['images'] if i['id'] != 5]  # evaluation never skips
-    coco['annotations'] = [a for a in coco['annotations'] if a['image_id'] != 5]
-    (tmp_path / 'data' / 'validation.json').write_text(json.dumps(coco))
-    options['annotations']['validation'] = str(tmp_path / 'data' / 'validation.json')
+    options = shapes.write_coco_folder(tmp_path / 'data', 8, not_in_validation=(5,))
     config = smoke.get_config()
     config.data.update(dataset='coco_folder', on_bad_record='skip', max_bad_fraction=0.2)
     config.data.options = {**options, 'verify_images': False}  # it goes bad after the start

@@ -1,6 +1,7 @@
 """A run's checkpoints under faults: unreadable ones are moved aside and the newest readable one
 restores; a checkpoint of another model still stops; a failed write names folder and step."""
 
+import functools
 import json
 import shutil
 from pathlib import Path
@@ -22,6 +23,11 @@ def damage(run: Path, step: int, how: str) -> None:
         assert files
         for p in files:
             p.write_bytes(b'')
+    elif how == 'missing arrays':  # the optimizer's array data files deleted
+        files = [p for p in (folder / 'optimizer').rglob('*') if p.parent.name == 'd']
+        assert files
+        for p in files:
+            p.unlink()
     elif how == 'missing item':
         shutil.rmtree(folder / 'optimizer')
     elif how == 'unreadable position':
@@ -33,26 +39,47 @@ def damage(run: Path, step: int, how: str) -> None:
         raise ValueError(how)
 
 
-def resume(run: Path, config=None):
-    """(step, state) that a run in `run` would resume from."""
-    s = settings.from_config(config or smoke.get_config())
+@functools.cache
+def smoke_state(config_json: str):
+    """(abstract train state, input order) of a config (built once per config)."""
     from retinanet_jax.data import pipeline
 
+    s = settings.from_config(json.loads(config_json))
+    _, state = train_lib.create_state(s, sharding.make_mesh())
     source, _ = settings.make_sources(s)
     order = pipeline.order_of(source, s.input, s.batch_size, split='train', process_count=1)
-    with checkpoint.run_checkpoints(run, keep=s.keep_checkpoints) as manager:
-        _, state, step = train_lib.resume_or_create(s, sharding.make_mesh(), manager, order)
-    return step, state
+    return train_lib.abstract_state(state), order
+
+
+def resume(run: Path, config=None):
+    """(step, restored items) that a run in `run` would resume from."""
+    abstract, order = smoke_state(settings.to_json(config or smoke.get_config()))
+    with checkpoint.run_checkpoints(run, keep=2) as manager:
+        restored, step = train_lib.restore_newest(manager, abstract, order)
+    return step, restored
+
+
+def copy_run(smoke_run, tmp_path) -> Path:
+    """The shared run's checkpoints, copied (all a resume reads)."""
+    run = tmp_path / 'run'
+    shutil.copytree(smoke_run[0] / 'checkpoints', run / 'checkpoints')
+    return run
 
 
 @pytest.mark.parametrize(
-    'how', ['truncated arrays', 'missing item', 'unreadable position', 'corrupt position']
+    'how',
+    [
+        'truncated arrays',
+        'missing arrays',
+        'missing item',
+        'unreadable position',
+        'corrupt position',
+    ],
 )
 def test_an_unreadable_newest_checkpoint_is_moved_aside_and_the_previous_restores(
     tmp_path, smoke_run, capsys, how
 ):
-    run = tmp_path / 'run'
-    shutil.copytree(smoke_run[0], run)
+    run = copy_run(smoke_run, tmp_path)
     damage(run, 4, how)
     step, state = resume(run)
     assert step == 2
@@ -69,8 +96,7 @@ def test_an_unreadable_newest_checkpoint_is_moved_aside_and_the_previous_restore
 
 
 def test_falling_back_then_training_ends_bitwise_equal_to_the_straight_run(tmp_path, smoke_run):
-    run = tmp_path / 'run'
-    shutil.copytree(smoke_run[0], run)
+    run = copy_run(smoke_run, tmp_path)
     damage(run, 4, 'truncated arrays')
     summary = train_lib.train_and_evaluate(smoke.get_config(), str(run))
     assert summary['step'] == 4
@@ -81,8 +107,7 @@ def test_falling_back_then_training_ends_bitwise_equal_to_the_straight_run(tmp_p
 
 
 def test_when_no_checkpoint_restores_the_run_stops_and_never_starts_over(tmp_path, smoke_run):
-    run = tmp_path / 'run'
-    shutil.copytree(smoke_run[0], run)
+    run = copy_run(smoke_run, tmp_path)
     damage(run, 4, 'truncated arrays')
     damage(run, 2, 'missing item')
     with pytest.raises(
@@ -97,8 +122,7 @@ def test_when_no_checkpoint_restores_the_run_stops_and_never_starts_over(tmp_pat
 
 
 def test_a_checkpoint_of_another_model_or_order_stops_and_is_left_alone(tmp_path, smoke_run):
-    run = tmp_path / 'run'
-    shutil.copytree(smoke_run[0], run)
+    run = copy_run(smoke_run, tmp_path)
     other = smoke.get_config()
     other.model.fpn_width = 64
     with pytest.raises(ValueError, match='checkpoints/4 does not match this config'):
@@ -114,8 +138,7 @@ def test_a_checkpoint_of_another_model_or_order_stops_and_is_left_alone(tmp_path
 def test_a_failed_write_names_folder_and_step_and_keeps_the_earlier_checkpoints(
     tmp_path, smoke_run, monkeypatch
 ):
-    run = tmp_path / 'run'
-    shutil.copytree(smoke_run[0], run)
+    run = copy_run(smoke_run, tmp_path)
     _step, state = resume(run)
     import orbax.checkpoint as ocp
 

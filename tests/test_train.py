@@ -394,7 +394,7 @@ def test_sigkill_then_sigterm_then_resume_equals_straight(tmp_path, smoke_run):
     assert f'resumed from {workdir}/checkpoints at step {steps[-1]}' in line, line
     sent = time.time()
     proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=300)
+    _, err = proc.communicate(timeout=300)
     assert proc.returncode == 143, err[-3000:]
     assert time.time() - sent < 30
     reached = steps[-1] + 1
