@@ -58,13 +58,25 @@ def _build(s: settings.Settings):
     return model, nnx.Optimizer(model, tx, wrt=nnx.Param)
 
 
-def create_state(s: settings.Settings, mesh) -> tuple[TrainGraph, dict]:
-    """(graph, state) of a fresh run, the state created directly as replicated arrays on the
-    mesh (jit with out_shardings; shapes come from eval_shape, nothing is built twice)."""
+def train_graph(s: settings.Settings, mesh) -> tuple[TrainGraph, dict]:
+    """(graph, abstract state) of a run: the static structure and the shape-dtype structs
+    (replicated on the mesh) of its train state, from eval_shape: nothing is computed. A
+    resumed run restores into the abstract state; a fresh one calls create_state."""
     model, optimizer = nnx.eval_shape(lambda: _build(s))
     graph = TrainGraph(
         nnx.graphdef(model), inference.eval_graphdef(s.model), nnx.graphdef(optimizer)
     )
+    rep = sharding.replicated(mesh)
+    state = {'model': nnx.state(model), 'optimizer': nnx.state(optimizer)}
+    return graph, jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rep), state
+    )
+
+
+def create_state(s: settings.Settings, mesh) -> tuple[TrainGraph, dict]:
+    """(graph, state) of a fresh run, the state created directly as replicated arrays on the
+    mesh (one computation, jit with out_shardings)."""
+    graph, _ = train_graph(s, mesh)
 
     def init():
         model, optimizer = _build(s)
@@ -231,11 +243,12 @@ def train_with(watcher: preemption.PreemptionWatcher, config, workdir: str) -> d
 def resume_or_create(s: settings.Settings, mesh, manager, order: dict):
     """(graph, state, step): the newest checkpoint of the run that restores (restore_newest),
     else a fresh state (with the backbone of config.init.backbone)."""
-    graph, state = create_state(s, mesh)
-    restored, start_step = restore_newest(manager, abstract_state(state), order)
+    graph, abstract = train_graph(s, mesh)  # a resumed run never initialises a fresh state
+    restored, start_step = restore_newest(manager, abstract, order)
     if restored is not None:
         print(f'resumed from {manager.directory} at step {start_step}', flush=True)
         return graph, {'model': restored['model'], 'optimizer': restored['optimizer']}, start_step
+    graph, state = create_state(s, mesh)
     if s.init_backbone:
         state = init_backbone(graph, state, s.init_backbone, mesh)
         print(f'backbone initialised from {s.init_backbone}')

@@ -45,10 +45,10 @@ def smoke_state(config_json: str):
     from retinanet_jax.data import pipeline
 
     s = settings.from_config(json.loads(config_json))
-    _, state = train_lib.create_state(s, sharding.make_mesh())
+    _, abstract = train_lib.train_graph(s, sharding.make_mesh())
     source, _ = settings.make_sources(s)
     order = pipeline.order_of(source, s.input, s.batch_size, split='train', process_count=1)
-    return train_lib.abstract_state(state), order
+    return abstract, order
 
 
 def resume(run: Path, config=None):
