@@ -197,6 +197,13 @@ def restore_newest_readable(
             f'{manager.directory}: no checkpoint restores; moved aside: {"; ".join(reasons)}. '
             'Restore a copy of a checkpoint there, or use a new --workdir'
         )
+    aside = Path(manager.directory).parent / 'unreadable_checkpoints'
+    if aside.is_dir() and any(aside.iterdir()):  # an earlier attempt moved them all aside
+        raise ValueError(
+            f'{manager.directory} holds no checkpoint, and {aside} holds '
+            f'{sorted(p.name for p in aside.iterdir())} that could not be restored: the run '
+            'does not start over by itself; restore a copy of a checkpoint, or use a new --workdir'
+        )
     return None, 0
 
 

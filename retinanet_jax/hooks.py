@@ -7,8 +7,8 @@ loop.Loop, in this order:
   MetricLogger     scalars to TensorBoard every log_every steps (process 0)
   BadRecordLog     records replaced under data.on_bad_record='skip' -> <workdir>/bad_records.json
   Checkpointer     the train state and input position every checkpoint_every steps and last
-  Evaluator        COCO evaluation every eval_every steps and last
   PreemptionHook   SIGTERM / SIGINT: a checkpoint of the step reached, then preemption.Preempted
+  Evaluator        COCO evaluation every eval_every steps and last
 
 Steps are numbered by how many are done (a checkpoint of step k resumes with batch k).
 """
@@ -162,12 +162,13 @@ class MetricLogger(Hook):
 
 
 class BadRecordLog(Hook):
-    """Writes the records that data.on_bad_record='skip' replaced (pipeline.BadRecords) to
-    <workdir>/bad_records.json whenever the list grew, at log steps and at the end."""
+    """Writes the records that data.on_bad_record='skip' replaced (bad_records.BadRecords) to
+    `path` whenever the list grew, checked after every step (a preempted or failed run has
+    written what it met) and at the end."""
 
-    def __init__(self, bad_records, path: Path, log_every: int):
-        self.bad_records, self.path, self.log_every = bad_records, path, log_every
-        self.written = 0
+    def __init__(self, bad_records, path: Path):
+        self.bad_records, self.path = bad_records, path
+        self.written = len(bad_records.entries())
 
     def _write(self) -> None:
         entries = self.bad_records.entries()
@@ -176,8 +177,7 @@ class BadRecordLog(Hook):
             self.written = len(entries)
 
     def finished_step(self, loop: Loop, result: StepResult) -> None:
-        if is_due(result.step, self.log_every, loop.total_steps):
-            self._write()
+        self._write()
 
     def after_train(self, loop: Loop) -> None:
         self._write()

@@ -12,8 +12,9 @@ service on by default): JAX's preemption sync manager hears SIGTERM on any host,
 `multihost_utils.reached_preemption_sync_point(step)` turns True on every host at the same
 step (the largest step any host had reached, plus one), so that all save the same step. A
 SIGINT there is turned into a SIGTERM of this process, so that it goes through the same sync.
-A second signal while the checkpoint is written is ignored (with a line saying so): orbax
-writes atomically, so even a SIGKILL then leaves no half-written checkpoint to be read.
+A repeated SIGTERM while the checkpoint is written is ignored (schedulers repeat it); a second
+SIGINT (Ctrl-C twice) stops at once with KeyboardInterrupt. Either way nothing is corrupted:
+orbax writes atomically, so even a SIGKILL mid-save leaves no half-written checkpoint to read.
 
 `Preempted.exit_code` is 128 + the signal number (143 for SIGTERM, 130 for SIGINT), what a
 scheduler reads as an interrupted job; train.py exits with it.
@@ -48,6 +49,7 @@ class PreemptionWatcher:
 
     def __init__(self):
         self.signal_name: str | None = None
+        self._said, self._repeats = False, 0
         self.distributed = jax.distributed.is_initialized()
         self._previous = {}
         if not _main_thread():
@@ -58,32 +60,36 @@ class PreemptionWatcher:
             self._previous[sig] = signal.signal(sig, self._handle)
 
     def _handle(self, signum, frame) -> None:
+        # Only flags here: printing from a signal handler can re-enter a stderr write (tqdm's)
+        # and fail; `reached` says it.
         del frame
         name = signal.Signals(signum).name
-        if self.signal_name is not None:
-            print(
-                f'{name} received again: ignored while the run saves and stops',
-                file=sys.stderr,
-                flush=True,
-            )
-            return
-        self.signal_name = name
-        print(
-            f'{name} received: the run saves a checkpoint after the step in flight and stops',
-            file=sys.stderr,
-            flush=True,
-        )
-        if self.distributed:  # every host hears of it through JAX's preemption sync
-            os.kill(os.getpid(), signal.SIGTERM)
+        if self.signal_name is None:
+            self.signal_name = name
+            if self.distributed:  # every host hears of it through JAX's preemption sync
+                os.kill(os.getpid(), signal.SIGTERM)
+        elif signum == signal.SIGINT:  # Ctrl-C twice: stop now (checkpoints are atomic)
+            raise KeyboardInterrupt
+        else:
+            self._repeats += 1  # a scheduler may repeat SIGTERM: the save goes on
 
     def reached(self, step: int) -> bool:
         """Whether to save `step` and stop; call it after every step, on every process."""
         if self.distributed:
-            if multihost_utils.reached_preemption_sync_point(step):
+            reached = multihost_utils.reached_preemption_sync_point(step)
+            if reached:
                 self.signal_name = self.signal_name or 'SIGTERM'
-                return True
-            return False
-        return self.signal_name is not None
+        else:
+            reached = self.signal_name is not None
+        if reached and not self._said:
+            self._said = True
+            print(
+                f'{self.signal_name} received: saving step {step}, then stopping (Ctrl-C again '
+                'stops at once)',
+                file=sys.stderr,
+                flush=True,
+            )
+        return reached
 
     def close(self) -> None:
         for sig, previous in self._previous.items():

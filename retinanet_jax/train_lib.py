@@ -186,7 +186,10 @@ def train_with(watcher: preemption.PreemptionWatcher, config, workdir: str) -> d
     source, evaluated = settings.make_sources(s)
     anchors = np.asarray(anchor_lib.generate_anchors(s.image_hw, s.anchors))
     process = dict(process_index=jax.process_index(), process_count=jax.process_count())
-    bad = BadRecords(s.data.max_bad_fraction) if s.data.on_bad_record == 'skip' else None
+    bad = None
+    if s.data.on_bad_record == 'skip':  # those of the run so far, if it resumes
+        bad = BadRecords(s.data.max_bad_fraction, jax.process_count())
+        bad.load(bad_records_file(workdir))
     train_ds = pipeline.train_dataset(source, s.input, local_batch, split=s.data.train_split,
                                       bad_records=bad, **process)  # fmt: skip
     order = pipeline.order_of(source, s.input, local_batch, split=s.data.train_split,
@@ -221,10 +224,10 @@ def train_with(watcher: preemption.PreemptionWatcher, config, workdir: str) -> d
             guard,
             progress,
             hooks.MetricLogger(writer, s.log_every, s.batch_size, guard),
-            *([hooks.BadRecordLog(bad, workdir / 'bad_records.json', s.log_every)] if bad else []),
+            *([hooks.BadRecordLog(bad, bad_records_file(workdir))] if bad else []),
             checkpointer,
+            hooks.PreemptionHook(checkpointer, watcher),  # before an evaluation: save first
             evaluations,
-            hooks.PreemptionHook(checkpointer, watcher),
         ]
         state = Loop(make_train_step(graph, anchors, s, mesh),
                      pipeline.train_iterator(train_ds, start_step),
@@ -269,6 +272,13 @@ def restore_newest(manager, abstract: dict, order: dict) -> tuple[dict | None, i
             raise checkpoint.UnreadableCheckpoint(str(e)) from None
 
     return checkpoint.restore_newest_readable(manager, abstract, data=True, check=check)
+
+
+def bad_records_file(workdir: Path) -> Path:
+    """Where data.on_bad_record='skip' lists the records it replaced (one file per process:
+    each reads its own share)."""
+    k = jax.process_index()
+    return workdir / ('bad_records.json' if jax.process_count() == 1 else f'bad_records.{k}.json')
 
 
 def write_summary(workdir: Path, summary: dict, evaluated: str) -> None:

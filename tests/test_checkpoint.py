@@ -119,6 +119,12 @@ def test_when_no_checkpoint_restores_the_run_stops_and_never_starts_over(tmp_pat
         resume(run)
     assert not list((run / 'checkpoints').glob('[0-9]*'))
     assert sorted(p.name for p in (run / 'unreadable_checkpoints').iterdir()) == ['2', '4']
+    with pytest.raises(
+        ValueError,
+        match=r"holds no checkpoint, and .*\['2', '4'\] .* does not "
+        r'start over',
+    ):
+        resume(run)
 
 
 def test_a_checkpoint_of_another_model_or_order_stops_and_is_left_alone(tmp_path, smoke_run):

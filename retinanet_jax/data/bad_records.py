@@ -7,12 +7,15 @@ A replaced record is swapped, wherever it is read, for the next good record of t
 resumed run reads exactly what the uninterrupted one read, and shapes stay static. Each
 replacement is recorded once (`BadRecords.entries()`: split, record index, image name where
 the source knows it, reason), and the run stops once more than `max_fraction` of the split is
-bad. grain reads from several threads: the record keeps a lock.
+bad (of its own share, with several processes). A resumed run takes up the list its run wrote
+(train_lib.bad_records_file). grain reads from several threads: the record keeps a lock.
 """
 
 import dataclasses
+import json
 import sys
 import threading
+from pathlib import Path
 
 ON_BAD_RECORD = ('stop', 'skip')
 
@@ -26,8 +29,16 @@ class BadRecords:
     """The records replaced so far, and the limit on them."""
 
     max_fraction: float = 0.01
+    process_count: int = 1  # each process reads (and counts) its own share of a split
     _entries: dict = dataclasses.field(default_factory=dict)
     _lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+
+    def load(self, path) -> None:
+        """Takes up the entries a run wrote to `path` before it was interrupted (if any)."""
+        path = Path(path)
+        if path.is_file():
+            for e in json.loads(path.read_text()):
+                self._entries[(e['split'], e['index'])] = e
 
     def add(self, split: str, index: int, size: int, name: str, reason: str) -> None:
         with self._lock:
@@ -41,7 +52,7 @@ class BadRecords:
             }
             count = sum(1 for s, _ in self._entries if s == split)
         print(f'warning: bad record replaced: {name}: {reason}', file=sys.stderr, flush=True)
-        if count > self.max_fraction * size:
+        if count > self.max_fraction * size / self.process_count:
             raise TooManyBadRecords(
                 f'{count} of {size} records of split {split!r} are bad, more than '
                 f'data.max_bad_fraction={self.max_fraction}; the last: {name}: {reason}'
