@@ -77,11 +77,18 @@ def run(quick: bool = False, threads: int = 2, device: str = 'cpu') -> list:
         print(f'| {name} | {count} | {show(ours)} | {show(ref)} |', flush=True)
     print(f'per step, convolutions only: ours {totals["ours"]:.0f}, torch {totals["torch"]:.0f} ms')
     return [
-        Timing('ours: the step\'s convolutions, summed', totals['ours'], totals['ours'], runs,
-               0.0, reference='torch: the step\'s convolutions, summed'),
-        Timing('torch: the step\'s convolutions, summed', totals['torch'], totals['torch'], runs,
-               0.0),
-    ]  # fmt: skip
+        Timing(
+            "ours: the step's convolutions, summed",
+            totals['ours'],
+            totals['ours'],
+            runs,
+            0.0,
+            reference="torch: the step's convolutions, summed",
+        ),
+        Timing(
+            "torch: the step's convolutions, summed", totals['torch'], totals['torch'], runs, 0.0
+        ),
+    ]
 
 
 def _median(fn, runs) -> float:
@@ -103,18 +110,26 @@ def _ours(size, cin, cout, k, stride, dgrad, wgrad, runs):
     numbers = jax.lax.conv_dimension_numbers(x.shape, w.shape, ('NHWC', 'HWIO', 'NHWC'))
 
     def conv(x, w):
-        return conv_general_dilated(x, w, (stride, stride), ((pad, pad), (pad, pad)),
-                                    dimension_numbers=numbers)  # fmt: skip
+        return conv_general_dilated(
+            x, w, (stride, stride), ((pad, pad), (pad, pad)), dimension_numbers=numbers
+        )
 
     g = jnp.ones(jax.eval_shape(conv, x, w).shape, jnp.float32)
     options = compiler_options.default()
     fns = [jax.jit(conv, compiler_options=options)]
-    fns.append(jax.jit(lambda x, w: jax.vjp(lambda x: conv(x, w), x)[1](g)[0],
-                       compiler_options=options) if dgrad else None)  # fmt: skip
-    fns.append(jax.jit(lambda x, w: jax.vjp(lambda w: conv(x, w), w)[1](g)[0],
-                       compiler_options=options) if wgrad else None)  # fmt: skip
-    return [None if f is None else _median(lambda f=f: f(x, w).block_until_ready(), runs)
-            for f in fns]  # fmt: skip
+    fns.append(
+        jax.jit(lambda x, w: jax.vjp(lambda x: conv(x, w), x)[1](g)[0], compiler_options=options)
+        if dgrad
+        else None
+    )
+    fns.append(
+        jax.jit(lambda x, w: jax.vjp(lambda w: conv(x, w), w)[1](g)[0], compiler_options=options)
+        if wgrad
+        else None
+    )
+    return [
+        None if f is None else _median(lambda f=f: f(x, w).block_until_ready(), runs) for f in fns
+    ]
 
 
 def _torch(size, cin, cout, k, stride, dgrad, wgrad, runs):

@@ -46,11 +46,13 @@ def run(quick: bool = False, threads: int = 2, device: str = 'cpu') -> list:
         # export tests/test_export.py covers).
         if device == 'cpu' and not quick:
             export_dir = str(Path(tmp) / 'export')
-            measure('bench.inference', 'export', threads=threads, export_dir=export_dir,
-                    **options)  # fmt: skip
+            measure('bench.inference', 'export', threads=threads, export_dir=export_dir, **options)
             for fmt in ('onnx', 'stablehlo'):
-                exported.append(measure('bench.inference', fmt, threads=threads,
-                                        export_dir=export_dir, **options))  # fmt: skip
+                exported.append(
+                    measure(
+                        'bench.inference', fmt, threads=threads, export_dir=export_dir, **options
+                    )
+                )
     what = f'inference {size}x{size} {dtype}'
     ref.name = f'torchvision: {what}' + (' (autocast)' if dtype == 'bfloat16' else '')
     ours.name, ours.reference = f'ours: {what}', ref.name
@@ -82,8 +84,9 @@ def export_model(weights, image, export_dir):
 
     predictor = converted_predictor(inference, weights, image.shape[0])
     start = time.perf_counter()
-    export.export(predictor, export_dir, ('onnx', 'stablehlo'), export_size(image.shape[:2]),
-                  batch=1)  # fmt: skip
+    export.export(
+        predictor, export_dir, ('onnx', 'stablehlo'), export_size(image.shape[:2]), batch=1
+    )
     seconds = time.perf_counter() - start
     print(f'export: {seconds:.0f} s')
     return Timing('export', seconds * 1e3, seconds * 1e3, 1, 0.0)

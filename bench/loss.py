@@ -23,8 +23,10 @@ REFERENCE = {
 #   bench  20 valid boxes in each image (M = 20), 16-300 pixels across
 #   seed   the kind the first version of this project was measured on: 12 slots, one image
 #          with 2 boxes and one with 7, the rest padding (label -1), 100-500 pixels across
-PROBLEMS = {'bench': dict(slots=20, boxes=(20, 20), sizes=(16, 300)),
-            'seed': dict(slots=12, boxes=(2, 7), sizes=(100, 500))}  # fmt: skip
+PROBLEMS = {
+    'bench': dict(slots=20, boxes=(20, 20), sizes=(16, 300)),
+    'seed': dict(slots=12, boxes=(2, 7), sizes=(100, 500)),
+}
 
 
 def make_problem(image_hw, batch, num_classes, problem='bench', seed=0):
@@ -61,8 +63,10 @@ def run(quick: bool = False, threads: int = 2, device: str = 'cpu') -> list:
     for problem in PROBLEMS:
         inputs = make_problem(image_hw, 2, k, problem)
         m = PROBLEMS[problem]['slots']
-        print(f'problem {problem}: anchors R={len(inputs[0])}, B=2, K={k}, M={m}, '
-              f'torch threads={threads}, jax {jax.__version__}')  # fmt: skip
+        print(
+            f'problem {problem}: anchors R={len(inputs[0])}, B=2, K={k}, M={m}, '
+            f'torch threads={threads}, jax {jax.__version__}'
+        )
         results += time_problem(problem, inputs, k, runs, dev, sync)
     return results
 

@@ -27,8 +27,11 @@ def run(quick: bool = False, threads: int = 2, device: str = 'cpu') -> list:
         for name, fn in (('jnp.dot', _jax_dot), ('torch.matmul', _torch_matmul)):
             ms, first = fn(size, dtype, 3 if quick else 10)
             flops = 2 * size**3
-            rows.append(Timing(f'{name} {size}x{size} {dtype}', ms, ms, 3 if quick else 10,
-                               first, flops=flops))  # fmt: skip
+            rows.append(
+                Timing(
+                    f'{name} {size}x{size} {dtype}', ms, ms, 3 if quick else 10, first, flops=flops
+                )
+            )
             print(f'{name} {dtype}: {flops / ms / 1e6:.0f} GFLOP/s')
     return rows
 

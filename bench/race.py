@@ -25,12 +25,16 @@ def run(quick: bool = False, threads: int = 2, device: str = 'cpu') -> list:
     ours = measure('bench.race', 'ours', quick=quick)
     budget = ours.extra['train_seconds']
     o = ours.extra
-    print(f'ours: mAP {o["AP"]:.3f} in {budget:.0f} s of training ({o["steps"]} steps), '
-          f'{o["command_seconds"]:.0f} s for the whole command')  # fmt: skip
+    print(
+        f'ours: mAP {o["AP"]:.3f} in {budget:.0f} s of training ({o["steps"]} steps), '
+        f'{o["command_seconds"]:.0f} s for the whole command'
+    )
     ref = measure('bench.race', 'torchvision', quick=quick, budget=budget, threads=threads)
     r = ref.extra
-    print(f'torchvision: mAP {r["AP"]:.3f} in {r["train_seconds"]:.0f} s of training '
-          f'({r["steps"]} steps at {r["steps_per_second"]:.2f}/s)')  # fmt: skip
+    print(
+        f'torchvision: mAP {r["AP"]:.3f} in {r["train_seconds"]:.0f} s of training '
+        f'({r["steps"]} steps at {r["steps_per_second"]:.2f}/s)'
+    )
     ours.name = f'ours: shapes demo, mAP {ours.extra["AP"]:.3f} (AP50 {ours.extra["AP50"]:.3f})'
     ref.name = f'torchvision: same budget, mAP {ref.extra["AP"]:.3f} (AP50 {ref.extra["AP50"]:.3f})'
     verdict = 'ours ahead' if o['AP'] > r['AP'] else 'torchvision ahead'
@@ -39,8 +43,14 @@ def run(quick: bool = False, threads: int = 2, device: str = 'cpu') -> list:
 
 
 # --quick: a few steps of the demo on a few images (a smoke test of this benchmark).
-QUICK = {'train_steps': 3, 'batch_size': 2, 'eval_every': 3, 'checkpoint_every': 3,
-         'optim.warmup_steps': 1, 'data.options.sizes': {'train': 16, 'validation': 4}}  # fmt: skip
+QUICK = {
+    'train_steps': 3,
+    'batch_size': 2,
+    'eval_every': 3,
+    'checkpoint_every': 3,
+    'optim.warmup_steps': 1,
+    'data.options.sizes': {'train': 16, 'validation': 4},
+}
 
 
 def demo_config(quick: bool):
@@ -81,8 +91,13 @@ def ours_demo(quick: bool):
         overrides.append("--config.data.options.sizes={'train': 16, 'validation': 4}")
     with tempfile.TemporaryDirectory() as workdir:
         start = time.perf_counter()
-        command = [sys.executable, 'train.py', '--config=configs/shapes.py',
-                   f'--workdir={workdir}', *overrides]  # fmt: skip
+        command = [
+            sys.executable,
+            'train.py',
+            '--config=configs/shapes.py',
+            f'--workdir={workdir}',
+            *overrides,
+        ]
         proc = subprocess.run(command, capture_output=True, text=True)
         seconds = time.perf_counter() - start
         if proc.returncode:
@@ -152,13 +167,21 @@ def build_torchvision(config):
         m.fpn_width,
         extra_blocks=LastLevelP6P7(channels[-1], m.fpn_width),
     )
-    head = RetinaNetHead(m.fpn_width, 9, m.num_classes,
-                         norm_layer=functools.partial(torch.nn.GroupNorm, 32))  # fmt: skip
+    head = RetinaNetHead(
+        m.fpn_width, 9, m.num_classes, norm_layer=functools.partial(torch.nn.GroupNorm, 32)
+    )
     head.classification_head.conv = head.classification_head.conv[: m.head_depth]
     head.regression_head.conv = head.regression_head.conv[: m.head_depth]
     size = config.input.image_size[0]
-    return RetinaNet(backbone, m.num_classes, min_size=size, max_size=size, head=head,
-                     anchor_generator=anchor_generator(config), detections_per_img=100)  # fmt: skip
+    return RetinaNet(
+        backbone,
+        m.num_classes,
+        min_size=size,
+        max_size=size,
+        head=head,
+        anchor_generator=anchor_generator(config),
+        detections_per_img=100,
+    )
 
 
 def anchor_generator(config):
@@ -182,8 +205,13 @@ def optimiser(model, config, steps: int):
     o = config.optim
     kernels = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
     others = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
-    opt = torch.optim.AdamW([{'params': kernels, 'weight_decay': o.weight_decay},
-                             {'params': others, 'weight_decay': 0.0}], lr=o.lr)  # fmt: skip
+    opt = torch.optim.AdamW(
+        [
+            {'params': kernels, 'weight_decay': o.weight_decay},
+            {'params': others, 'weight_decay': 0.0},
+        ],
+        lr=o.lr,
+    )
     opt.grad_clip = o.grad_clip
     warmup = min(o.warmup_steps, max(steps - 1, 1))
 
@@ -239,8 +267,12 @@ class ShapesBatches:
                 image = image[:, ::-1]
                 boxes[:, [0, 2]] = image.shape[1] - boxes[:, [2, 0]]
             images.append(torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1) / 255.0)
-            targets.append({'boxes': torch.from_numpy(boxes).float(),
-                            'labels': torch.from_numpy(e['labels']).long()})  # fmt: skip
+            targets.append(
+                {
+                    'boxes': torch.from_numpy(boxes).float(),
+                    'labels': torch.from_numpy(e['labels']).long(),
+                }
+            )
         return images, targets
 
 
@@ -271,8 +303,9 @@ def evaluate_torchvision(model, config) -> dict:
             dets['scores'][0, :n] = out['scores'][:n].numpy()
             dets['labels'][0, :n] = out['labels'][:n].numpy()
             dets['valid'][0, :n] = True
-            evaluator.add_batch(dets, {'image_id': np.array([e['image_id']]),
-                                       'valid': np.ones(1, bool)})  # fmt: skip
+            evaluator.add_batch(
+                dets, {'image_id': np.array([e['image_id']]), 'valid': np.ones(1, bool)}
+            )
     return evaluator.evaluate()
 
 

@@ -38,9 +38,17 @@ def run(quick: bool = False, threads: int = 2, device: str = 'cpu') -> list:
         next(iterator)
     per_step = (time.perf_counter() - start) / replayed
     replay = per_step * step
-    print(f'resume at step {step}: {resumed * 1e3:.0f} ms to the first batch; replaying the '
-          f'input: {per_step * 1e3:.1f} ms per step x {step} = {replay / 60:.1f} min')  # fmt: skip
-    ours = Timing(f'ours: first batch at step {step} (index-level order)', resumed * 1e3,
-                  resumed * 1e3, 1, 0.0, reference=f'replay: {step} steps of input')  # fmt: skip
+    print(
+        f'resume at step {step}: {resumed * 1e3:.0f} ms to the first batch; replaying the '
+        f'input: {per_step * 1e3:.1f} ms per step x {step} = {replay / 60:.1f} min'
+    )
+    ours = Timing(
+        f'ours: first batch at step {step} (index-level order)',
+        resumed * 1e3,
+        resumed * 1e3,
+        1,
+        0.0,
+        reference=f'replay: {step} steps of input',
+    )
     before = Timing(f'replay: {step} steps of input', replay * 1e3, replay * 1e3, replayed, 0.0)
     return [ours, before]

@@ -32,12 +32,20 @@ def run(quick: bool = False, threads: int = 2, device: str = 'cpu') -> list:
             with tempfile.TemporaryDirectory() as workdir:
                 start = time.perf_counter()
                 proc = subprocess.run(
-                    [sys.executable, 'train.py', f'--config={config}', f'--workdir={workdir}',
-                     '--config.train_steps=1', '--config.eval_every=1',
-                     '--config.checkpoint_every=1'],
-                    cwd=ROOT, env={**os.environ, 'RETINANET_JAX_CACHE': cache},
-                    capture_output=True, text=True,
-                )  # fmt: skip
+                    [
+                        sys.executable,
+                        'train.py',
+                        f'--config={config}',
+                        f'--workdir={workdir}',
+                        '--config.train_steps=1',
+                        '--config.eval_every=1',
+                        '--config.checkpoint_every=1',
+                    ],
+                    cwd=ROOT,
+                    env={**os.environ, 'RETINANET_JAX_CACHE': cache},
+                    capture_output=True,
+                    text=True,
+                )
                 command = time.perf_counter() - start
                 if proc.returncode:
                     raise RuntimeError(proc.stderr[-3000:])

@@ -43,8 +43,9 @@ def run(quick: bool = False, threads: int = 2, device: str = 'cpu', norms=None) 
     what = f'R{s["depth"]}-FPN train step {s["size"]}x{s["size"]} batch {s["batch"]} {s["dtype"]}'
     refs = {}
     for norm in sorted({REFERENCE_NORM[n] for n in norms}):
-        ref = measure('bench.train_step', 'torchvision', device=device, threads=threads,
-                      norm=norm, **s)  # fmt: skip
+        ref = measure(
+            'bench.train_step', 'torchvision', device=device, threads=threads, norm=norm, **s
+        )
         layer = 'FrozenBatchNorm2d' if norm == 'frozen' else 'BatchNorm2d'
         ref.name = f'torchvision: {what}, {layer}' + (' (autocast)' if device == 'gpu' else '')
         refs[norm] = ref
@@ -53,8 +54,14 @@ def run(quick: bool = False, threads: int = 2, device: str = 'cpu', norms=None) 
     # On the CPU each 'ours' side counts its own step (no separate lowering).
     counted = None
     if device != 'cpu':
-        counted = measure('bench.train_step', 'flops', {'JAX_PLATFORMS': 'cpu'}, device='cpu',
-                          norms=list(norms), **s)  # fmt: skip
+        counted = measure(
+            'bench.train_step',
+            'flops',
+            {'JAX_PLATFORMS': 'cpu'},
+            device='cpu',
+            norms=list(norms),
+            **s,
+        )
     peak = cpu_peak_gflops(512 if quick else 4096) if device == 'cpu' else H100_BF16_TFLOPS * 1e3
     rows = []
     for norm in norms:
@@ -62,9 +69,11 @@ def run(quick: bool = False, threads: int = 2, device: str = 'cpu', norms=None) 
         ours.name, ours.reference = f'ours: {what}, norm={norm}', refs[REFERENCE_NORM[norm]].name
         ours.flops = (counted or ours).extra['flops'][norm]
         gflops = ours.flops / ours.median_ms / 1e6
-        print(f'{ours.name}: {s["batch"] * 1e3 / ours.median_ms:.1f} images/s, '
-              f'{ours.flops / 1e9:.0f} GFLOP per step (XLA cost analysis), {gflops:.0f} GFLOP/s '
-              f'= {gflops / peak:.0%} of the {peak:.0f} GFLOP/s peak')  # fmt: skip
+        print(
+            f'{ours.name}: {s["batch"] * 1e3 / ours.median_ms:.1f} images/s, '
+            f'{ours.flops / 1e9:.0f} GFLOP per step (XLA cost analysis), {gflops:.0f} GFLOP/s '
+            f'= {gflops / peak:.0%} of the {peak:.0f} GFLOP/s peak'
+        )
         rows.append(ours)
     for ref in refs.values():
         print(f'{ref.name}: {s["batch"] * 1e3 / ref.median_ms:.1f} images/s')
@@ -129,8 +138,9 @@ def ours_step(images, boxes, labels, dtype, depth, runs, device, norm):
 
     from bench.timing import time_fn
 
-    lowered, compiled, state, data, compile_ms = ours_setup(images, boxes, labels, dtype, depth,
-                                                            norm=norm)  # fmt: skip
+    lowered, compiled, state, data, compile_ms = ours_setup(
+        images, boxes, labels, dtype, depth, norm=norm
+    )
     holder = {'state': state}
 
     def one_step():

@@ -12,8 +12,13 @@ from absl import logging as absl_logging
 from retinanet_jax import checkpoint, compilation_cache
 
 # CheckpointWriteError: a full disk or no permission, named with the folder and the step.
-KNOWN_ERRORS = (ValueError, FileNotFoundError, FileExistsError, FloatingPointError,
-                checkpoint.CheckpointWriteError)  # fmt: skip
+KNOWN_ERRORS = (
+    ValueError,
+    FileNotFoundError,
+    FileExistsError,
+    FloatingPointError,
+    checkpoint.CheckpointWriteError,
+)
 
 
 def define_model_flags() -> None:

@@ -183,11 +183,14 @@ def retinanet_from_torchvision(
             skipped,
         )
         model.classification_head.output = conv(
-            config.fpn_width, 9 * num_classes, 3,
+            config.fpn_width,
+            9 * num_classes,
+            3,
             kernel_init=nnx.initializers.normal(0.01),
             bias_init=nnx.initializers.constant(class_prior_bias(config.prior_probability)),
-            dtype=jnp.dtype(dtype), rngs=nnx.Rngs(0),
-        )  # fmt: skip
+            dtype=jnp.dtype(dtype),
+            rngs=nnx.Rngs(0),
+        )
     return model
 
 

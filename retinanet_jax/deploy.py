@@ -62,8 +62,9 @@ def detector_function(predictor, image_hw: tuple[int, int] | None = None):
         net = nnx.merge(graphdef, state)
         out = net(normalize_images(images))
         sizes = jnp.broadcast_to(jnp.asarray(image_hw, jnp.float32), (images.shape[0], 2))
-        dets = postprocess.postprocess(out['cls_logits'], out['box_deltas'], jnp.asarray(anchors),
-                                       sizes, level_sizes, post)  # fmt: skip
+        dets = postprocess.postprocess(
+            out['cls_logits'], out['box_deltas'], jnp.asarray(anchors), sizes, level_sizes, post
+        )
         count = jnp.sum(dets['valid'].astype(jnp.int32), axis=1)
         return dets['boxes'], dets['scores'], dets['labels'], count
 
@@ -171,8 +172,9 @@ def _register_nms_plugin() -> None:
             axis1 = const(ctx, np.array([1], np.int64), 'nms_axis1')
             classes = const(ctx, np.arange(c, dtype=np.int32).reshape(1, c, 1), 'nms_classes')
             # Per-class score planes [B, C, N]: the score where the label is c, else -inf.
-            planes = b.Where(b.Equal(b.Unsqueeze(labels, axis1), classes),
-                             b.Unsqueeze(scores, axis1), neg_inf)  # fmt: skip
+            planes = b.Where(
+                b.Equal(b.Unsqueeze(labels, axis1), classes), b.Unsqueeze(scores, axis1), neg_inf
+            )
             selected = b.NonMaxSuppression(  # [S, 3] (batch, class, box), per class
                 boxes,
                 planes,
@@ -183,16 +185,24 @@ def _register_nms_plugin() -> None:
                 center_point_box=0,
             )
             where = b.Gather(selected, const(ctx, np.array([0, 2], np.int64), 'nms_bn'), axis=1)
-            dense = b.ScatterND(b.Expand(neg_inf, b.Shape(scores)), where,
-                                b.GatherND(scores, where))  # fmt: skip
+            dense = b.ScatterND(
+                b.Expand(neg_inf, b.Shape(scores)), where, b.GatherND(scores, where)
+            )
             if n < d:  # TopK needs k <= N
                 pads = const(ctx, np.array([0, 0, 0, d - n], np.int64), 'nms_pads')
                 dense = b.Pad(dense, pads, neg_inf)
-            values, index = b.TopK(dense, const(ctx, np.array([d], np.int64), 'nms_k'),
-                                   axis=1, largest=1, sorted=1, _outputs=2)  # fmt: skip
+            values, index = b.TopK(
+                dense,
+                const(ctx, np.array([d], np.int64), 'nms_k'),
+                axis=1,
+                largest=1,
+                sorted=1,
+                _outputs=2,
+            )
             kept = b.Not(b.IsInf(values, detect_negative=1, detect_positive=0))
-            index = b.Where(kept, b.Cast(index, to=int(ir.DataType.INT32)),
-                            const(ctx, np.int32(0), 'nms_zero'))  # fmt: skip
+            index = b.Where(
+                kept, b.Cast(index, to=int(ir.DataType.INT32)), const(ctx, np.int32(0), 'nms_zero')
+            )
             shape = tuple(index_var.aval.shape)
             for value, dtype in ((index, ir.DataType.INT32), (kept, ir.DataType.BOOL)):
                 value.type = ir.TensorType(dtype)

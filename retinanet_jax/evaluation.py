@@ -33,10 +33,26 @@ import numpy as np
 from retinanet_jax.data.label_maps import LabelMap
 from retinanet_jax.voc_metric import voc_ap50
 
-STAT_NAMES = ('AP', 'AP50', 'AP75', 'APs', 'APm', 'APl', 'AR1', 'AR10', 'AR100', 'ARs', 'ARm',
-              'ARl')  # fmt: skip
-COCO_AREAS = (('all', 0.0, 1e10), ('small', 0.0, 32.0**2), ('medium', 32.0**2, 96.0**2),
-              ('large', 96.0**2, 1e10))  # fmt: skip
+STAT_NAMES = (
+    'AP',
+    'AP50',
+    'AP75',
+    'APs',
+    'APm',
+    'APl',
+    'AR1',
+    'AR10',
+    'AR100',
+    'ARs',
+    'ARm',
+    'ARl',
+)
+COCO_AREAS = (
+    ('all', 0.0, 1e10),
+    ('small', 0.0, 32.0**2),
+    ('medium', 32.0**2, 96.0**2),
+    ('large', 96.0**2, 1e10),
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,11 +65,11 @@ class EvaluationConfig:
 
     def __post_init__(self):
         if not self.iou_thresholds or not all(0 < t < 1 for t in self.iou_thresholds):
-            raise ValueError(f'EvaluationConfig.iou_thresholds must be in (0, 1): '
-                             f'{self.iou_thresholds}')  # fmt: skip
+            raise ValueError(
+                f'EvaluationConfig.iou_thresholds must be in (0, 1): {self.iou_thresholds}'
+            )
         if not self.max_detections or min(self.max_detections) < 1:
-            raise ValueError(f'EvaluationConfig.max_detections must be >= 1: '
-                             f'{self.max_detections}')  # fmt: skip
+            raise ValueError(f'EvaluationConfig.max_detections must be >= 1: {self.max_detections}')
         if not self.area_ranges or self.area_ranges[0][0] != 'all':
             raise ValueError("EvaluationConfig.area_ranges must start with ('all', 0, 1e10)")
 
@@ -157,8 +173,9 @@ class CocoEvaluator:
         return metrics
 
     def _per_class(self, results: dict, category_ids: list[int]) -> dict[str, float]:
-        names = dict(zip(self.dataset_label_map.category_ids, self.dataset_label_map.names,
-                         strict=True))  # fmt: skip
+        names = dict(
+            zip(self.dataset_label_map.category_ids, self.dataset_label_map.names, strict=True)
+        )
         out = {}
         for k, category in enumerate(category_ids):
             for stat, iou in (('AP', None), ('AP50', 0.5), ('AP75', 0.75)):
@@ -209,13 +226,17 @@ def _mean_recall(results, *, area: int, max_index: int) -> float:
 def _check_detections(ids, boxes, labels, scores, num_classes: int) -> None:
     bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
     if len(bad):
-        raise ValueError(f'evaluation: image id {int(ids[bad[0]])} has a detection with label '
-                         f'{int(labels[bad[0]])}, outside [0, {num_classes})')  # fmt: skip
+        raise ValueError(
+            f'evaluation: image id {int(ids[bad[0]])} has a detection with label '
+            f'{int(labels[bad[0]])}, outside [0, {num_classes})'
+        )
     bad = np.flatnonzero(~np.isfinite(boxes).all(axis=1) | ~np.isfinite(scores))
     if len(bad):
         i = bad[0]
-        raise ValueError(f'evaluation: image id {int(ids[i])} has a detection with a non-finite '
-                         f'box {boxes[i].tolist()} or score {scores[i]}')  # fmt: skip
+        raise ValueError(
+            f'evaluation: image id {int(ids[i])} has a detection with a non-finite '
+            f'box {boxes[i].tolist()} or score {scores[i]}'
+        )
 
 
 def make_evaluator(

@@ -76,8 +76,10 @@ def export(
     existing = out / 'export.json'
     if existing.is_file() and not overwrite:
         if json.loads(existing.read_text()) != json.loads(json.dumps(spec)):
-            raise ValueError(f'--out {out} holds another export ({existing}); pass --overwrite '
-                             'to replace it or choose another folder')  # fmt: skip
+            raise ValueError(
+                f'--out {out} holds another export ({existing}); pass --overwrite '
+                'to replace it or choose another folder'
+            )
     elif out.exists() and any(out.iterdir()) and not existing.is_file() and not overwrite:
         raise ValueError(f'--out {out} is not empty and holds no export; choose another folder')
     out.mkdir(parents=True, exist_ok=True)
@@ -97,16 +99,20 @@ def main(argv) -> None:
     image_hw = tuple(int(v) for v in f.image_size) if f.image_size else None
     batch = None if f.batch == 'dynamic' else _int('--batch', f.batch)
     predictor = cli.exit_on_bad_input('export', load_predictor, f.model, **cli.model_options())
-    overrides = {k: getattr(f, k) for k in ('score_threshold', 'max_detections')
-                 if getattr(f, k) is not None}  # fmt: skip
+    overrides = {
+        k: getattr(f, k) for k in ('score_threshold', 'max_detections') if getattr(f, k) is not None
+    }
     predictor.postprocess = cli.exit_on_bad_input(
         'export', dataclasses.replace, predictor.postprocess, **overrides
     )
-    out = cli.exit_on_bad_input('export', export, predictor, f.out, tuple(f.format), image_hw,
-                                batch, f.overwrite)  # fmt: skip
-    print(f'{predictor.description}: exported {", ".join(f.format)} '
-          f'({"x".join(map(str, image_hw or predictor.image_hw))}, batch {f.batch}) to {out}; '
-          f'try: python {out / "detect.py"} IMAGE')  # fmt: skip
+    out = cli.exit_on_bad_input(
+        'export', export, predictor, f.out, tuple(f.format), image_hw, batch, f.overwrite
+    )
+    print(
+        f'{predictor.description}: exported {", ".join(f.format)} '
+        f'({"x".join(map(str, image_hw or predictor.image_hw))}, batch {f.batch}) to {out}; '
+        f'try: python {out / "detect.py"} IMAGE'
+    )
 
 
 def _int(name: str, value: str) -> int:

@@ -78,8 +78,12 @@ def make_predict_step(
         return dets
 
     rep, split = sharding.replicated(mesh), sharding.batch_sharded(mesh)
-    return jax.jit(predict, in_shardings=(rep, split), out_shardings=split,
-                   compiler_options=compiler_options.default())  # fmt: skip
+    return jax.jit(
+        predict,
+        in_shardings=(rep, split),
+        out_shardings=split,
+        compiler_options=compiler_options.default(),
+    )
 
 
 def evaluate(predict, state, batches, num_batches: int, evaluator, mesh, progress=None) -> dict:
@@ -167,8 +171,9 @@ class Predictor:
             batch = {k: np.stack([e[k] for e in chunk]) for k in chunk[0]}
             filler = per_call - len(chunk)  # pad to a multiple of the device count
             batch = {k: np.concatenate([v, np.repeat(v[-1:], filler, 0)]) for k, v in batch.items()}
-            dets = sharding.to_local(self.predict(self.state, sharding.to_global(batch, self.mesh)),
-                                     self.mesh)  # fmt: skip
+            dets = sharding.to_local(
+                self.predict(self.state, sharding.to_global(batch, self.mesh)), self.mesh
+            )
             out += [{k: v[i] for k, v in dets.items()} for i in range(len(chunk))]
         return out
 

@@ -45,12 +45,15 @@ class PostprocessConfig:
                 f'PostprocessConfig.score_threshold must be in [0, 1), got {self.score_threshold}'
             )
         if not 0 <= self.nms_iou_threshold <= 1:
-            raise ValueError(f'PostprocessConfig.nms_iou_threshold must be in [0, 1], '
-                             f'got {self.nms_iou_threshold}')  # fmt: skip
+            raise ValueError(
+                f'PostprocessConfig.nms_iou_threshold must be in [0, 1], '
+                f'got {self.nms_iou_threshold}'
+            )
         for name in ('topk_candidates', 'max_detections'):
             if getattr(self, name) < 1:
-                raise ValueError(f'PostprocessConfig.{name} must be >= 1, got '
-                                 f'{getattr(self, name)}')  # fmt: skip
+                raise ValueError(
+                    f'PostprocessConfig.{name} must be >= 1, got {getattr(self, name)}'
+                )
 
     @classmethod
     def torchvision(cls) -> 'PostprocessConfig':

@@ -54,11 +54,14 @@ class DataConfig:
 
     def __post_init__(self):
         if self.on_bad_record not in ON_BAD_RECORD:
-            raise ValueError(f'DataConfig.on_bad_record must be one of {ON_BAD_RECORD}, got '
-                             f'{self.on_bad_record!r}')  # fmt: skip
+            raise ValueError(
+                f'DataConfig.on_bad_record must be one of {ON_BAD_RECORD}, got '
+                f'{self.on_bad_record!r}'
+            )
         if not 0 <= self.max_bad_fraction <= 1:
-            raise ValueError(f'DataConfig.max_bad_fraction must be in [0, 1], got '
-                             f'{self.max_bad_fraction!r}')  # fmt: skip
+            raise ValueError(
+                f'DataConfig.max_bad_fraction must be in [0, 1], got {self.max_bad_fraction!r}'
+            )
 
     @property
     def evaluated(self) -> str:
@@ -122,8 +125,10 @@ def from_config(config) -> Settings:
             f'(scales x aspect ratios) but config.model.num_anchors is {model.num_anchors}'
         )
     if anchors.levels != (3, 4, 5, 6, 7):
-        raise ValueError(f'config.anchors levels must be 3..7 (the FPN gives P3-P7), got '
-                         f'{anchors.min_level}..{anchors.max_level}')  # fmt: skip
+        raise ValueError(
+            f'config.anchors levels must be 3..7 (the FPN gives P3-P7), got '
+            f'{anchors.min_level}..{anchors.max_level}'
+        )
     return Settings(
         model=model,
         anchors=anchors,
@@ -153,8 +158,9 @@ def make_sources(settings: Settings):
         return source, source
     evaluated = _make_source(d.eval_dataset, d.eval_options, 'config.data.eval_options')
     if evaluated.label_map.names != source.label_map.names:
-        raise ValueError(f'config.data.eval_dataset {d.eval_dataset!r} has other classes than '
-                         f'{d.dataset!r}')  # fmt: skip
+        raise ValueError(
+            f'config.data.eval_dataset {d.eval_dataset!r} has other classes than {d.dataset!r}'
+        )
     return source, evaluated
 
 

@@ -82,15 +82,17 @@ def create_state(s: settings.Settings, mesh) -> tuple[TrainGraph, dict]:
         model, optimizer = _build(s)
         return {'model': nnx.state(model), 'optimizer': nnx.state(optimizer)}
 
-    state = jax.jit(init, out_shardings=sharding.replicated(mesh),
-                    compiler_options=compiler_options.run_once())()  # fmt: skip
+    state = jax.jit(
+        init, out_shardings=sharding.replicated(mesh), compiler_options=compiler_options.run_once()
+    )()
     return graph, state
 
 
 def abstract_state(state: dict) -> dict:
     """Shape-dtype structs (with their shardings) of a train state, to restore into."""
-    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
-                        state)  # fmt: skip
+    return jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state
+    )
 
 
 def init_backbone(graph: TrainGraph, state: dict, path: str, mesh) -> dict:
@@ -154,8 +156,13 @@ def make_train_step(graph: TrainGraph, anchors: np.ndarray, s: settings.Settings
         return new, metrics
 
     rep, split = sharding.replicated(mesh), sharding.batch_sharded(mesh)
-    return jax.jit(step, in_shardings=(rep, split), out_shardings=(rep, rep), donate_argnums=0,
-                   compiler_options=compiler_options.default())  # fmt: skip
+    return jax.jit(
+        step,
+        in_shardings=(rep, split),
+        out_shardings=(rep, rep),
+        donate_argnums=0,
+        compiler_options=compiler_options.default(),
+    )
 
 
 # --------------------------------------------------------------------------- orchestration
@@ -190,24 +197,34 @@ def train_with(watcher: preemption.PreemptionWatcher, config, workdir: str) -> d
     if s.data.on_bad_record == 'skip':  # those of the run so far, if it resumes
         bad = BadRecords(s.data.max_bad_fraction, jax.process_count())
         bad.load(bad_records_file(workdir))
-    train_ds = pipeline.train_dataset(source, s.input, local_batch, split=s.data.train_split,
-                                      bad_records=bad, **process)  # fmt: skip
-    order = pipeline.order_of(source, s.input, local_batch, split=s.data.train_split,
-                              process_count=jax.process_count())  # fmt: skip
+    train_ds = pipeline.train_dataset(
+        source, s.input, local_batch, split=s.data.train_split, bad_records=bad, **process
+    )
+    order = pipeline.order_of(
+        source, s.input, local_batch, split=s.data.train_split, process_count=jax.process_count()
+    )
     manager = checkpoint.run_checkpoints(workdir, keep=s.keep_checkpoints)
     graph, state, start_step = resume_or_create(s, mesh, manager, order)
     if jax.process_index() == 0:  # only once the workdir is known to be this run's
         (workdir / 'config.json').write_text(settings.to_json(config))
-    predict = inference.make_predict_step(graph.eval_model, s.image_hw, s.anchors,
-                                          s.postprocess, mesh)  # fmt: skip
+    predict = inference.make_predict_step(
+        graph.eval_model, s.image_hw, s.anchors, s.postprocess, mesh
+    )
     eval_ds, eval_batches = pipeline.eval_dataset(
         evaluated, s.input, local_batch, split=s.data.eval_split, **process
     )
     evaluator = evaluation.make_evaluator(evaluated, s.data.eval_split, config=s.evaluation)
 
     def evaluate(model_state, progress=tqdm):
-        return inference.evaluate(predict, model_state, pipeline.eval_batches(eval_ds),
-                                  eval_batches, evaluator, mesh, progress)  # fmt: skip
+        return inference.evaluate(
+            predict,
+            model_state,
+            pipeline.eval_batches(eval_ds),
+            eval_batches,
+            evaluator,
+            mesh,
+            progress,
+        )
 
     def describe(ids):  # the files of a batch's images, where the source reads files
         files = source.image_files(s.data.train_split, ids)
@@ -229,16 +246,25 @@ def train_with(watcher: preemption.PreemptionWatcher, config, workdir: str) -> d
             hooks.PreemptionHook(checkpointer, watcher),  # before an evaluation: save first
             evaluations,
         ]
-        state = Loop(make_train_step(graph, anchors, s, mesh),
-                     pipeline.train_iterator(train_ds, start_step),
-                     functools.partial(sharding.to_global, mesh=mesh), state, start_step,
-                     s.train_steps, side_actions).run()  # fmt: skip
+        state = Loop(
+            make_train_step(graph, anchors, s, mesh),
+            pipeline.train_iterator(train_ds, start_step),
+            functools.partial(sharding.to_global, mesh=mesh),
+            state,
+            start_step,
+            s.train_steps,
+            side_actions,
+        ).run()
     final = evaluations.history.get(s.train_steps) or evaluate(state['model'], None)
     wall = time.time() - start
-    summary = {'step': s.train_steps, 'wall_seconds': wall,
-               'train_seconds': wall - evaluations.seconds,
-               'first_step_seconds': progress.first_step_seconds,
-               'nonfinite_skipped': guard.skipped, **final}  # fmt: skip
+    summary = {
+        'step': s.train_steps,
+        'wall_seconds': wall,
+        'train_seconds': wall - evaluations.seconds,
+        'first_step_seconds': progress.first_step_seconds,
+        'nonfinite_skipped': guard.skipped,
+        **final,
+    }
     write_summary(workdir, summary, f'{s.data.evaluated} {s.data.eval_split}')
     return summary
 

@@ -52,8 +52,9 @@ def draw_boxes(
         colours[i] = _PALETTE[label % len(_PALETTE)]
         draw.rectangle(boxes[i].tolist(), outline=colours[i], width=2)
     sizes = {i: _text_size(draw, texts[i], font) for i in order}
-    for i, (x, y) in label_positions([boxes[i] for i in order], [sizes[i] for i in order],
-                                     canvas.size).items():  # fmt: skip
+    for i, (x, y) in label_positions(
+        [boxes[i] for i in order], [sizes[i] for i in order], canvas.size
+    ).items():
         j = order[i]
         w, h = sizes[j]
         draw.rectangle([x, y, x + w, y + h], fill=colours[j])

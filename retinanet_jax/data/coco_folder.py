@@ -53,8 +53,9 @@ class CocoFolderSource(Source):
                 f'coco_folder: annotations must map split -> json file, got {self.annotations!r}'
             )
         if self.exif not in images.EXIF_MODES:
-            raise ValueError(f'coco_folder: exif must be one of {images.EXIF_MODES}, '
-                             f'got {self.exif!r}')  # fmt: skip
+            raise ValueError(
+                f'coco_folder: exif must be one of {images.EXIF_MODES}, got {self.exif!r}'
+            )
         self._cache = {}
         self.label_map = self._load(next(iter(self.annotations)))['label_map']
 
@@ -81,8 +82,9 @@ class CocoFolderSource(Source):
         image_dir = self.image_dir
         if isinstance(image_dir, dict):
             if split not in image_dir:
-                raise ValueError(f'coco_folder: no image_dir for split {split!r}; '
-                                 f'known: {sorted(image_dir)}')  # fmt: skip
+                raise ValueError(
+                    f'coco_folder: no image_dir for split {split!r}; known: {sorted(image_dir)}'
+                )
             image_dir = image_dir[split]
         records = _images(path, data['images'], Path(image_dir))
         _add_objects(path, data.get('annotations', []), records, label_map)
@@ -122,8 +124,13 @@ class CocoFolderSource(Source):
                 f'{r["file"]}: decodes to {image.shape[0]}x{image.shape[1]} but its annotations '
                 f'say {r["height"]}x{r["width"]} (EXIF rotation? see the exif option)'
             )
-        return {'image': image, 'image_id': np.int64(r['id']), 'boxes': r['boxes'],
-                'labels': r['labels'], 'is_crowd': r['is_crowd']}  # fmt: skip
+        return {
+            'image': image,
+            'image_id': np.int64(r['id']),
+            'boxes': r['boxes'],
+            'labels': r['labels'],
+            'is_crowd': r['is_crowd'],
+        }
 
     def image_files(self, split, image_ids):
         files = {int(r['id']): str(r['file']) for r in self._load(split)['records']}
@@ -134,8 +141,15 @@ class CocoFolderSource(Source):
             h, w = r['height'], r['width']
             if h is None:
                 h, w = images.image_size(r['file'], self.exif)
-            yield {'image_id': r['id'], 'height': h, 'width': w, 'boxes': r['boxes'],
-                   'labels': r['labels'], 'is_crowd': r['is_crowd'], 'area': r['area']}  # fmt: skip
+            yield {
+                'image_id': r['id'],
+                'height': h,
+                'width': w,
+                'boxes': r['boxes'],
+                'labels': r['labels'],
+                'is_crowd': r['is_crowd'],
+                'area': r['area'],
+            }
 
 
 def _label_map(path: Path, categories: list) -> label_maps.LabelMap:
@@ -209,8 +223,12 @@ def _add_objects(path: Path, annotations: list, records: dict, label_map) -> Non
         area = float(area) if isinstance(area, int | float) else w * h
         record['objects'].append(([x, y, x + w, y + h], label, bool(ann.get('iscrowd', 0)), area))
     if zero:
-        logging.warning('%s: %d zero-size box(es), kept for evaluation, not trained on: '
-                        'annotation ids %s', path, len(zero), zero[:10])  # fmt: skip
+        logging.warning(
+            '%s: %d zero-size box(es), kept for evaluation, not trained on: annotation ids %s',
+            path,
+            len(zero),
+            zero[:10],
+        )
     for r in records.values():
         objects = r.pop('objects')
         r['boxes'] = np.asarray([o[0] for o in objects], np.float32).reshape(-1, 4)

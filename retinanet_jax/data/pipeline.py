@@ -141,8 +141,9 @@ def train_dataset(
     n = len(records)
     per_epoch = n - n % process_count
     if per_epoch == 0:
-        raise ValueError(f'{source.name} {split} has {n} examples: too few for '
-                         f'{process_count} process(es)')  # fmt: skip
+        raise ValueError(
+            f'{source.name} {split} has {n} examples: too few for {process_count} process(es)'
+        )
     prep = Preprocessor(config, train=True)
     # map_with_index before the shuffle: the index is record + epoch * n, so a record's
     # augmentation depends on (seed, record, epoch) alone.

@@ -106,8 +106,13 @@ def check_example(example: dict, where: str, num_classes: int) -> dict:
         raise ValueError(f'{where}: label {int(bad[0])} outside [0, {num_classes})')
     if not np.isfinite(boxes).all() or (boxes[:, 2:] < boxes[:, :2]).any():
         raise ValueError(f'{where}: a box with negative size or a non-finite coordinate')
-    return {'image': image, 'image_id': np.int64(example['image_id']), 'boxes': boxes,
-            'labels': labels, 'is_crowd': crowd}  # fmt: skip
+    return {
+        'image': image,
+        'image_id': np.int64(example['image_id']),
+        'boxes': boxes,
+        'labels': labels,
+        'is_crowd': crowd,
+    }
 
 
 # ------------------------------------------------------------------------------------ shapes

@@ -96,8 +96,13 @@ class TfdsSource(Source):
         e = self._locate(split, index)
         image = np.asarray(e['image'])
         boxes, labels, crowd, _ = self._objects(e, image.shape[:2])
-        return {'image': image, 'image_id': self._image_id(e), 'boxes': boxes, 'labels': labels,
-                'is_crowd': crowd}  # fmt: skip
+        return {
+            'image': image,
+            'image_id': self._image_id(e),
+            'boxes': boxes,
+            'labels': labels,
+            'is_crowd': crowd,
+        }
 
     def ground_truth(self, split):
         """From the records with their images left encoded: sizes are read from the header."""
@@ -112,8 +117,15 @@ class TfdsSource(Source):
             else:
                 h, w = np.asarray(image).shape[:2]
             boxes, labels, crowd, area = self._objects(e, (h, w))
-            yield {'image_id': int(self._image_id(e)), 'height': h, 'width': w, 'boxes': boxes,
-                   'labels': labels, 'is_crowd': crowd, 'area': area}  # fmt: skip
+            yield {
+                'image_id': int(self._image_id(e)),
+                'height': h,
+                'width': w,
+                'boxes': boxes,
+                'labels': labels,
+                'is_crowd': crowd,
+                'area': area,
+            }
 
     def _objects(self, e: dict, hw) -> tuple:
         objects = e['objects']

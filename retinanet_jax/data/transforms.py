@@ -38,8 +38,13 @@ def _resize_to(example: dict, new_hw) -> dict:
     same = tf.reduce_all(tf.equal(new_hw, tf.shape(example['image'])[:2]))
     image = tf.cond(same, lambda: example['image'], resized)  # (a resize to the same size is one)
     boxes = example['boxes'] * tf.tile(factor[::-1], [2])[None]
-    return {**example, 'image': image, 'boxes': boxes, 'image_size': new_hw,
-            'scale': example['scale'] * factor}  # fmt: skip
+    return {
+        **example,
+        'image': image,
+        'boxes': boxes,
+        'image_size': new_hw,
+        'scale': example['scale'] * factor,
+    }
 
 
 def resize_keep_aspect(example: dict, short_side: float, max_side: float) -> dict:

@@ -79,9 +79,18 @@ def conv(
     )
 
 
-def conv_general_dilated(inputs, kernel, window_strides, padding, lhs_dilation=None,
-                         rhs_dilation=None, dimension_numbers=None, feature_group_count=1,
-                         precision=None, **kwargs):  # fmt: skip
+def conv_general_dilated(
+    inputs,
+    kernel,
+    window_strides,
+    padding,
+    lhs_dilation=None,
+    rhs_dilation=None,
+    dimension_numbers=None,
+    feature_group_count=1,
+    precision=None,
+    **kwargs,
+):
     """lax.conv_general_dilated, with float32 1x1 convolutions (NHWC, HWIO, no padding,
     dilation or groups) computed as matrix products: on XLA:CPU a 1x1 convolution's gradients
     run as convolutions at a third of the speed of the same products (BENCHMARKS.md)."""
@@ -98,9 +107,17 @@ def conv_general_dilated(inputs, kernel, window_strides, padding, lhs_dilation=N
     )
     if not one_by_one:
         return jax.lax.conv_general_dilated(
-            inputs, kernel, window_strides, padding, lhs_dilation, rhs_dilation,
-            dimension_numbers, feature_group_count, precision=precision, **kwargs,
-        )  # fmt: skip
+            inputs,
+            kernel,
+            window_strides,
+            padding,
+            lhs_dilation,
+            rhs_dilation,
+            dimension_numbers,
+            feature_group_count,
+            precision=precision,
+            **kwargs,
+        )
     sh, sw = window_strides
     if (sh, sw) != (1, 1):
         inputs = inputs[:, ::sh, ::sw, :]
@@ -109,9 +126,12 @@ def conv_general_dilated(inputs, kernel, window_strides, padding, lhs_dilation=N
     # 10 ms for 2x64x64x128 -> 512).
     n, h, w, c = inputs.shape
     outputs = jax.lax.dot_general(
-        inputs.reshape(n * h * w, c), kernel[0, 0], (((1,), (0,)), ((), ())),
-        precision=precision, preferred_element_type=kwargs.get('preferred_element_type'),
-    )  # fmt: skip
+        inputs.reshape(n * h * w, c),
+        kernel[0, 0],
+        (((1,), (0,)), ((), ())),
+        precision=precision,
+        preferred_element_type=kwargs.get('preferred_element_type'),
+    )
     return outputs.reshape(n, h, w, kernel.shape[-1])
 
 
@@ -204,9 +224,13 @@ def make_norm(kind: str, features: int, *, dtype=jnp.float32, rngs: nnx.Rngs) ->
         if features % GROUPS:
             raise ValueError(f'GroupNorm needs channels divisible by {GROUPS}, got {features}')
         return nnx.GroupNorm(
-            features, num_groups=GROUPS, epsilon=1e-5, dtype=dtype, param_dtype=jnp.float32,
+            features,
+            num_groups=GROUPS,
+            epsilon=1e-5,
+            dtype=dtype,
+            param_dtype=jnp.float32,
             rngs=rngs,
-        )  # fmt: skip
+        )
     raise ValueError(f'unknown norm {kind!r}; known: {NORMS}')
 
 

@@ -101,8 +101,14 @@ class ModelConfig:
         check(self.p6_from in ('c5', 'p5'), 'p6_from', "must be 'c5' or 'p5'")
         check(self.dtype in ('float32', 'bfloat16'), 'dtype', "must be 'float32' or 'bfloat16'")
         check(self.head_depth >= 0, 'head_depth', 'must be >= 0')
-        grouped = [k for k, on in [('head_group_norm', self.head_group_norm),
-                                   ('fpn_norm', self.fpn_norm == 'group')] if on]  # fmt: skip
+        grouped = [
+            k
+            for k, on in [
+                ('head_group_norm', self.head_group_norm),
+                ('fpn_norm', self.fpn_norm == 'group'),
+            ]
+            if on
+        ]
         for key in grouped:
             if self.fpn_width % GROUPS:
                 raise ValueError(
