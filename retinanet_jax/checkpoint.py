@@ -98,10 +98,9 @@ def save_run(manager: ocp.CheckpointManager, step: int, state: dict, data: dict 
         manager.save(step, args=ocp.args.Composite(**items))
         manager.wait_until_finished()
     except Exception as e:  # orbax raises what the file system raised, sometimes wrapped
-        reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else ''
         raise CheckpointWriteError(
-            f'{manager.directory}: could not write checkpoint {step} ({type(e).__name__}: '
-            f'{reason}); the earlier checkpoints are intact'
+            f'{manager.directory}: could not write checkpoint {step} ({_reason(e)}); the earlier '
+            'checkpoints are intact'
         ) from e
 
 

@@ -120,7 +120,8 @@ def make_train_step(graph: TrainGraph, anchors: np.ndarray, s: settings.Settings
     anchors = jnp.asarray(anchors)
 
     def step(state, batch):
-        before = jax.tree.map(lambda x: x, state)  # merge shares variables, which update mutates
+        # The state before the update, kept apart: merge shares variables, which update mutates.
+        before = jax.tree.map(lambda x: x, state) if s.skip_nonfinite else None
         model = nnx.merge(graph.model, state['model'])
         optimizer = nnx.merge(graph.optimizer, state['optimizer'])
         learning_rate = schedule(optimizer.step[...])  # the rate this update uses
