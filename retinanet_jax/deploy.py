@@ -18,7 +18,7 @@ with D = max_detections. Inside: normalisation, the network (eval mode), box dec
 per-level top-k, class-aware NMS; the same code as inference.make_predict_step. B is a
 symbolic dimension (`batch=None`: any B >= 1) or fixed.
 
-ONNX specifics: jax2onnx traces the JAX function; NMS (postprocess.nms_p) becomes ONNX's own
+ONNX specifics: jax2onnx traces the JAX function; NMS (nms.nms_p) becomes ONNX's own
 NonMaxSuppression plus TopK (the plugin below), so onnxruntime users get final detections.
 Shared head weights are stored once (onnx_ir's initializer de-duplication). Models compute in
 float32 in both formats (a bfloat16 model is exported with float32 arithmetic).
@@ -36,7 +36,7 @@ import numpy as np
 from flax import nnx
 
 from retinanet_jax import anchors as anchor_lib
-from retinanet_jax import postprocess
+from retinanet_jax import nms, postprocess
 from retinanet_jax.models import abstract_model
 from retinanet_jax.normalization import normalize_images
 
@@ -134,7 +134,7 @@ _REGISTERED = []
 
 
 def _register_nms_plugin() -> None:
-    """Teaches jax2onnx postprocess.nms_p: ONNX NonMaxSuppression over per-class score planes,
+    """Teaches jax2onnx nms.nms_p: ONNX NonMaxSuppression over per-class score planes,
     then ScatterND + TopK for the fixed-size, best-first [B, D] result of the JAX primitive."""
     if _REGISTERED:
         return
@@ -150,7 +150,7 @@ def _register_nms_plugin() -> None:
         return v
 
     @register_primitive(
-        jaxpr_primitive=postprocess.nms_p.name,
+        jaxpr_primitive=nms.nms_p.name,
         onnx=[{'component': 'NonMaxSuppression'}],
         since='retinanet-jax',
         context='primitives.retinanet',
