@@ -16,7 +16,7 @@ import jax
 import orbax.checkpoint as ocp
 from flax import nnx
 
-from retinanet_jax.models import ModelConfig, RetinaNet, abstract_model
+from retinanet_jax.models import ModelConfig, RetinaNet, build_retinanet
 
 
 def save_model(directory: str | Path, model: RetinaNet, config: ModelConfig) -> Path:
@@ -41,7 +41,7 @@ def load_model(directory: str | Path) -> tuple[RetinaNet, ModelConfig]:
         config = ModelConfig(**json.loads(config_file.read_text()))
     except (TypeError, ValueError) as e:
         raise ValueError(f'{config_file}: not a valid model config: {e}') from e
-    graphdef, abstract_state = nnx.split(abstract_model(config))
+    graphdef, abstract_state = nnx.split(nnx.eval_shape(lambda: build_retinanet(config)))
     try:
         with ocp.StandardCheckpointer() as checkpointer:
             state = checkpointer.restore(directory / 'state', abstract_state)

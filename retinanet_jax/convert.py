@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from retinanet_jax.models import ModelConfig, RetinaNet, abstract_model
+from retinanet_jax.models import ModelConfig, RetinaNet, build_retinanet
 from retinanet_jax.models.heads import class_prior_bias
 from retinanet_jax.models.layers import conv
 
@@ -171,7 +171,7 @@ def retinanet_from_torchvision(
     if norm not in ('frozen', 'batch'):
         raise ValueError(f"norm must be 'frozen' or 'batch' for torchvision weights, got {norm!r}")
     config = dataclasses.replace(preset(num_classes), dtype=dtype, norm=norm)
-    model = abstract_model(config)
+    model = nnx.eval_shape(lambda: build_retinanet(config))
     skip = CLASS_OUTPUT_KEYS if num_classes != file_classes else ()
     skipped = load_into(model, state_dict, skip=skip)
     if skipped:

@@ -37,7 +37,7 @@ from flax import nnx
 
 from retinanet_jax import anchors as anchor_lib
 from retinanet_jax import nms, postprocess
-from retinanet_jax.models import abstract_model
+from retinanet_jax.models import build_retinanet
 from retinanet_jax.normalization import normalize_images
 
 OUTPUT_NAMES = ('boxes', 'scores', 'labels', 'num_detections')
@@ -50,7 +50,7 @@ def detector_function(predictor, image_hw: tuple[int, int] | None = None):
     image_hw = tuple(image_hw or predictor.image_hw)
     anchor_lib.check_image_size(image_hw)
     model_config = dataclasses.replace(predictor.model_config, dtype='float32')
-    model = abstract_model(model_config)
+    model = nnx.eval_shape(lambda: build_retinanet(model_config))
     model.eval()
     graphdef = nnx.graphdef(model)
     state = jax.device_get(predictor.state)

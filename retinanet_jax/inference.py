@@ -37,13 +37,13 @@ from retinanet_jax import anchors as anchor_lib
 from retinanet_jax import checkpoint, compiler_options, postprocess, sharding
 from retinanet_jax import settings as settings_lib
 from retinanet_jax.data.input_config import InputConfig
-from retinanet_jax.models import ModelConfig, RetinaNet, abstract_model
+from retinanet_jax.models import ModelConfig, RetinaNet, build_retinanet
 from retinanet_jax.normalization import normalize_images
 
 
 def eval_graphdef(model_config: ModelConfig) -> nnx.GraphDef:
     """The graphdef of the model in eval mode (running batch-norm statistics), from shapes."""
-    model = abstract_model(model_config)
+    model = nnx.eval_shape(lambda: build_retinanet(model_config))
     model.eval()
     return nnx.graphdef(model)
 
@@ -238,7 +238,7 @@ def load_run(workdir: Path) -> Predictor:
     graphdef = eval_graphdef(run.model)
     abstract = jax.tree.map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding.replicated(mesh)),
-        nnx.state(abstract_model(run.model)),
+        nnx.state(nnx.eval_shape(lambda: build_retinanet(run.model))),
     )
     with checkpoint.run_checkpoints(workdir) as manager:
         restored, step = checkpoint.restore_run(manager, {'model': abstract})

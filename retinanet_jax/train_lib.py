@@ -38,7 +38,7 @@ from retinanet_jax import (
     sharding,
 )
 from retinanet_jax.loop import Loop
-from retinanet_jax.models import construct_model
+from retinanet_jax.models import build_retinanet
 from retinanet_jax.normalization import normalize_images
 
 
@@ -53,7 +53,7 @@ class TrainGraph:
 
 
 def _build(s: settings.Settings):
-    model = construct_model(s.model, seed=s.seed)
+    model = build_retinanet(s.model, seed=s.seed)
     tx = optim.make_optimizer(s.optim, s.train_steps)
     return model, nnx.Optimizer(model, tx, wrt=nnx.Param)
 

@@ -20,7 +20,7 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 
 from retinanet_jax import anchors as anchor_lib
 from retinanet_jax import checkpoint, convert
-from retinanet_jax.models import ModelConfig, abstract_model, build_model, construct_model, layers
+from retinanet_jax.models import ModelConfig, build_retinanet, layers
 from retinanet_jax.models.fpn import upsample_nearest
 from retinanet_jax.models.layers import Frozen
 from retinanet_jax.models.resnet import ResNet
@@ -77,7 +77,7 @@ def test_resnet_feature_shapes_every_depth(depth):
 @pytest.mark.parametrize('image_hw', [(100, 150), (64, 64), (97, 33)])
 def test_outputs_align_with_anchors(image_hw, p6_from):
     config = dataclasses.replace(SMALL, p6_from=p6_from)
-    out = nnx.eval_shape(lambda: construct_model(config)(jnp.zeros((2, *image_hw, 3))))
+    out = nnx.eval_shape(lambda: build_retinanet(config)(jnp.zeros((2, *image_hw, 3))))
     r = anchor_lib.num_anchors(image_hw, anchor_lib.AnchorConfig())
     assert out['cls_logits'].shape == (2, r, 3) and out['cls_logits'].dtype == jnp.float32
     assert out['box_deltas'].shape == (2, r, 4)
@@ -153,7 +153,7 @@ def test_head_outputs_match_torchvision(torchvision_pair, image):
 def test_parameter_counts_match_torchvision(torchvision_pair):
     variant, reference, _ = torchvision_pair
     preset = ModelConfig.torchvision_v1 if variant == 'v1' else ModelConfig.torchvision_v2
-    model = abstract_model(preset(91))
+    model = nnx.eval_shape(lambda: build_retinanet(preset(91)))
     # torchvision's weights=None models use BatchNorm2d, whose affine terms are parameters:
     # ours are Frozen (counted), running statistics are BatchStat (not counted).
     assert param_count(model, nnx.Param, Frozen) == sum(p.numel() for p in reference.parameters())
@@ -170,7 +170,7 @@ def test_resnet50_features_match_torchvision_frozen_bn(image):
         c3 = reference.layer2(c2)
         c4 = reference.layer3(c3)
         c5 = reference.layer4(c4)
-    model = abstract_model(ModelConfig(num_classes=91))
+    model = nnx.eval_shape(lambda: build_retinanet(ModelConfig(num_classes=91)))
     convert.load_resnet_from_torchvision(model, reference.state_dict())  # includes fc.*
     ours = nnx.jit(lambda b, x: b(x))(model.backbone, nhwc(image))
     for got, want in zip(ours, (c3, c4, c5), strict=True):
@@ -185,7 +185,7 @@ forward = nnx.jit(lambda model, x: model(x))  # compiled once per shape, not op 
 
 @pytest.fixture(scope='module')
 def small_model():
-    return build_model(SMALL)
+    return build_retinanet(SMALL)
 
 
 def test_class_bias_prior(small_model):

@@ -18,7 +18,7 @@ from flax import nnx
 from torchvision.models import resnet18
 
 from retinanet_jax import checkpoint, convert, settings, sharding, train_lib
-from retinanet_jax.models import ModelConfig, build_model
+from retinanet_jax.models import ModelConfig, build_retinanet
 from retinanet_jax.models.layers import BatchNorm, Frozen, FrozenBatchNorm
 from retinanet_jax.models.resnet import ResNet
 
@@ -77,7 +77,7 @@ def test_group_norm_resnet_matches_torchvision():
     with torch.no_grad():
         c2 = reference.layer1(reference.maxpool(reference.relu(reference.bn1(reference.conv1(x)))))
         c5 = reference.layer4(reference.layer3(reference.layer2(c2)))
-    model = build_model(dataclasses.replace(BATCH, norm='group', fpn_norm='group'))
+    model = build_retinanet(dataclasses.replace(BATCH, norm='group', fpn_norm='group'))
     convert.load_resnet_from_torchvision(model, reference.state_dict())
     _, _, ours = nnx.jit(lambda m, x: m.backbone(x))(model, nhwc(x))
     assert_rel_close(ours, c5.numpy().transpose(0, 2, 3, 1), 1e-4)
@@ -140,7 +140,7 @@ def test_train_step_updates_statistics_except_in_frozen_stages(tmp_path):
 
 
 def test_group_norm_has_no_statistics_and_its_affine_terms_train():
-    model = build_model(dataclasses.replace(BATCH, norm='group', fpn_norm='group'))
+    model = build_retinanet(dataclasses.replace(BATCH, norm='group', fpn_norm='group'))
     assert not jax.tree.leaves(nnx.state(model, nnx.BatchStat))
     x = jax.random.normal(jax.random.key(0), (2, 64, 64, 3))
     grads = nnx.jit(nnx.grad(lambda m: jnp.mean(m(x)['cls_logits'] ** 2),

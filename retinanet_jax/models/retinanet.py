@@ -1,5 +1,6 @@
-"""The RetinaNet detector (forward only) and `build_model`, the one place config becomes modules
-(`abstract_model`: shapes only; `construct_model`: inside a trace).
+"""The RetinaNet detector (forward only), its ModelConfig, and `build_retinanet`, the one place a
+ModelConfig becomes modules (outside a trace: one compiled initialisation; inside jax.jit: op
+by op; under nnx.eval_shape: shapes and dtypes only, to restore or convert weights into).
 
   model(images [B, H, W, 3] float, normalised) -> {
       'cls_logits': [B, R, K] float32 (no sigmoid),
@@ -9,12 +10,12 @@ with R = anchors.num_anchors((H, W), anchor_config) and rows in the order of
 `anchors.generate_anchors`. Losses (losses.py) and post-processing stay outside the module.
 Parameters are float32; `dtype='bfloat16'` computes convolutions in bfloat16 and returns
 float32 outputs. With trainable batch norm (ModelConfig.norm / fpn_norm 'batch') the model has
-two modes: `model.train()` (the state after build_model; batch statistics, running ones
+two modes: `model.train()` (the state after build_retinanet; batch statistics, running ones
 updated) and `model.eval()` (running statistics), for prediction, evaluation and export.
 """
 
 import dataclasses
-from typing import Any, Literal
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
@@ -126,46 +127,32 @@ class ModelConfig:
         """retinanet_resnet50_fpn_v2: P6 from C5, GroupNorm in the heads."""
         return cls(num_classes=num_classes, p6_from='c5', head_group_norm=True)
 
-    @classmethod
-    def from_dict(cls, values) -> 'ModelConfig':
-        """From a mapping / ConfigDict of its fields; unknown keys are named."""
-        fields = {f.name for f in dataclasses.fields(cls)}
-        given = dict(values)
-        unknown = sorted(set(given) - fields)
-        if unknown:
-            raise ValueError(f'unknown model config keys {unknown}; known: {sorted(fields)}')
-        return cls(**given)
 
+def build_retinanet(config: ModelConfig, *, seed: int = 0) -> RetinaNet:
+    """The RetinaNet of `config` (in training mode: `model.eval()` for inference), its
+    parameters drawn from `seed`.
 
-def build_model(config: ModelConfig | Any, *, seed: int = 0) -> RetinaNet:
-    """Builds a RetinaNet (in training mode: `model.eval()` for inference) from a ModelConfig
-    (or any mapping / ConfigDict with its fields), its parameters drawn from `seed`.
-
-    The initialisation runs as one compiled computation (compiler_options.run_once) rather
-    than op by op: on the CPU a ResNet-18 model builds in seconds instead of ~20 s of
-    compiling each initialiser's ops. Call it outside any trace; inside jax.jit or
-    nnx.eval_shape use construct_model (or abstract_model for shapes only)."""
+    Outside a trace the initialisation runs as one compiled computation
+    (compiler_options.run_once) rather than op by op: on the CPU a ResNet-18 model builds in
+    seconds instead of ~20 s of compiling each initialiser's ops. Inside a trace (jax.jit,
+    nnx.eval_shape) the modules are built op by op as part of it: `nnx.eval_shape(lambda:
+    build_retinanet(config))` gives the model with shapes and dtypes only, nothing computed."""
+    if not isinstance(config, ModelConfig):
+        raise TypeError(f'build_retinanet takes a ModelConfig, got {type(config).__name__}')
+    if isinstance(jnp.zeros(()), jax.core.Tracer):  # inside a trace: part of it
+        return _modules(config, seed)
     structure = {}  # the graphdef, static, recorded while the one trace runs
 
     def init():
-        structure['graphdef'], state = nnx.split(construct_model(config, seed=seed))
+        structure['graphdef'], state = nnx.split(_modules(config, seed))
         return state
 
     state = jax.jit(init, compiler_options=compiler_options.run_once())()
     return nnx.merge(structure['graphdef'], state)
 
 
-def abstract_model(config: ModelConfig | Any) -> RetinaNet:
-    """The model with shapes and dtypes only (nnx.eval_shape), nothing computed: to restore or
-    convert weights into."""
-    return nnx.eval_shape(lambda: construct_model(config))
-
-
-def construct_model(config: ModelConfig | Any, *, seed: int = 0) -> RetinaNet:
-    """The modules built op by op: for use inside a trace (jax.jit, nnx.eval_shape), where
-    build_model's own compiled initialisation cannot nest."""
-    if not isinstance(config, ModelConfig):
-        config = ModelConfig.from_dict(config)
+def _modules(config: ModelConfig, seed: int) -> RetinaNet:
+    """The modules built op by op."""
     dtype = jnp.dtype(config.dtype)
     rngs = nnx.Rngs(seed)
     backbone = ResNet(
