@@ -243,7 +243,7 @@ def make_evaluator(
     source, split: str, detection_label_map=None, config: EvaluationConfig = EvaluationConfig()
 ) -> CocoEvaluator:
     """A COCO evaluator whose ground truth is the whole of `split` of `source` (a
-    data.sources.Source; on every process: `evaluate` gathers every process's detections before
+    data.source.Source; on every process: `evaluate` gathers every process's detections before
     scoring them). `detection_label_map`: the model's, where it differs from the dataset's. VOC
     sources add VOC_AP50 in their own convention (`source.voc_ap50`)."""
     return CocoEvaluator(
@@ -269,7 +269,7 @@ def _empty_results(coco_gt):
 
 
 def coco_ground_truth(records, label_map: LabelMap) -> dict:
-    """A COCO json dict from ground-truth records (data.sources.Source.ground_truth: dicts with
+    """A COCO json dict from ground-truth records (data.source.Source.ground_truth: dicts with
     'image_id', 'height', 'width', 'boxes' xyxy original pixels, 'labels', 'is_crowd' and
     optionally 'area'); crowd boxes are kept with iscrowd=1. Labels must be in
     [0, num_classes) and image ids unique: ValueError naming the image otherwise."""

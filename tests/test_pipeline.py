@@ -5,18 +5,19 @@ import threading
 import numpy as np
 import pytest
 
-from retinanet_jax.data import pipeline, sources
+from retinanet_jax.data import pipeline, shapes
+from retinanet_jax.data.source import Source
 
 CONFIG = pipeline.InputConfig(
     image_size=(32, 32), short_side=32, max_side=32, scale_jitter=(0.8, 1.25), max_boxes=4
 )
 
 
-class CountingSource(sources.Source):
+class CountingSource(Source):
     """shapes, counting every example it decodes (from any of grain's threads)."""
 
     def __init__(self, n: int):
-        self.inner = sources.ShapesSource(image_size=32, sizes={'train': n})
+        self.inner = shapes.ShapesSource(image_size=32, sizes={'train': n})
         self.label_map, self.name = self.inner.label_map, 'counting'
         self.decoded, self._lock = [], threading.Lock()
 
@@ -58,7 +59,7 @@ def test_resume_at_step_1000_reads_nothing_before_and_continues_exactly():
 
 @pytest.mark.parametrize('n', [10, 11])
 def test_each_epoch_is_a_new_permutation_shared_by_the_processes(n):
-    source = sources.ShapesSource(image_size=32, sizes={'train': n})
+    source = shapes.ShapesSource(image_size=32, sizes={'train': n})
     per_process = n // 2
     epochs = {0: [], 1: []}
     for p in range(2):
@@ -75,7 +76,7 @@ def test_each_epoch_is_a_new_permutation_shared_by_the_processes(n):
 
 
 def test_augmentation_depends_on_record_and_epoch_not_on_the_process_layout():
-    source = sources.ShapesSource(image_size=32, sizes={'train': 8})
+    source = shapes.ShapesSource(image_size=32, sizes={'train': 8})
     one = pipeline.train_dataset(source, CONFIG, 1)
     two = [pipeline.train_dataset(source, CONFIG, 1, process_index=p, process_count=2)
            for p in range(2)]  # fmt: skip
@@ -90,7 +91,7 @@ def test_augmentation_depends_on_record_and_epoch_not_on_the_process_layout():
 
 
 def test_positions_are_checked_against_the_order():
-    source = sources.ShapesSource(image_size=32, sizes={'train': 20})
+    source = shapes.ShapesSource(image_size=32, sizes={'train': 20})
     order = pipeline.order_of(source, CONFIG, 4, split='train', process_count=1)
     pipeline.check_position({'next_index': 7, 'order': order}, order, 7, 'ckpt')  # fine
     changed = {**order, 'num_examples': 30, 'seed': 1}

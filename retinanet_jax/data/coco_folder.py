@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from retinanet_jax.data import images, label_maps
-from retinanet_jax.data.sources import Source
+from retinanet_jax.data.source import Source
 
 
 @dataclasses.dataclass

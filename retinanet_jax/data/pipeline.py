@@ -41,7 +41,7 @@ import tensorflow as tf
 from retinanet_jax.data import transforms
 from retinanet_jax.data.bad_records import BadRecords, SkippingRecords
 from retinanet_jax.data.input_config import InputConfig
-from retinanet_jax.data.sources import Source
+from retinanet_jax.data.source import Source
 
 RAW_SIGNATURE = {
     'image': tf.TensorSpec([None, None, 3], tf.uint8),

@@ -10,11 +10,16 @@ every machine, in any order, and byte-identical for the same seed.
       'image': uint8 [S, S, 3], 'boxes': float32 [n, 4] xyxy pixels (tight around each shape),
       'labels': int32 [n] in {0: circle, 1: square, 2: triangle}, 'image_id': int,
   }
+  ShapesSource(image_size, max_objects, seed, sizes): the dataset as a data.source.Source.
 """
 
+import dataclasses
 import functools
 
 import numpy as np
+
+from retinanet_jax.data import label_maps
+from retinanet_jax.data.source import Source
 
 SPLITS = {'train': 0, 'validation': 1, 'test': 2}
 NUM_CLASSES = 3
@@ -168,3 +173,28 @@ def write_coco_folder(folder, num_images: int, image_size: int = 64, *, not_in_v
         'annotations': {split: str(folder / f'{split}.json') for split in splits},
         'image_dir': str(folder / 'images'),
     }
+
+
+@dataclasses.dataclass
+class ShapesSource(Source):
+    image_size: int = 128
+    max_objects: int = 4
+    seed: int = 0
+    sizes: dict = dataclasses.field(
+        default_factory=lambda: {'train': 2000, 'validation': 200, 'test': 200}
+    )
+    label_map: label_maps.LabelMap = label_maps.SHAPES
+    name: str = 'shapes'
+
+    def num_examples(self, split):
+        if split not in self.sizes:
+            raise ValueError(f'shapes: unknown split {split!r}; known: {sorted(self.sizes)}')
+        return self.sizes[split]
+
+    def example(self, split, index):
+        e = generate_example(index, split, self.seed, self.image_size, self.max_objects)
+        return {
+            **e,
+            'image_id': np.int64(e['image_id']),
+            'is_crowd': np.zeros(len(e['labels']), bool),
+        }

@@ -24,7 +24,7 @@ import io
 import numpy as np
 
 from retinanet_jax.data import label_maps
-from retinanet_jax.data.sources import Source
+from retinanet_jax.data.source import Source
 
 NAMES = ('coco/2017', 'voc/2007', 'voc/2012', 'voc/2007+2012')
 
