@@ -18,8 +18,8 @@ def run(quick: bool = False, threads: int = 2, device: str = 'cpu') -> list:
     from flax import nnx
     from torchvision.models.detection import retinanet_resnet50_fpn
 
-    from bench.timing import time_fn
-    from retinanet_jax.convert import retinanet_from_torchvision
+    from bench.timing import flops_of, time_fn
+    from retinanet_jax.torchvision_weights import retinanet_from_torchvision
 
     torch.set_num_threads(threads)
     size, runs, batches = (64, 2, (1,)) if quick else (512, 10, (1, 2))
@@ -52,8 +52,7 @@ def run(quick: bool = False, threads: int = 2, device: str = 'cpu') -> list:
             runs,
             reference=ref_name,
         )
-        cost = compiled.cost_analysis()
-        flops = (cost[0] if isinstance(cost, list) else cost)['flops']
+        flops = flops_of(compiled)
         results.append(dataclasses.replace(t, first_call_ms=compile_ms, flops=flops))
         results.append(time_fn(ref_name, functools.partial(torch_forward, reference, x), runs))
     return results

@@ -2,7 +2,7 @@
 post-processing, against torchvision's RetinaNet in eval mode, same weights.
 
   ours         a torchvision retinanet_resnet50_fpn state dict converted
-               (convert.retinanet_from_torchvision), inference.make_predict_step with the
+               (inference.load_predictor), its predict step with the
                torchvision presets (anchors, score 0.05, top-1000 per level, NMS 0.5, 300 dets)
   torchvision  retinanet_resnet50_fpn(min_size=max_size=size).eval() under inference_mode:
                its transform (normalise, batch), backbone, head, postprocess_detections and the
@@ -17,6 +17,7 @@ ONNX and JAX alone for StableHLO, with the image padded to the export's 896x896 
 multiples of 128), as a user of the files does.
 """
 
+import dataclasses
 import tempfile
 from pathlib import Path
 
@@ -80,21 +81,16 @@ def export_model(weights, image, export_dir):
     import time
 
     from bench.timing import Timing
-    from retinanet_jax import export, inference
+    from retinanet_jax import anchors as anchor_lib
+    from retinanet_jax import deploy, inference
 
     predictor = converted_predictor(inference, weights, image.shape[0])
     start = time.perf_counter()
-    export.export(
-        predictor, export_dir, ('onnx', 'stablehlo'), export_size(image.shape[:2]), batch=1
-    )
+    size = anchor_lib.padded_size(image.shape[:2], predictor.anchors)  # 800 -> 896
+    deploy.export_model(predictor, export_dir, ('onnx', 'stablehlo'), size, batch=1)
     seconds = time.perf_counter() - start
     print(f'export: {seconds:.0f} s')
     return Timing('export', seconds * 1e3, seconds * 1e3, 1, 0.0)
-
-
-def export_size(image_hw) -> tuple[int, int]:
-    """An export takes sides that are multiples of 128 (the largest stride): 800 -> 896."""
-    return tuple(-(-side // 128) * 128 for side in image_hw)
 
 
 def converted_predictor(inference, weights, size):
@@ -102,8 +98,7 @@ def converted_predictor(inference, weights, size):
     from retinanet_jax.postprocess import PostprocessConfig
 
     predictor = inference.load_predictor(weights, short_side=size, max_side=size)
-    predictor.postprocess = PostprocessConfig.torchvision()
-    return predictor
+    return dataclasses.replace(predictor, postprocess=PostprocessConfig.torchvision())
 
 
 def exported_inference(fmt, image, export_dir, runs, threads):
@@ -146,25 +141,22 @@ def ours_inference(weights, image, dtype, runs, device):
 
     import jax
     import numpy as np
-    from flax import nnx
 
-    from bench.timing import time_fn
-    from retinanet_jax import convert, inference, sharding
-    from retinanet_jax.anchors import AnchorConfig
+    from bench.timing import flops_of, time_fn
+    from retinanet_jax import inference, sharding
     from retinanet_jax.postprocess import PostprocessConfig
 
-    model = convert.retinanet_from_torchvision(convert.load_state_dict(weights), 'v1', dtype=dtype)
-    model.eval()
-    graphdef, state = nnx.split(model)
-    mesh = sharding.make_mesh()
-    state = jax.device_put(state, sharding.replicated(mesh))
-    size = image.shape[:2]
-    predict = inference.make_predict_step(
-        graphdef, size, AnchorConfig.torchvision(), PostprocessConfig.torchvision(), mesh
+    size = image.shape[:2]  # the predict step at the image's own size, as torchvision runs it
+    predictor = inference.load_predictor(weights, short_side=size[0], max_side=size[1], dtype=dtype)
+    predictor = dataclasses.replace(
+        predictor,
+        postprocess=PostprocessConfig.torchvision(),
+        input=dataclasses.replace(predictor.input, image_size=size),
     )
+    state, mesh, predict = predictor.state, predictor.mesh, predictor.predict
     batch = {
         'image': image[None],
-        'image_size': np.array([size], np.int32),
+        'content_size': np.array([size], np.int32),
         'scale': np.ones((1, 2), np.float32),
     }
     start = time.perf_counter()
@@ -175,8 +167,7 @@ def ours_inference(weights, image, dtype, runs, device):
         return jax.device_get(compiled(state, sharding.to_global(batch, mesh)))
 
     t = time_fn('ours', infer, runs)
-    cost = compiled.cost_analysis()
-    t.flops = (cost[0] if isinstance(cost, list) else cost)['flops']
+    t.flops = flops_of(compiled)
     dets = infer()
     print(f'jax {jax.__version__} on {jax.devices()[0].device_kind}; {dets["valid"].sum()} dets')
     t.first_call_ms = compile_ms

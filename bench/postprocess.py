@@ -22,7 +22,7 @@ def run(quick: bool = False, threads: int = 2, device: str = 'cpu') -> list:
     image_hw, k, runs = ((64, 64), 5, 2) if quick else ((800, 800), 91, 20)
     cfg = anchor_lib.AnchorConfig.torchvision()
     anchors = np.array(anchor_lib.generate_anchors(image_hw, cfg))
-    sizes = list(anchor_lib.level_sizes(image_hw, cfg))
+    sizes = list(anchor_lib.anchors_per_level(image_hw, cfg))
     rng = np.random.default_rng(0)
     logits = rng.normal(-4.5, 1.5, (1, len(anchors), k)).astype(np.float32)
     deltas = rng.normal(0.0, 0.3, (1, len(anchors), 4)).astype(np.float32)

@@ -115,13 +115,14 @@ def torchvision_race(quick: bool, budget: float, threads: int):
     import torch
 
     from bench.timing import Timing
+    from retinanet_jax import settings
 
     torch.set_num_threads(threads)
-    config = demo_config(quick)
-    data = ShapesBatches(config)
+    s = settings.from_config(demo_config(quick))  # the demo's typed settings, read once
+    data = ShapesBatches(s)
     # Its speed, on a throwaway model, decides how many steps fit in the budget.
-    probe = build_torchvision(config)
-    probe_opt, _ = optimiser(probe, config, 1000)
+    probe = build_torchvision(s)
+    probe_opt, _ = optimiser(probe, s.optim, 1000)
     for i in range(3 if quick else 15):
         if i == 2:
             start = time.perf_counter()
@@ -129,9 +130,9 @@ def torchvision_race(quick: bool, budget: float, threads: int):
     step_seconds = (time.perf_counter() - start) / ((3 if quick else 15) - 2)
     steps = max(int(budget / step_seconds), 2)
     print(f'torchvision: {1 / step_seconds:.2f} steps/s -> {steps} steps in {budget:.0f} s')
-    torch.manual_seed(config.seed)
-    model = build_torchvision(config)
-    opt, schedule = optimiser(model, config, steps)
+    torch.manual_seed(s.seed)
+    model = build_torchvision(s)
+    opt, schedule = optimiser(model, s.optim, steps)
     start = time.perf_counter()
     done = 0
     while done < steps:  # the whole schedule (the probe sized it to the budget)
@@ -139,14 +140,14 @@ def torchvision_race(quick: bool, budget: float, threads: int):
         schedule.step()
         done += 1
     train_seconds = time.perf_counter() - start
-    metrics = evaluate_torchvision(model, config)
+    metrics = evaluate_torchvision(model, s)
     extra = {k: metrics[k] for k in ('AP', 'AP50', 'AP75')}
     extra.update(train_seconds=train_seconds, steps=done, steps_per_second=done / train_seconds)
     ms = train_seconds * 1e3
     return Timing('torchvision', ms, ms, 1, 0.0, extra=extra)
 
 
-def build_torchvision(config):
+def build_torchvision(s):
     import functools
 
     import torch
@@ -155,7 +156,7 @@ def build_torchvision(config):
     from torchvision.models.detection.retinanet import RetinaNet, RetinaNetHead
     from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
-    m = config.model
+    m = s.model
     body = {18: resnet18, 34: resnet34, 50: resnet50}[m.depth](
         weights=None, norm_layer=torch.nn.BatchNorm2d
     )
@@ -172,37 +173,33 @@ def build_torchvision(config):
     )
     head.classification_head.conv = head.classification_head.conv[: m.head_depth]
     head.regression_head.conv = head.regression_head.conv[: m.head_depth]
-    size = config.input.image_size[0]
+    size = s.input.image_size[0]
     return RetinaNet(
         backbone,
         m.num_classes,
         min_size=size,
         max_size=size,
         head=head,
-        anchor_generator=anchor_generator(config),
+        anchor_generator=anchor_generator(s.anchors),
         detections_per_img=100,
     )
 
 
-def anchor_generator(config):
-    """torchvision's AnchorGenerator with the demo's anchor sizes, scales and ratios."""
+def anchor_generator(a):
+    """torchvision's AnchorGenerator with these anchors' (AnchorConfig) sizes, scales, ratios."""
     from torchvision.models.detection.anchor_utils import AnchorGenerator
 
-    from retinanet_jax import settings
-
-    a = settings.from_config(config).anchors
     sizes = tuple(tuple(size * s for s in a.scales) for size in a.sizes)
     return AnchorGenerator(sizes, (tuple(a.aspect_ratios),) * len(sizes))
 
 
-def optimiser(model, config, steps: int):
+def optimiser(model, o, steps: int):
     """configs/shapes.py's recipe in torch: AdamW with weight decay on kernels only, warmup
     from lr * warmup_factor, then cosine decay to 0 at `steps`."""
     import math
 
     import torch
 
-    o = config.optim
     kernels = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
     others = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
     opt = torch.optim.AdamW(
@@ -242,12 +239,11 @@ class ShapesBatches:
     """Batch k of the demo's training data: the config's shapes source in a seeded random order
     (a new permutation each epoch), flipped with probability 1/2, as torch tensors."""
 
-    def __init__(self, config):
+    def __init__(self, s):
         import numpy as np
 
         from retinanet_jax import settings
 
-        s = settings.from_config(config)
         self.source, _ = settings.make_sources(s)
         self.split, self.batch_size = s.data.train_split, s.batch_size
         self.n = self.source.num_examples(self.split)
@@ -276,16 +272,15 @@ class ShapesBatches:
         return images, targets
 
 
-def evaluate_torchvision(model, config) -> dict:
+def evaluate_torchvision(model, s) -> dict:
     import numpy as np
     import torch
 
-    from retinanet_jax import evaluation, settings
+    from retinanet_jax import coco_metrics, settings
 
-    s = settings.from_config(config)
     _, source = settings.make_sources(s)
     split = s.data.eval_split
-    evaluator = evaluation.make_evaluator(source, split)
+    evaluator = coco_metrics.make_evaluator(source, split)
     model.eval()
     d = 100
     with torch.inference_mode():
@@ -306,7 +301,7 @@ def evaluate_torchvision(model, config) -> dict:
             evaluator.add_batch(
                 dets, {'image_id': np.array([e['image_id']]), 'valid': np.ones(1, bool)}
             )
-    return evaluator.evaluate()
+    return evaluator.metrics()
 
 
 if __name__ == '__main__':

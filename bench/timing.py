@@ -57,3 +57,10 @@ HEADER = (
     '| what | median ms | min ms | runs | first call ms | peak MiB | GFLOP/s | of peak |\n'
     '|---|---|---|---|---|---|---|---|'
 )
+
+
+def flops_of(program) -> float:
+    """FLOPs of a lowered or compiled JAX program, from XLA's cost analysis (a dict, or a list
+    of one dict per program on some versions)."""
+    cost = program.cost_analysis()
+    return (cost[0] if isinstance(cost, list) else cost)['flops']

@@ -136,7 +136,7 @@ def ours_setup(images, boxes, labels, dtype, depth=50, compile=True, norm='froze
 def ours_step(images, boxes, labels, dtype, depth, runs, device, norm):
     import jax
 
-    from bench.timing import time_fn
+    from bench.timing import flops_of, time_fn
 
     lowered, compiled, state, data, compile_ms = ours_setup(
         images, boxes, labels, dtype, depth, norm=norm
@@ -151,7 +151,7 @@ def ours_step(images, boxes, labels, dtype, depth, runs, device, norm):
     print(f'jax {jax.__version__} on {jax.devices()[0].device_kind}; loss {float(one_step()):.3f}')
     t.first_call_ms = compile_ms
     if device == 'cpu':
-        t.extra = {'flops': {norm: step_flops(lowered)}}
+        t.extra = {'flops': {norm: flops_of(lowered)}}
     if device == 'gpu':
         t.peak_mib = xla_memory_mib(compiled)
     return t
@@ -159,19 +159,13 @@ def ours_step(images, boxes, labels, dtype, depth, runs, device, norm):
 
 def ours_flops(images, boxes, labels, dtype, depth, norms):
     """FLOPs of one train step of each norm, from XLA's cost analysis of the lowered HLO."""
-    from bench.timing import Timing
+    from bench.timing import Timing, flops_of
 
     flops = {}
     for norm in norms:
         lowered = ours_setup(images, boxes, labels, dtype, depth, compile=False, norm=norm)[0]
-        flops[norm] = step_flops(lowered)
+        flops[norm] = flops_of(lowered)
     return Timing('flops', 0.0, 0.0, 0, 0.0, extra={'flops': flops})
-
-
-def step_flops(lowered) -> float:
-    """FLOPs of a lowered step, from XLA's cost analysis (counted by the CPU backend)."""
-    cost = lowered.cost_analysis()
-    return (cost[0] if isinstance(cost, list) else cost)['flops']
 
 
 def torchvision_step(images, boxes, labels, dtype, depth, runs, device, threads, norm):

@@ -96,7 +96,7 @@ def level_grid_sizes(
     return tuple((-(-h // 2**level), -(-w // 2**level)) for level in config.levels)
 
 
-def level_sizes(image_hw: tuple[int, int], config: AnchorConfig) -> tuple[int, ...]:
+def anchors_per_level(image_hw: tuple[int, int], config: AnchorConfig) -> tuple[int, ...]:
     """Anchors at each level, in anchor order (what post-processing splits the rows by)."""
     a = config.num_anchors_per_location
     return tuple(gh * gw * a for gh, gw in level_grid_sizes(image_hw, config))
@@ -104,7 +104,7 @@ def level_sizes(image_hw: tuple[int, int], config: AnchorConfig) -> tuple[int, .
 
 def num_anchors(image_hw: tuple[int, int], config: AnchorConfig) -> int:
     """Total anchor count R for an image size (99,765 for 640x832 with the default config)."""
-    return sum(level_sizes(image_hw, config))
+    return sum(anchors_per_level(image_hw, config))
 
 
 def base_anchors(level_index: int, config: AnchorConfig) -> np.ndarray:
@@ -162,12 +162,20 @@ def check_image_size(image_hw, config: AnchorConfig = AnchorConfig()) -> tuple[i
     h, w = _check_image_hw(image_hw)
     stride = 2**config.max_level
     if h % stride or w % stride:
-        up = (-(-h // stride) * stride, -(-w // stride) * stride)
+        up = padded_size((h, w), config)
         raise ValueError(
             f'image size {h}x{w}: each side must be a multiple of {stride}, the largest stride '
             f'(P{config.max_level}); e.g. {up[0]},{up[1]}'
         )
     return h, w
+
+
+def padded_size(image_hw, config: AnchorConfig = AnchorConfig()) -> tuple[int, int]:
+    """(H, W) with each side rounded up to a multiple of the largest stride 2**max_level
+    (128 by default): the smallest canvas that check_image_size accepts. 800x800 -> 896x896."""
+    stride = 2**config.max_level
+    h, w = _check_image_hw(image_hw)
+    return -(-h // stride) * stride, -(-w // stride) * stride
 
 
 def _check_image_hw(image_hw) -> tuple[int, int]:

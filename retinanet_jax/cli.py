@@ -46,8 +46,7 @@ def define_cache_flag() -> None:
 
 def start() -> None:
     """What every tool does first: quiet logging, the compilation cache of --compilation_cache
-    (define_cache_flag) switched on. (torch is imported only where a torch file is read, before
-    tensorflow: convert.import_torch_before_tensorflow.)"""
+    (define_cache_flag) switched on."""
     absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every step at INFO
     compilation_cache.enable(flags.FLAGS.compilation_cache)
 

@@ -5,6 +5,8 @@
   boxes, scores, labels, num_detections = detect(images)
   write_stablehlo(detect, image_hw, batch, path) / write_onnx(detect, image_hw, batch, path)
   load_stablehlo(path)  -> a callable (needs only jax)
+  export_model(predictor, out, formats, image_hw, batch)   # a folder: the files + export.json
+                                                            # + detect.py (`python -m ...export`)
 
 The exported function:
   images          uint8 [B, H, W, 3] RGB, at the export's static size (H, W): resize (keeping
@@ -28,7 +30,10 @@ onnxruntime from requirements-dev.txt.
 """
 
 import dataclasses
+import json
 import logging
+import shutil
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -36,9 +41,9 @@ import numpy as np
 from flax import nnx
 
 from retinanet_jax import anchors as anchor_lib
-from retinanet_jax import nms, postprocess
+from retinanet_jax import exported_detect, nms, postprocess
 from retinanet_jax.models import build_retinanet
-from retinanet_jax.normalization import normalize_images
+from retinanet_jax.normalization import PAD_VALUE, normalize_images
 
 OUTPUT_NAMES = ('boxes', 'scores', 'labels', 'num_detections')
 INPUT_NAME = 'images'
@@ -55,7 +60,7 @@ def detector_function(predictor, image_hw: tuple[int, int] | None = None):
     graphdef = nnx.graphdef(model)
     state = jax.device_get(predictor.state)
     anchors = np.asarray(anchor_lib.generate_anchors(image_hw, predictor.anchors))
-    level_sizes = anchor_lib.level_sizes(image_hw, predictor.anchors)
+    anchors_per_level = anchor_lib.anchors_per_level(image_hw, predictor.anchors)
     post = predictor.postprocess
 
     def detect(images):
@@ -63,7 +68,12 @@ def detector_function(predictor, image_hw: tuple[int, int] | None = None):
         out = net(normalize_images(images))
         sizes = jnp.broadcast_to(jnp.asarray(image_hw, jnp.float32), (images.shape[0], 2))
         dets = postprocess.postprocess(
-            out['cls_logits'], out['box_deltas'], jnp.asarray(anchors), sizes, level_sizes, post
+            out['cls_logits'],
+            out['box_deltas'],
+            jnp.asarray(anchors),
+            sizes,
+            anchors_per_level,
+            post,
         )
         count = jnp.sum(dets['valid'].astype(jnp.int32), axis=1)
         return dets['boxes'], dets['scores'], dets['labels'], count
@@ -212,3 +222,71 @@ def _register_nms_plugin() -> None:
             ctx.bind_value_for_var(kept_var, kept)
 
     _REGISTERED.append(NmsPlugin)
+
+
+# ------------------------------------------------------------------------------ the export
+
+FORMATS = {'stablehlo': 'detector.stablehlo', 'onnx': 'detector.onnx'}
+
+
+def manifest(predictor, formats, image_hw, batch) -> dict:
+    """export.json: what a user of the files needs to know, and what makes two exports equal."""
+    labels = predictor.label_map
+    return {
+        'model': predictor.description,
+        'formats': list(formats),
+        'files': {f: FORMATS[f] for f in formats},
+        'image_size': list(image_hw),
+        'batch': 'dynamic' if batch is None else batch,
+        'inputs': {INPUT_NAME: f'uint8 [B, {image_hw[0]}, {image_hw[1]}, 3] RGB'},
+        'outputs': {
+            'boxes': 'float32 [B, D, 4] xyxy input pixels',
+            'scores': 'float32 [B, D] best first',
+            'labels': 'int32 [B, D] index into names; -1 empty',
+            'num_detections': 'int32 [B] valid slots come first',
+        },
+        'pad_value': list(PAD_VALUE),
+        'names': list(labels.names),
+        'category_ids': [int(c) for c in labels.category_ids],
+        'postprocess': dataclasses.asdict(predictor.postprocess),
+        'model_config': dataclasses.asdict(predictor.model_config),
+    }
+
+
+def export_model(
+    predictor,
+    out: str | Path,
+    formats=('stablehlo', 'onnx'),
+    image_hw=None,
+    batch: int | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Writes the export folder `out`: the detector in each of `formats` (FORMATS), export.json
+    (manifest), detect.py; returns it. An `out` that holds another export is refused unless
+    `overwrite`; `batch` None: a symbolic batch dimension."""
+    unknown = sorted(set(formats) - set(FORMATS))
+    if unknown or not formats:
+        raise ValueError(f'--format: unknown {unknown or formats}; known: {", ".join(FORMATS)}')
+    image_hw = tuple(image_hw or predictor.image_hw)
+    anchor_lib.check_image_size(image_hw)
+    if batch is not None and batch < 1:
+        raise ValueError(f'--batch must be >= 1 or dynamic, got {batch}')
+    out = Path(out)
+    spec = manifest(predictor, formats, image_hw, batch)
+    existing = out / 'export.json'
+    if existing.is_file() and not overwrite:
+        if json.loads(existing.read_text()) != json.loads(json.dumps(spec)):
+            raise ValueError(
+                f'--out {out} holds another export ({existing}); pass --overwrite '
+                'to replace it or choose another folder'
+            )
+    elif out.exists() and any(out.iterdir()) and not existing.is_file() and not overwrite:
+        raise ValueError(f'--out {out} is not empty and holds no export; choose another folder')
+    out.mkdir(parents=True, exist_ok=True)
+    detect = detector_function(predictor, image_hw)
+    for fmt in formats:
+        writer = write_stablehlo if fmt == 'stablehlo' else write_onnx
+        writer(detect, image_hw, batch, out / FORMATS[fmt])
+    shutil.copyfile(exported_detect.__file__, out / 'detect.py')
+    existing.write_text(json.dumps(spec, indent=1))
+    return out

@@ -14,60 +14,10 @@ printed and written to --out (default for a training run: <workdir>/eval_<split>
 
 import json
 import sys
-from pathlib import Path
 
-import jax
 from absl import app, flags
 
-from retinanet_jax import cli, evaluation, inference, sharding
-
-
-def evaluate_run(
-    model: str | Path,
-    split: str | None = None,
-    *,
-    dataset: str | None = None,
-    dataset_options: dict | None = None,
-    batch_size: int | None = None,
-    out: str | Path | None = None,
-    **predictor_options,
-) -> dict:
-    from tqdm import tqdm
-
-    model = Path(model)
-    run = (model / 'config.json').is_file()
-    if not run and (dataset is None or split is None):
-        raise ValueError(f'--model {model} is not a training run: give --dataset and --split')
-    p = inference.load_predictor(model, **predictor_options)  # a .pth: torch before tensorflow
-    from retinanet_jax.data import pipeline, sources
-
-    if run and dataset is None:  # the run's own evaluation data
-        source = p.sources[1]
-        split = split or p.settings.data.eval_split
-        batch_size = batch_size or p.settings.batch_size
-        name = p.settings.data.evaluated
-        out = out or model / f'eval_{split}.json'
-    else:
-        source, name = sources.make_source(dataset, **(dataset_options or {})), dataset
-        batch_size = batch_size or jax.device_count()
-    process = dict(process_index=jax.process_index(), process_count=jax.process_count())
-    local_batch = sharding.local_batch_size(batch_size)
-    eval_ds, num_batches = pipeline.eval_dataset(
-        source, p.input, local_batch, split=split, **process
-    )
-    detection_labels = None if p.label_map == source.label_map else p.label_map
-    config = p.settings.evaluation if p.settings else evaluation.EvaluationConfig()
-    evaluator = evaluation.make_evaluator(source, split, detection_labels, config)
-    batches = pipeline.eval_batches(eval_ds)
-    metrics = inference.evaluate(p.predict, p.state, batches, num_batches, evaluator, p.mesh, tqdm)
-    result = {'model': str(model), 'step': p.step, 'dataset': name, 'split': split, **metrics}
-    if jax.process_index() == 0:
-        print(f'{p.description} on {name} {split}:')
-        print(evaluation.format_table(metrics))
-        if out is not None:
-            Path(out).write_text(json.dumps(result, indent=1))
-            print(f'wrote {out}')
-    return result
+from retinanet_jax import cli, evaluation
 
 
 def main(argv) -> None:
@@ -80,7 +30,7 @@ def main(argv) -> None:
         sys.exit(f'evaluate: --dataset_options is not valid JSON: {e}')
     cli.exit_on_bad_input(
         'evaluate',
-        evaluate_run,
+        evaluation.evaluate_run,
         f.model,
         f.split,
         dataset=f.dataset,

@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from retinanet_jax import checkpoint, evaluation
+from retinanet_jax import checkpoint, coco_metrics
 from retinanet_jax.loop import Hook, Loop, StepResult
 from retinanet_jax.preemption import Preempted, PreemptionWatcher
 
@@ -201,7 +201,8 @@ class Evaluator(Hook):
         if self.writer:
             self.writer.write(step, {f'eval/{k}': v for k, v in self.history[step].items()})
         if step != loop.total_steps:
-            self.progress.write(f'step {step} eval:\n{evaluation.format_table(self.history[step])}')
+            table = coco_metrics.format_table(self.history[step])
+            self.progress.write(f'step {step} eval:\n{table}')
 
 
 class PreemptionHook(Hook):

@@ -1,10 +1,11 @@
 """Inference: a trained model, ready to predict and evaluate, from any of the places a model
-lives. The predict, evaluate and export commands are thin users of this module.
+lives. The predict, evaluate and export commands are thin users of it.
 
   predictor = load_predictor(path)         # a training run, a model directory or a .pth file
   dets = predictor.predict_image(image)    # uint8 [H, W, 3] RGB -> detections (numpy)
   step = make_predict_step(graphdef, image_hw, anchor_config, postprocess_config, mesh)
-  metrics = evaluate(step, model_state, batches, num_batches, evaluator, mesh)
+  predict_files(predictor, paths, out)    # image files -> detections.json + drawn pictures
+(evaluation.evaluate_model runs a predict step over a dataset split.)
 
 Detections: 'boxes' float32 [D, 4] xyxy in original image pixels, 'scores' [D], 'labels' int32
 [D] contiguous (the predictor's label_map turns them into names and category ids), 'valid'
@@ -25,7 +26,7 @@ Models with trainable batch norm predict in eval mode (running statistics).
 import dataclasses
 import functools
 import json
-import math
+import logging
 from pathlib import Path
 
 import jax
@@ -34,9 +35,18 @@ import numpy as np
 from flax import nnx
 
 from retinanet_jax import anchors as anchor_lib
-from retinanet_jax import checkpoint, compiler_options, postprocess, sharding
+from retinanet_jax import (
+    checkpoint,
+    compiler_options,
+    postprocess,
+    sharding,
+    torchvision_weights,
+    visualize,
+)
 from retinanet_jax import settings as settings_lib
+from retinanet_jax.data import images, label_maps, pipeline
 from retinanet_jax.data.input_config import InputConfig
+from retinanet_jax.data.label_maps import LabelMap
 from retinanet_jax.models import ModelConfig, RetinaNet, build_retinanet
 from retinanet_jax.normalization import normalize_images
 
@@ -59,8 +69,8 @@ def make_predict_step(
     batch split over the mesh's 'data' axis.
 
     `graphdef`: the model's, in eval mode (`eval_graphdef`); model_state its nnx state.
-    batch: 'image' uint8 [B, H, W, 3], 'image_size' int32 [B, 2], 'scale' float32 [B, 2]."""
-    level_sizes = anchor_lib.level_sizes(image_hw, anchor_config)
+    batch: 'image' uint8 [B, H, W, 3], 'content_size' int32 [B, 2], 'scale' float32 [B, 2]."""
+    anchors_per_level = anchor_lib.anchors_per_level(image_hw, anchor_config)
     anchors = jnp.asarray(anchor_lib.generate_anchors(image_hw, anchor_config))
 
     def predict(state, batch):
@@ -70,8 +80,8 @@ def make_predict_step(
             out['cls_logits'],
             out['box_deltas'],
             anchors,
-            batch['image_size'],
-            level_sizes,
+            batch['content_size'],
+            anchors_per_level,
             postprocess_config,
         )
         dets['boxes'] = postprocess.boxes_to_original(dets['boxes'], batch['scale'])
@@ -86,39 +96,12 @@ def make_predict_step(
     )
 
 
-def evaluate(predict, state, batches, num_batches: int, evaluator, mesh, progress=None) -> dict:
-    """Runs `predict` (make_predict_step) with the model `state` over evaluation batches (an
-    iterable of numpy batches, e.g. pipeline.eval_batches) and returns the evaluator's metrics.
-    `progress`: an optional progress-bar class (tqdm); a batch counts once its detections are
-    on the host, so the bar's rate and ETA come from finished work."""
-    evaluator.reset()
-    pending = None  # the previous batch, whose detections are still being computed
-
-    def finish(item):
-        dets, batch = item
-        evaluator.add_batch(sharding.to_local(dets, mesh), batch)
-
-    bar = progress(total=num_batches, desc='eval', leave=False) if progress else None
-    for batch in batches:
-        dets = predict(state, sharding.to_global(batch, mesh))  # dispatched, not waited for
-        if pending is not None:
-            finish(pending)
-            if bar is not None:
-                bar.update(1)
-        pending = (dets, batch)
-    if pending is not None:
-        finish(pending)
-        if bar is not None:
-            bar.update(1)
-    if bar is not None:
-        bar.close()
-    return evaluator.evaluate()
-
-
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class Predictor:
     """A model ready to predict: its state on the mesh, its jitted predict step, and what the
-    step needs to know about its input and output."""
+    step needs to know about its input and output. Immutable: another post-processing (say)
+    is another Predictor, `dataclasses.replace(predictor, postprocess=...)`, whose predict
+    step is its own."""
 
     graphdef: nnx.GraphDef  # the model's, in eval mode
     state: nnx.State  # replicated on `mesh`
@@ -130,7 +113,7 @@ class Predictor:
     description: str  # e.g. 'checkpoint step 700 of /runs/x' or 'retinanet.pth'
     step: int | None = None  # a training run's checkpoint step
     settings: settings_lib.Settings | None = None  # a training run's settings
-    _label_map: object = None  # torchvision models: by class count
+    classes: LabelMap | None = None  # torchvision models: by class count (else the run's)
 
     @functools.cached_property
     def predict(self):
@@ -153,7 +136,7 @@ class Predictor:
     @property
     def label_map(self):
         """The classes the model predicts (data.label_maps.LabelMap)."""
-        return self._label_map if self._label_map is not None else self.sources[0].label_map
+        return self.classes if self.classes is not None else self.sources[0].label_map
 
     def model(self) -> RetinaNet:
         """The model (eval mode) as an nnx module."""
@@ -161,8 +144,6 @@ class Predictor:
 
     def predict_images(self, images: list[np.ndarray]) -> list[dict]:
         """Detections of each uint8 [H, W, 3] RGB image (see the module docstring)."""
-        from retinanet_jax.data import pipeline
-
         examples = [pipeline.preprocess_image(im, self.input) for im in images]
         out = []
         per_call = jax.device_count()
@@ -182,21 +163,25 @@ class Predictor:
 
 
 def load_predictor(
-    model: str | Path, variant: str = 'v1', short_side: int = 800, max_side: int = 1333
+    model: str | Path,
+    variant: str = 'v1',
+    short_side: int = 800,
+    max_side: int = 1333,
+    dtype: str = 'float32',
 ) -> Predictor:
-    """A Predictor from a training run, a model directory or a torchvision state dict file."""
-    from retinanet_jax import convert
-    from retinanet_jax.data import label_maps
-
+    """A Predictor from a training run, a model directory or a torchvision state dict file
+    (`variant`, `short_side`, `max_side` and the compute `dtype` apply to the last only)."""
     path = Path(model)
     if path.is_dir() and (path / 'config.json').is_file():
         return load_run(path)
     if path.is_dir() and (path / 'model_config.json').is_file():
         net, model_config = checkpoint.load_model(path)
     elif path.is_file():
-        net = convert.retinanet_from_torchvision(convert.load_state_dict(path), variant)
+        net = torchvision_weights.retinanet_from_torchvision(
+            torchvision_weights.load_state_dict(path), variant, dtype=dtype
+        )
         preset = ModelConfig.torchvision_v1 if variant == 'v1' else ModelConfig.torchvision_v2
-        model_config = preset(net.num_classes)
+        model_config = dataclasses.replace(preset(net.num_classes), dtype=dtype)
     elif path.exists():
         raise ValueError(
             f'--model {path}: neither a training run (config.json), a model directory '
@@ -204,7 +189,8 @@ def load_predictor(
         )
     else:
         raise FileNotFoundError(f'--model {path}: no such file or directory')
-    side = 128 * math.ceil(max_side / 128)  # a static canvas every resized image fits in
+    anchors = anchor_lib.AnchorConfig.torchvision()
+    side = anchor_lib.padded_size((max_side, max_side), anchors)[0]  # every resized image fits
     input_config = InputConfig(
         image_size=(side, side), short_side=short_side, max_side=max_side, flip=False
     )
@@ -212,15 +198,15 @@ def load_predictor(
     mesh = sharding.make_mesh()
     graphdef, state = nnx.split(net)
     return Predictor(
-        graphdef,
-        jax.device_put(state, sharding.replicated(mesh)),
-        mesh,
-        model_config,
-        anchor_lib.AnchorConfig.torchvision(),
-        postprocess.PostprocessConfig(max_detections=100),
-        input_config,
-        path.name,
-        _label_map=label_maps.for_num_classes(net.num_classes),
+        graphdef=graphdef,
+        state=jax.device_put(state, sharding.replicated(mesh)),
+        mesh=mesh,
+        model_config=model_config,
+        anchors=anchors,
+        postprocess=postprocess.PostprocessConfig(max_detections=100),
+        input=input_config,
+        description=path.name,
+        classes=label_maps.for_num_classes(net.num_classes),
     )
 
 
@@ -245,14 +231,77 @@ def load_run(workdir: Path) -> Predictor:
     if restored is None:
         raise FileNotFoundError(f'{workdir}/checkpoints holds no checkpoint')
     return Predictor(
-        graphdef,
-        restored['model'],
-        mesh,
-        run.model,
-        run.anchors,
-        run.postprocess,
-        run.input,
-        f'checkpoint step {step} of {workdir}',
-        step,
-        run,
+        graphdef=graphdef,
+        state=restored['model'],
+        mesh=mesh,
+        model_config=run.model,
+        anchors=run.anchors,
+        postprocess=run.postprocess,
+        input=run.input,
+        description=f'checkpoint step {step} of {workdir}',
+        step=step,
+        settings=run,
     )
+
+
+IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.webp')
+
+
+def image_files(paths: list[str]) -> list[Path]:
+    files = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            files += sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+        elif p.exists():
+            files.append(p)
+        else:
+            raise FileNotFoundError(f'no such image file or folder: {p}')
+    if not files:
+        raise ValueError(f'no image files found in {paths}')
+    return files
+
+
+def predict_files(
+    predictor: Predictor,
+    paths: list[str],
+    out: Path,
+    min_score: float = 0.3,
+    exif: str = 'apply',
+) -> list[dict]:
+    """Detections of every image file under `paths` (see the module docstring); `exif`: see
+    data/images.py ('apply': boxes refer to the upright picture a viewer shows)."""
+    p = predictor
+    names, category_ids = p.label_map.names, p.label_map.category_ids
+    files = image_files(paths)
+    out.mkdir(parents=True, exist_ok=True)
+    results, skipped = [], []
+    for path in files:
+        try:
+            image = images.read_image(path, exif)
+        except ValueError as e:
+            logging.warning('skipping %s', e)
+            skipped.append(str(path))
+            continue
+        dets = p.predict_image(image)
+        keep = dets['valid']
+        boxes, scores, labels = dets['boxes'][keep], dets['scores'][keep], dets['labels'][keep]
+        shown = scores >= min_score
+        picture = visualize.draw_boxes(image, boxes[shown], labels[shown], names, scores[shown])
+        picture.save(out / f'{path.stem}.png')
+        for box, score, label in zip(boxes, scores, labels, strict=True):
+            x1, y1, x2, y2 = (float(v) for v in box)
+            results.append(
+                {
+                    'file_name': path.name,
+                    'category_id': int(category_ids[label]),
+                    'bbox': [x1, y1, x2 - x1, y2 - y1],
+                    'score': float(score),
+                }
+            )
+    (out / 'detections.json').write_text(json.dumps(results, indent=1))
+    note = f'; skipped {len(skipped)} unreadable: {skipped}' if skipped else ''
+    print(
+        f'{p.description}: {len(results)} detections in {len(files) - len(skipped)} '
+        f'image(s) -> {out}{note}'
+    )
+    return results

@@ -1,12 +1,12 @@
 """Post-processing with static shapes: head outputs -> a fixed number of detections per image.
 
   postprocess(cls_logits [B, R, K], box_deltas [B, R, 4], anchors [R, 4], image_sizes [B, 2],
-              level_sizes, config) -> {
+              anchors_per_level, config) -> {
       'boxes':  float32 [B, D, 4] xyxy pixels of the network input, clipped to image_sizes
       'scores': float32 [B, D]    sigmoid class probability
       'labels': int32 [B, D]      contiguous class
       'valid':  bool [B, D]       False for empty slots
-  }, best first. `level_sizes` (static) is the number of anchors of each pyramid level, in
+  }, best first. `anchors_per_level` (static) is the number of anchors of each pyramid level, in
   anchor order (see anchors.level_grid_sizes); `image_sizes` is the (h, w) of each image inside
   the padding. `boxes_to_original(boxes, scale)` maps boxes back to original image pixels.
 
@@ -68,7 +68,7 @@ def postprocess_image(
     box_deltas: jax.Array,
     anchors: jax.Array,
     image_size: jax.Array,
-    level_sizes: tuple[int, ...],
+    anchors_per_level: tuple[int, ...],
     config: PostprocessConfig = PostprocessConfig(),
 ) -> dict[str, jax.Array]:
     """One image: cls_logits [R, K], box_deltas [R, 4], anchors [R, 4], image_size [2]."""
@@ -77,7 +77,7 @@ def postprocess_image(
     threshold = _logit(config.score_threshold)
     cand_logits, cand_anchor, cand_label = [], [], []
     start = 0
-    for size in level_sizes:
+    for size in anchors_per_level:
         flat = cls_logits[start : start + size].reshape(-1).astype(jnp.float32)  # [n_l * K]
         k = min(config.topk_candidates, flat.shape[0])
         values, idx = jax.lax.top_k(flat, k)
@@ -87,7 +87,9 @@ def postprocess_image(
         cand_label.append(idx - anchor * num_classes)
         start += size
     if start != cls_logits.shape[0]:
-        raise ValueError(f'postprocess: level_sizes sum to {start}, but R = {cls_logits.shape[0]}')
+        raise ValueError(
+            f'postprocess: anchors_per_level sum to {start}, but R = {cls_logits.shape[0]}'
+        )
     logits = jnp.concatenate(cand_logits)
     anchor_idx = jnp.concatenate(cand_anchor)
     labels = jnp.concatenate(cand_label).astype(jnp.int32)
@@ -112,11 +114,11 @@ def postprocess(
     box_deltas: jax.Array,
     anchors: jax.Array,
     image_sizes: jax.Array,
-    level_sizes: tuple[int, ...],
+    anchors_per_level: tuple[int, ...],
     config: PostprocessConfig = PostprocessConfig(),
 ) -> dict[str, jax.Array]:
     """Batched `postprocess_image` (vmap); see the module docstring."""
-    return jax.vmap(lambda c, b, s: postprocess_image(c, b, anchors, s, level_sizes, config))(
+    return jax.vmap(lambda c, b, s: postprocess_image(c, b, anchors, s, anchors_per_level, config))(
         cls_logits, box_deltas, image_sizes
     )
 

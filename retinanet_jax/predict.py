@@ -11,86 +11,22 @@ default: boxes refer to the picture as a viewer shows it; --exif=ignore: to the 
 pixels). Unreadable files are skipped with a warning naming them; the rest are still written.
 """
 
-import json
-import logging
 from pathlib import Path
 
 from absl import app, flags
 
-from retinanet_jax import cli, visualize
-from retinanet_jax.data import images
-from retinanet_jax.inference import Predictor, load_predictor
-
-IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.webp')
-
-
-def image_files(paths: list[str]) -> list[Path]:
-    files = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            files += sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
-        elif p.exists():
-            files.append(p)
-        else:
-            raise FileNotFoundError(f'no such image file or folder: {p}')
-    if not files:
-        raise ValueError(f'no image files found in {paths}')
-    return files
-
-
-def predict_files(
-    predictor: Predictor,
-    paths: list[str],
-    out: Path,
-    min_score: float = 0.3,
-    exif: str = 'apply',
-) -> list[dict]:
-    """Detections of every image file under `paths` (see the module docstring); `exif`: see
-    data/images.py ('apply': boxes refer to the upright picture a viewer shows)."""
-    p = predictor
-    names, category_ids = p.label_map.names, p.label_map.category_ids
-    files = image_files(paths)
-    out.mkdir(parents=True, exist_ok=True)
-    results, skipped = [], []
-    for path in files:
-        try:
-            image = images.read_image(path, exif)
-        except ValueError as e:
-            logging.warning('skipping %s', e)
-            skipped.append(str(path))
-            continue
-        dets = p.predict_image(image)
-        keep = dets['valid']
-        boxes, scores, labels = dets['boxes'][keep], dets['scores'][keep], dets['labels'][keep]
-        shown = scores >= min_score
-        picture = visualize.draw_boxes(image, boxes[shown], labels[shown], names, scores[shown])
-        picture.save(out / f'{path.stem}.png')
-        for box, score, label in zip(boxes, scores, labels, strict=True):
-            x1, y1, x2, y2 = (float(v) for v in box)
-            results.append(
-                {
-                    'file_name': path.name,
-                    'category_id': int(category_ids[label]),
-                    'bbox': [x1, y1, x2 - x1, y2 - y1],
-                    'score': float(score),
-                }
-            )
-    (out / 'detections.json').write_text(json.dumps(results, indent=1))
-    note = f'; skipped {len(skipped)} unreadable: {skipped}' if skipped else ''
-    print(
-        f'{p.description}: {len(results)} detections in {len(files) - len(skipped)} '
-        f'image(s) -> {out}{note}'
-    )
-    return results
+from retinanet_jax import cli, inference
 
 
 def main(argv) -> None:
     del argv
     cli.start()
     f = flags.FLAGS
-    predictor = cli.exit_on_bad_input('predict', load_predictor, f.model, **cli.model_options())
+    predictor = cli.exit_on_bad_input(
+        'predict', inference.load_predictor, f.model, **cli.model_options()
+    )
     cli.exit_on_bad_input(
-        'predict', predict_files, predictor, f.images, Path(f.out), f.min_score, f.exif
+        'predict', inference.predict_files, predictor, f.images, Path(f.out), f.min_score, f.exif
     )
 
 

@@ -9,7 +9,7 @@ settings. Everything downstream (train, predict, evaluate, export, bench) takes 
   settings.input        data.InputConfig            config.input (its seed: config.seed)
   settings.postprocess  postprocess.PostprocessConfig   config.postprocess
   settings.optim        optim.OptimConfig           config.optim
-  settings.evaluation   evaluation.EvaluationConfig config.evaluation (optional: COCO's defaults)
+  settings.evaluation   coco_metrics.EvaluationConfig config.evaluation (optional: COCO's defaults)
   settings.data         DataConfig                  config.data: dataset, options, splits
   settings.batch_size, train_steps, seed, log_every, eval_every, checkpoint_every,
   keep_checkpoints, skip_nonfinite, init_backbone (config.init.backbone)
@@ -24,9 +24,9 @@ import json
 from typing import Any
 
 from retinanet_jax.anchors import AnchorConfig
+from retinanet_jax.coco_metrics import EvaluationConfig
 from retinanet_jax.data.bad_records import ON_BAD_RECORD
 from retinanet_jax.data.input_config import InputConfig
-from retinanet_jax.evaluation import EvaluationConfig
 from retinanet_jax.losses import LossConfig
 from retinanet_jax.models import ModelConfig
 from retinanet_jax.optim import OptimConfig

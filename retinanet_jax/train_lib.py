@@ -26,8 +26,8 @@ from flax import nnx
 from retinanet_jax import anchors as anchor_lib
 from retinanet_jax import (
     checkpoint,
+    coco_metrics,
     compiler_options,
-    convert,
     evaluation,
     hooks,
     inference,
@@ -36,6 +36,7 @@ from retinanet_jax import (
     preemption,
     settings,
     sharding,
+    torchvision_weights,
 )
 from retinanet_jax.loop import Loop
 from retinanet_jax.models import build_retinanet
@@ -97,10 +98,11 @@ def abstract_state(state: dict) -> dict:
 
 def init_backbone(graph: TrainGraph, state: dict, path: str, mesh) -> dict:
     """A train state whose backbone holds a torchvision ImageNet ResNet state dict file
-    (.pth / .safetensors / .npz, see convert.load_state_dict); errors name the file."""
+    (.pth / .safetensors / .npz, see torchvision_weights.load_state_dict); errors name the file."""
     model = nnx.merge(graph.model, state['model'])
     try:
-        convert.load_resnet_from_torchvision(model, convert.load_state_dict(path))
+        weights = torchvision_weights.load_state_dict(path)
+        torchvision_weights.load_resnet_from_torchvision(model, weights)
     except ValueError as e:
         raise ValueError(f'config.init.backbone={path}: {e}') from None
     rep = sharding.replicated(mesh)
@@ -183,7 +185,6 @@ def train_with(watcher: preemption.PreemptionWatcher, config, workdir: str) -> d
 
     entered = time.time()
     s = settings.from_config(config)
-    convert.import_torch_before_tensorflow(s.init_backbone)  # a .pth is read after tf loads
     from retinanet_jax.data import pipeline
     from retinanet_jax.data.bad_records import BadRecords
 
@@ -214,10 +215,10 @@ def train_with(watcher: preemption.PreemptionWatcher, config, workdir: str) -> d
     eval_ds, eval_batches = pipeline.eval_dataset(
         evaluated, s.input, local_batch, split=s.data.eval_split, **process
     )
-    evaluator = evaluation.make_evaluator(evaluated, s.data.eval_split, config=s.evaluation)
+    evaluator = coco_metrics.make_evaluator(evaluated, s.data.eval_split, config=s.evaluation)
 
     def evaluate(model_state, progress=tqdm):
-        return inference.evaluate(
+        return evaluation.evaluate_model(
             predict,
             model_state,
             pipeline.eval_batches(eval_ds),
@@ -313,5 +314,5 @@ def write_summary(workdir: Path, summary: dict, evaluated: str) -> None:
     if jax.process_index() == 0:
         (workdir / 'metrics.json').write_text(json.dumps(summary, indent=1))
         print(f'final evaluation ({evaluated}):')
-        print(evaluation.format_table(summary))
+        print(coco_metrics.format_table(summary))
         print(f'wrote {workdir}/metrics.json')

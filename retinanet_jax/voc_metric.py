@@ -1,6 +1,6 @@
 """PASCAL VOC's own detection metric, AP at IoU > 0.5 (the VOC devkit's, and detectron2's
 PascalVOCDetectionEvaluator's): 11-point interpolation on VOC 2007, the area under the
-precision envelope on VOC 2010 and later. Used by evaluation.CocoEvaluator on VOC sources.
+precision envelope on VOC 2010 and later. Used by coco_metrics.CocoEvaluator on VOC sources.
 """
 
 import numpy as np

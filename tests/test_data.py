@@ -94,7 +94,7 @@ def test_flip_golden():
 def test_resize_keep_aspect_scale_golden():
     out = transforms.resize_keep_aspect(transforms.init_sizes(rectangle_example()), 120, 150)
     # 60x90 -> short side 120 would make 120x180 > 150, so the long side decides: 100x150.
-    np.testing.assert_array_equal(out['image_size'], [100, 150])
+    np.testing.assert_array_equal(out['content_size'], [100, 150])
     np.testing.assert_allclose(out['scale'], [100 / 60, 150 / 90], rtol=1e-6)
     np.testing.assert_allclose(out['boxes'][0], np.array([10, 20, 40, 50]) * 150 / 90, rtol=1e-5)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from retinanet_jax import export, inference
+from retinanet_jax import deploy, inference
 from retinanet_jax.data import shapes
 
 from .helpers import require
@@ -64,7 +64,7 @@ def reference(predictor, images: np.ndarray) -> dict:
         predictor.graphdef, hw, predictor.anchors, predictor.postprocess, predictor.mesh
     )
     n = len(images)
-    batch = {'image': images, 'image_size': np.tile(np.int32(hw), (n, 1)),
+    batch = {'image': images, 'content_size': np.tile(np.int32(hw), (n, 1)),
              'scale': np.ones((n, 2), np.float32)}  # fmt: skip
     from retinanet_jax import sharding
 
@@ -116,7 +116,8 @@ def test_smoke_model_exports_to_both_formats_and_matches_the_predictor(tmp_path,
     images = shapes_images()
     got = reload_in_fresh_process(out, images, tmp_path, ['onnx', 'stablehlo'])
     predictor = inference.load_predictor(smoke_run[0])
-    predictor.postprocess = dataclasses.replace(predictor.postprocess, score_threshold=0.001)
+    post = dataclasses.replace(predictor.postprocess, score_threshold=0.001)
+    predictor = dataclasses.replace(predictor, postprocess=post)
     want = reference(predictor, images)
     assert want['valid'].sum() > 30  # (a 4-step model: its scores are low)
     for fmt in ('onnx', 'stablehlo'):
@@ -125,21 +126,21 @@ def test_smoke_model_exports_to_both_formats_and_matches_the_predictor(tmp_path,
 
     # Another export into the same folder is refused, unless asked for.
     with pytest.raises(ValueError, match=r'holds another export .* --overwrite'):
-        export.export(predictor, out, ('stablehlo',), (128, 128), 2)
-    export.export(predictor, out, ('stablehlo',), (128, 128), 2, overwrite=True)
+        deploy.export_model(predictor, out, ('stablehlo',), (128, 128), 2)
+    deploy.export_model(predictor, out, ('stablehlo',), (128, 128), 2, overwrite=True)
     assert json.loads((out / 'export.json').read_text())['batch'] == 2
 
 
 def test_export_bad_input_says_why(tmp_path, smoke_run):
     predictor = inference.load_predictor(smoke_run[0])
     with pytest.raises(ValueError, match=r"--format: unknown \['tflite'\]; known: stablehlo, onnx"):
-        export.export(predictor, tmp_path / 'a', ('tflite',))
+        deploy.export_model(predictor, tmp_path / 'a', ('tflite',))
     with pytest.raises(ValueError, match=r'image size 100x128: .*multiple of 128.*e\.g\. 128,128'):
-        export.export(predictor, tmp_path / 'b', ('stablehlo',), (100, 128))
+        deploy.export_model(predictor, tmp_path / 'b', ('stablehlo',), (100, 128))
     (tmp_path / 'c').mkdir()
     (tmp_path / 'c' / 'notes.txt').write_text('mine')
     with pytest.raises(ValueError, match='not empty and holds no export'):
-        export.export(predictor, tmp_path / 'c', ('stablehlo',), (128, 128))
+        deploy.export_model(predictor, tmp_path / 'c', ('stablehlo',), (128, 128))
     empty_run = tmp_path / 'run'
     (empty_run / 'checkpoints').mkdir(parents=True)
     (empty_run / 'config.json').write_text((smoke_run[0] / 'config.json').read_text())
@@ -170,7 +171,7 @@ def test_torchvision_r50_exports_with_parity_at_256(tmp_path):
     torch.save(reference_model.state_dict(), tmp_path / 'r50.pth')
     predictor = inference.load_predictor(tmp_path / 'r50.pth', short_side=256, max_side=256)
     assert predictor.image_hw == (256, 256)
-    export.export(predictor, tmp_path / 'export', ('stablehlo', 'onnx'))
+    deploy.export_model(predictor, tmp_path / 'export', ('stablehlo', 'onnx'))
     images = np.concatenate([shapes_images(1, 256), shapes_images(2, 256)[1:],
                              np.random.default_rng(0).integers(0, 256, (1, 256, 256, 3),
                                                                dtype=np.uint8)])  # fmt: skip

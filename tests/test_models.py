@@ -19,7 +19,7 @@ from torchvision.models.detection import retinanet_resnet50_fpn, retinanet_resne
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from retinanet_jax import anchors as anchor_lib
-from retinanet_jax import checkpoint, convert
+from retinanet_jax import checkpoint, torchvision_weights
 from retinanet_jax.models import ModelConfig, build_retinanet, layers
 from retinanet_jax.models.fpn import upsample_nearest
 from retinanet_jax.models.layers import Frozen
@@ -138,12 +138,12 @@ def test_head_outputs_match_torchvision(torchvision_pair, image):
     variant, reference, state_dict = torchvision_pair
     with torch.no_grad():
         ref = reference.head(list(reference.backbone(image).values()))
-    model = convert.retinanet_from_torchvision(state_dict, variant)
+    model = torchvision_weights.retinanet_from_torchvision(state_dict, variant)
     out = nnx.jit(lambda m, x: m(x))(model, nhwc(image))
     assert_rel_close(out['cls_logits'], ref['cls_logits'], 1e-4)
     assert_rel_close(out['box_deltas'], ref['bbox_regression'], 1e-4)
     if variant == 'v1':  # bf16 compute, float32 parameters
-        bf16 = convert.retinanet_from_torchvision(state_dict, variant, dtype='bfloat16')
+        bf16 = torchvision_weights.retinanet_from_torchvision(state_dict, variant, dtype='bfloat16')
         out16 = nnx.jit(lambda m, x: m(x))(bf16, nhwc(image))
         assert out16['cls_logits'].dtype == jnp.float32
         assert_rel_close(out16['cls_logits'], out['cls_logits'], 2e-2)
@@ -171,7 +171,7 @@ def test_resnet50_features_match_torchvision_frozen_bn(image):
         c4 = reference.layer3(c3)
         c5 = reference.layer4(c4)
     model = nnx.eval_shape(lambda: build_retinanet(ModelConfig(num_classes=91)))
-    convert.load_resnet_from_torchvision(model, reference.state_dict())  # includes fc.*
+    torchvision_weights.load_resnet_from_torchvision(model, reference.state_dict())  # includes fc.*
     ours = nnx.jit(lambda b, x: b(x))(model.backbone, nhwc(image))
     for got, want in zip(ours, (c3, c4, c5), strict=True):
         assert_rel_close(got, want.numpy().transpose(0, 2, 3, 1), 1e-4)
@@ -244,22 +244,22 @@ def test_bad_state_dicts_list_offending_keys():
     other = {f'backbone.body.{k}': v.numpy() for k, v in resnet18().state_dict().items()}
     other.update({k: v for k, v in state_dict.items() if not k.startswith('backbone.body.')})
     with pytest.raises(ValueError, match=r'wrong shapes .*layer1\.0\.conv1\.weight'):
-        convert.retinanet_from_torchvision(other, 'v1')
+        torchvision_weights.retinanet_from_torchvision(other, 'v1')
     missing = dict(state_dict)
     del missing['backbone.fpn.extra_blocks.p7.bias']
     with pytest.raises(ValueError, match=r'missing .*extra_blocks\.p7\.bias'):
-        convert.retinanet_from_torchvision(missing, 'v1')
+        torchvision_weights.retinanet_from_torchvision(missing, 'v1')
     # v1 into v2: P6 reads P5 (256 channels) instead of C5 (2048); v2 heads have GroupNorm.
     with pytest.raises(ValueError, match=r'wrong shapes .*extra_blocks\.p6\.weight'):
-        convert.retinanet_from_torchvision(state_dict, 'v2')
+        torchvision_weights.retinanet_from_torchvision(state_dict, 'v2')
     with pytest.raises(ValueError, match='not a torchvision RetinaNet'):
-        convert.retinanet_from_torchvision(resnet18().state_dict(), 'v1')
+        torchvision_weights.retinanet_from_torchvision(resnet18().state_dict(), 'v1')
 
 
 def test_other_class_count_loads_the_rest(torchvision_pair, caplog):
     variant, _, state_dict = torchvision_pair
     with caplog.at_level(logging.WARNING):
-        model = convert.retinanet_from_torchvision(state_dict, variant, num_classes=5)
+        model = torchvision_weights.retinanet_from_torchvision(state_dict, variant, num_classes=5)
     assert 'cls_logits' in caplog.text
     assert model.classification_head.output.kernel.shape == (3, 3, 256, 45)
     np.testing.assert_allclose(model.classification_head.output.bias[...], -np.log(99), rtol=1e-6)
@@ -279,19 +279,19 @@ def test_state_dict_file_formats(tmp_path):
 
     save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, tmp_path / 'a.safetensors')
     for name in ('a.pth', 'wrapped.pth', 'a.npz', 'a.safetensors'):
-        loaded = convert.load_state_dict(tmp_path / name)
+        loaded = torchvision_weights.load_state_dict(tmp_path / name)
         assert loaded.keys() == arrays.keys(), name
         np.testing.assert_array_equal(
             loaded['layer1.0.conv1.weight'], arrays['layer1.0.conv1.weight']
         )
     (tmp_path / 'bad.pth').write_bytes(b'not a checkpoint')
     with pytest.raises(ValueError, match=r'bad\.pth'):
-        convert.load_state_dict(tmp_path / 'bad.pth')
+        torchvision_weights.load_state_dict(tmp_path / 'bad.pth')
     (tmp_path / 'x.h5').write_bytes(b'')
     with pytest.raises(ValueError, match='unknown state-dict format'):
-        convert.load_state_dict(tmp_path / 'x.h5')
+        torchvision_weights.load_state_dict(tmp_path / 'x.h5')
     with pytest.raises(FileNotFoundError, match=r'nope\.pth'):
-        convert.load_state_dict(tmp_path / 'nope.pth')
+        torchvision_weights.load_state_dict(tmp_path / 'nope.pth')
 
 
 def test_save_and_load_model_round_trip(tmp_path, small_model):

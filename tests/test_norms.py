@@ -17,7 +17,7 @@ import torch
 from flax import nnx
 from torchvision.models import resnet18
 
-from retinanet_jax import checkpoint, convert, settings, sharding, train_lib
+from retinanet_jax import checkpoint, settings, sharding, torchvision_weights, train_lib
 from retinanet_jax.models import ModelConfig, build_retinanet
 from retinanet_jax.models.layers import BatchNorm, Frozen, FrozenBatchNorm
 from retinanet_jax.models.resnet import ResNet
@@ -55,7 +55,7 @@ def test_torchvision_retinanet_in_eval_mode_converts_into_batch_norm(image):  # 
     _, reference, state_dict = torchvision_retinanet('v1')
     with torch.no_grad():
         ref = reference.head(list(reference.backbone(image).values()))
-    model = convert.retinanet_from_torchvision(state_dict, 'v1', norm='batch')
+    model = torchvision_weights.retinanet_from_torchvision(state_dict, 'v1', norm='batch')
     bn = model.backbone.layer2[0].bn1
     assert isinstance(bn, BatchNorm) and isinstance(bn.scale, nnx.Param)
     np.testing.assert_array_equal(bn.var[...], state_dict['backbone.body.layer2.0.bn1.running_var'])
@@ -78,7 +78,7 @@ def test_group_norm_resnet_matches_torchvision():
         c2 = reference.layer1(reference.maxpool(reference.relu(reference.bn1(reference.conv1(x)))))
         c5 = reference.layer4(reference.layer3(reference.layer2(c2)))
     model = build_retinanet(dataclasses.replace(BATCH, norm='group', fpn_norm='group'))
-    convert.load_resnet_from_torchvision(model, reference.state_dict())
+    torchvision_weights.load_resnet_from_torchvision(model, reference.state_dict())
     _, _, ours = nnx.jit(lambda m, x: m.backbone(x))(model, nhwc(x))
     assert_rel_close(ours, c5.numpy().transpose(0, 2, 3, 1), 1e-4)
 

@@ -13,13 +13,13 @@ from retinanet_jax.postprocess import PostprocessConfig, boxes_to_original, post
 from retinanet_jax.testing.torchvision_retinanet import tiny_retinanet
 
 
-def torchvision_postprocess(cls_logits, box_deltas, anchors, level_sizes, image_sizes, k):
+def torchvision_postprocess(cls_logits, box_deltas, anchors, anchors_per_level, image_sizes, k):
     model = tiny_retinanet(k)
     heads = {
-        'cls_logits': list(torch.from_numpy(cls_logits).split(level_sizes, dim=1)),
-        'bbox_regression': list(torch.from_numpy(box_deltas).split(level_sizes, dim=1)),
+        'cls_logits': list(torch.from_numpy(cls_logits).split(anchors_per_level, dim=1)),
+        'bbox_regression': list(torch.from_numpy(box_deltas).split(anchors_per_level, dim=1)),
     }
-    split_anchors = [list(torch.from_numpy(anchors).split(level_sizes))] * len(cls_logits)
+    split_anchors = [list(torch.from_numpy(anchors).split(anchors_per_level))] * len(cls_logits)
     return model.postprocess_detections(heads, split_anchors, [tuple(s) for s in image_sizes])
 
 
@@ -27,18 +27,20 @@ def test_postprocess_matches_torchvision():
     image_hw, k = (256, 320), 7
     cfg = anchor_lib.AnchorConfig.torchvision()
     anchors = np.array(anchor_lib.generate_anchors(image_hw, cfg))
-    level_sizes = list(anchor_lib.level_sizes(image_hw, cfg))
+    anchors_per_level = list(anchor_lib.anchors_per_level(image_hw, cfg))
     rng = np.random.default_rng(0)
     cls_logits = rng.normal(-4.0, 1.5, (2, len(anchors), k)).astype(np.float32)
     box_deltas = rng.normal(0.0, 0.3, (2, len(anchors), 4)).astype(np.float32)
     image_sizes = np.array([[256, 320], [200, 290]], np.int32)
-    ref = torchvision_postprocess(cls_logits, box_deltas, anchors, level_sizes, image_sizes, k)
+    ref = torchvision_postprocess(
+        cls_logits, box_deltas, anchors, anchors_per_level, image_sizes, k
+    )
     ours = jax.jit(postprocess, static_argnums=(4, 5))(
         cls_logits,
         box_deltas,
         anchors,
         image_sizes,
-        tuple(level_sizes),
+        tuple(anchors_per_level),
         PostprocessConfig.torchvision(),
     )
     for i in range(2):
@@ -54,7 +56,7 @@ def test_postprocess_matches_torchvision():
     few[1] = -10.0  # nothing above the threshold in image 1
     few[1, 5, 2] = 1.0
     out = jax.jit(postprocess, static_argnums=(4,))(
-        few, box_deltas, anchors, image_sizes, tuple(level_sizes)
+        few, box_deltas, anchors, image_sizes, tuple(anchors_per_level)
     )
     assert int(out['valid'][1].sum()) == 1 and int(out['labels'][1][0]) == 2
     assert (np.asarray(out['labels'][1][1:]) == -1).all()
@@ -99,7 +101,7 @@ def test_postprocess_with_nothing_above_the_threshold_is_empty():
             d,
             anchors,
             jnp.array([[64, 64]]),
-            anchor_lib.level_sizes((64, 64), anchor_lib.AnchorConfig()),
+            anchor_lib.anchors_per_level((64, 64), anchor_lib.AnchorConfig()),
         )
     )(jnp.full((1, r, 3), -20.0), jnp.zeros((1, r, 4)))
     assert dets['boxes'].shape == (1, 100, 4) and not dets['valid'].any()

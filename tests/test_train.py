@@ -49,8 +49,7 @@ def test_smoke_run_trains_evaluates_and_its_checkpoint_predicts(tmp_path, smoke_
     from PIL import Image
 
     from retinanet_jax.data import shapes
-    from retinanet_jax.inference import load_predictor
-    from retinanet_jax.predict import predict_files
+    from retinanet_jax.inference import load_predictor, predict_files
 
     images = tmp_path / 'images'
     images.mkdir()
@@ -69,7 +68,7 @@ def test_smoke_run_trains_evaluates_and_its_checkpoint_predicts(tmp_path, smoke_
     )
 
     # The evaluate command on the same checkpoint reproduces the training's final evaluation.
-    from retinanet_jax.evaluate import evaluate_run
+    from retinanet_jax.evaluation import evaluate_run
 
     evaluated = evaluate_run(tmp_path / 'straight')
     assert evaluated['step'] == 4 and evaluated['split'] == 'validation'
@@ -148,7 +147,7 @@ TWO_PROCESSES = textwrap.dedent("""
     import numpy as np
     import jax
     from configs import smoke
-    from retinanet_jax import anchors as anchor_lib, evaluation, inference, settings, sharding
+    from retinanet_jax import anchors as anchor_lib, coco_metrics, inference, settings, sharding
     from retinanet_jax import train_lib
     from retinanet_jax.data import pipeline
     pid, port, out = int(sys.argv[1]), sys.argv[2], sys.argv[3]
@@ -213,7 +212,7 @@ TWO_PROCESSES = textwrap.dedent("""
                                        split='validation', **shards)
     predict = inference.make_predict_step(graph.eval_model, (64, 64), s.anchors, s.postprocess,
                                           mesh)
-    evaluator = evaluation.make_evaluator(source, 'validation')
+    evaluator = coco_metrics.make_evaluator(source, 'validation')
     metrics = inference.evaluate(predict, state['model'], pipeline.eval_batches(eval_ds), n,
                                  evaluator, mesh)
     # Preemption: a SIGTERM to process 1 alone; JAX's preemption sync makes both processes
@@ -427,11 +426,11 @@ def test_configs_train_end_to_end_under_mock_tfds(tmp_path, dataset):
         summary = train_lib.train_and_evaluate(config, str(tmp_path))
     assert summary['step'] == 2 and 0.0 <= summary['AP'] <= 1.0
     assert ('VOC_AP50' in summary) == (dataset == 'voc')
-    from retinanet_jax import evaluation
+    from retinanet_jax import coco_metrics
 
     with mock_tfds(coco=dataset == 'coco'):
         source, evaluated = settings.make_sources(settings.from_config(config))
-        evaluator = evaluation.make_evaluator(evaluated, config.data.eval_split)
+        evaluator = coco_metrics.make_evaluator(evaluated, config.data.eval_split)
     if dataset == 'voc':  # trained on VOC 2007+2012, evaluated on VOC 2007 test, 11-point
         assert (source.name, evaluated.name, config.data.eval_split) == (
             'voc/2007+2012',
@@ -528,9 +527,8 @@ def test_predict_and_evaluate_torchvision_weights(tmp_path):
     from torchvision.models.detection import retinanet_resnet50_fpn
 
     from retinanet_jax.data import label_maps, shapes
-    from retinanet_jax.evaluate import evaluate_run
-    from retinanet_jax.inference import load_predictor
-    from retinanet_jax.predict import predict_files
+    from retinanet_jax.evaluation import evaluate_run
+    from retinanet_jax.inference import load_predictor, predict_files
 
     torch.manual_seed(0)
     reference = retinanet_resnet50_fpn(weights=None, weights_backbone=None)

@@ -10,7 +10,7 @@ M = max_boxes:
   'image_id'    int64 [b]              dataset image id (-1 for padding examples)
   'orig_size'   int32 [b, 2]           (h, w) of the original image
   'scale'       float32 [b, 2]         (sy, sx): resized = original * scale
-  'image_size'  int32 [b, 2]           (h, w) of the resized image inside the padding
+  'content_size'  int32 [b, 2]           (h, w) of the resized image inside the padding
   'valid'       bool [b]               False for the masked examples that pad the last
                                        evaluation batch
   'num_boxes_truncated' int32 [b]      boxes beyond M (never silently: log their sum)
@@ -95,7 +95,7 @@ class Preprocessor:
 
 def preprocess_image(image, config: InputConfig) -> dict:
     """One uint8 [H, W, 3] RGB image -> the numpy fields a predict step needs ('image',
-    'image_size', 'scale'), preprocessed as evaluation examples are."""
+    'content_size', 'scale'), preprocessed as evaluation examples are."""
     raw = {
         'image': np.asarray(image, np.uint8),
         'image_id': np.int64(0),
@@ -104,7 +104,7 @@ def preprocess_image(image, config: InputConfig) -> dict:
         'is_crowd': np.zeros([0], bool),
     }
     example = _eval_preprocessor(config)(raw)
-    return {k: example[k] for k in ('image', 'image_size', 'scale')}
+    return {k: example[k] for k in ('image', 'content_size', 'scale')}
 
 
 _EVAL_PREPROCESSORS: dict = {}
@@ -270,7 +270,7 @@ def padding_example(config: InputConfig) -> dict:
         'image_id': np.int64(-1),
         'orig_size': np.array([h, w], np.int32),
         'scale': np.ones([2], np.float32),
-        'image_size': np.array([h, w], np.int32),
+        'content_size': np.array([h, w], np.int32),
         'valid': np.bool_(False),
         'num_boxes_truncated': np.int32(0),
     }

@@ -7,7 +7,7 @@ example's position), so a run is reproducible whatever the threading.
 
 Images stay uint8 throughout (normalisation happens on the device, see normalization.py).
 Fields added along the way (see `pad`): 'orig_size' [2] int32 (h, w of the source image),
-'scale' [2] float32 (sy, sx: resized = original * scale), 'image_size' [2] int32 (h, w of the
+'scale' [2] float32 (sy, sx: resized = original * scale), 'content_size' [2] int32 (h, w of the
 resized image before padding), 'valid' bool, 'num_boxes_truncated' int32.
 """
 
@@ -19,7 +19,7 @@ from retinanet_jax.normalization import PAD_VALUE
 def init_sizes(example: dict) -> dict:
     """Records the original size; scale 1."""
     size = tf.shape(example['image'])[:2]
-    return {**example, 'orig_size': size, 'image_size': size, 'scale': tf.ones([2], tf.float32)}
+    return {**example, 'orig_size': size, 'content_size': size, 'scale': tf.ones([2], tf.float32)}
 
 
 def _resize_to(example: dict, new_hw) -> dict:
@@ -42,7 +42,7 @@ def _resize_to(example: dict, new_hw) -> dict:
         **example,
         'image': image,
         'boxes': boxes,
-        'image_size': new_hw,
+        'content_size': new_hw,
         'scale': example['scale'] * factor,
     }
 
@@ -90,7 +90,7 @@ def random_crop(example: dict, max_hw: tuple[int, int], seed) -> dict:
     offset = tf.minimum(offset, hw - crop_hw)
     image = tf.slice(example['image'], [offset[0], offset[1], 0], [crop_hw[0], crop_hw[1], -1])
     shift = tf.cast(tf.tile(offset[::-1], [2]), tf.float32)[None]
-    return {**example, 'image': image, 'boxes': example['boxes'] - shift, 'image_size': crop_hw}
+    return {**example, 'image': image, 'boxes': example['boxes'] - shift, 'content_size': crop_hw}
 
 
 def clip_and_filter_boxes(example: dict, min_size: float = 1.0) -> dict:
@@ -114,7 +114,7 @@ def pad(example: dict, image_hw: tuple[int, int], max_boxes: int) -> dict:
     image_hw; ground truth to max_boxes
     rows, padding rows with box 0 and label -1. Boxes beyond max_boxes are cut and counted in
     'num_boxes_truncated'. Output keys: image, gt_boxes, gt_labels, image_id, orig_size, scale,
-    image_size, valid, num_boxes_truncated."""
+    content_size, valid, num_boxes_truncated."""
     image = example['image']
     hw = tf.shape(image)[:2]
     tf.debugging.assert_less_equal(
@@ -136,7 +136,7 @@ def pad(example: dict, image_hw: tuple[int, int], max_boxes: int) -> dict:
         'image_id': tf.cast(example['image_id'], tf.int64),
         'orig_size': tf.cast(example['orig_size'], tf.int32),
         'scale': tf.cast(example['scale'], tf.float32),
-        'image_size': tf.cast(example['image_size'], tf.int32),
+        'content_size': tf.cast(example['content_size'], tf.int32),
         'valid': tf.constant(True),
         'num_boxes_truncated': n - keep,
     }

@@ -12,7 +12,7 @@ trainable_backbone_layers=3, the RetinaNet default), ..., 5 everything. A frozen
 its kernels and its normalisation alike: with norm='batch' its batch norms are FrozenBatchNorm
 (fixed statistics and affine terms, as detectron2's convert_frozen_batchnorm); with 'group'
 their scale and bias are Frozen.
-Attribute names follow torchvision's, so weights map one to one (see convert.py).
+Attribute names follow torchvision's, so weights map one to one (see torchvision_weights.py).
 """
 
 import jax

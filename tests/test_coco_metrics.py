@@ -6,14 +6,14 @@ import pytest
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from retinanet_jax.data import label_maps, shapes
-from retinanet_jax.evaluation import (
+from retinanet_jax.coco_metrics import (
     STAT_NAMES,
     CocoEvaluator,
     EvaluationConfig,
     coco_ground_truth,
     format_table,
 )
+from retinanet_jax.data import label_maps, shapes
 
 LABELS = label_maps.LabelMap(('a', 'b', 'c'), (5, 9, 11))  # non-contiguous category ids
 
@@ -51,7 +51,7 @@ def test_perfect_predictions_score_one():
     examples, gt = shapes_ground_truth()
     evaluator = CocoEvaluator(gt, LABELS)
     evaluator.add_batch(*detections_from(examples))
-    metrics = evaluator.evaluate()
+    metrics = evaluator.metrics()
     per_class = {f'{stat}/{n}' for stat in ('AP', 'AP50', 'AP75') for n in LABELS.names}
     assert set(metrics) == set(STAT_NAMES) | per_class
     assert metrics['AP'] == pytest.approx(1.0) and metrics['AP50'] == pytest.approx(1.0)
@@ -67,7 +67,7 @@ def test_hand_built_case_equals_direct_pycocotools():
     detections['valid'][1, 0] = False  # one missed object
     evaluator = CocoEvaluator(gt, LABELS)
     evaluator.add_batch(detections, batch)
-    ours = evaluator.evaluate()
+    ours = evaluator.metrics()
     # The same detections as a COCO results list, through pycocotools directly.
     results = []
     for i, e in enumerate(examples):
@@ -112,12 +112,12 @@ def test_settable_parameters_and_the_report():
     detections, batch = detections_from(examples, jitter=4.0, rng=np.random.default_rng(3))
     default = CocoEvaluator(gt, LABELS)
     default.add_batch(detections, batch)
-    metrics = default.evaluate()
+    metrics = default.metrics()
     config = EvaluationConfig(iou_thresholds=(0.5,), max_detections=(1, 5, 20),
                               area_ranges=(('all', 0, 1e10), ('tiny', 0, 20.0**2)))  # fmt: skip
     custom = CocoEvaluator(gt, LABELS, config=config)
     custom.add_batch(detections, batch)
-    at50 = custom.evaluate()
+    at50 = custom.metrics()
     assert at50['AP'] == at50['AP50'] == pytest.approx(metrics['AP50'])
     assert 'AP75' not in at50 and {'AR1', 'AR5', 'AR20', 'AP_tiny', 'AR_tiny'} <= set(at50)
     table = format_table(metrics)
@@ -159,7 +159,7 @@ def test_padding_examples_change_nothing_and_empty_images_count():
     detections, batch = detections_from(examples)
     reference = CocoEvaluator(gt, LABELS)
     reference.add_batch(detections, batch)
-    expected = reference.evaluate()
+    expected = reference.metrics()
     padded = {k: np.concatenate([v, v[:2]]) for k, v in detections.items()}
     padded_batch = {
         'image_id': np.concatenate([batch['image_id'], [-1, -1]]),
@@ -167,12 +167,12 @@ def test_padding_examples_change_nothing_and_empty_images_count():
     }
     evaluator = CocoEvaluator(gt, LABELS)
     evaluator.add_batch(padded, padded_batch)
-    assert evaluator.evaluate() == expected
+    assert evaluator.metrics() == expected
     # An image seen without any detection still counts (its objects are misses).
     detections['valid'][0] = False
     evaluator.reset()
     evaluator.add_batch(detections, batch)
-    assert evaluator.evaluate()['AR100'] < expected['AR100']
+    assert evaluator.metrics()['AR100'] < expected['AR100']
 
 
 def test_unknown_image_ids_are_named():
@@ -225,7 +225,7 @@ def test_voc_ap50_through_the_evaluator():
     examples, gt = shapes_ground_truth()
     evaluator = CocoEvaluator(gt, LABELS, voc_ap50='11_point')
     evaluator.add_batch(*detections_from(examples))
-    metrics = evaluator.evaluate()
+    metrics = evaluator.metrics()
     assert metrics['VOC_AP50'] == pytest.approx(1.0) and 'VOC_AP50' in format_table(metrics)
     with pytest.raises(ValueError, match="voc_ap50 must be None, '11_point' or 'area'"):
         CocoEvaluator(gt, LABELS, voc_ap50='07')
