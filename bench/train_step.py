@@ -1,7 +1,7 @@
 """A full train step of R50-FPN RetinaNet (forward, loss, gradient, SGD update), against
 torchvision's RetinaNet train step on the same device, for each backbone normalisation.
 
-  ours         train_lib.make_train_step with configs/coco.py (stem + res2 frozen, P6 from C5,
+  ours         train_step.make_train_step with configs/coco.py (stem + res2 frozen, P6 from C5,
                80 classes, SGD momentum 0.9 + weight decay), state donated; the backbone's
                norm 'frozen' (FrozenBatchNorm), 'batch' (trainable, synchronised BatchNorm) or
                'group' (GroupNorm, 32 groups)
@@ -111,7 +111,7 @@ def ours_setup(images, boxes, labels, dtype, depth=50, compile=True, norm='froze
 
     from configs import coco
     from retinanet_jax import anchors as anchor_lib
-    from retinanet_jax import settings, sharding, train_lib
+    from retinanet_jax import settings, sharding, train_state, train_step
 
     batch, size = images.shape[:2]
     config = coco.get_config()
@@ -119,9 +119,9 @@ def ours_setup(images, boxes, labels, dtype, depth=50, compile=True, norm='froze
     config.batch_size = batch
     s = settings.from_config(config)
     mesh = sharding.make_mesh()
-    graph, state = train_lib.create_state(s, mesh)
+    graph, state = train_state.create_state(s, mesh)
     anchors = anchor_lib.generate_anchors((size, size), s.anchors)
-    step = train_lib.make_train_step(graph, np.asarray(anchors), s, mesh)
+    step = train_step.make_train_step(graph, np.asarray(anchors), s, mesh)
     m = s.input.max_boxes
     gt_boxes = np.zeros((batch, m, 4), np.float32)
     gt_labels = np.full((batch, m), -1, np.int32)

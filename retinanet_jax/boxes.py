@@ -7,9 +7,13 @@ Box formats (the format is in every function name):
 All functions take boxes as [..., 4] and broadcast over leading dimensions, with any number of
 boxes (zero included).
 
-Dtypes: every function computes, and returns, float32, or float64 for float64 inputs.
-float16, bfloat16 and integer boxes are converted first (`as_float`), as torchvision's `_upcast`
-does: in float16 the area of a 300-pixel box already overflows, and int16 products wrap.
+Dtypes: format conversions keep the input's dtype, as torchvision's `box_convert` and
+detectron2's `BoxMode.convert` do (integer boxes stay integer between xyxy and xywh; an integer
+box's centre may fall on a half pixel, so cxcywh of integer boxes is float32). Everything else
+(areas, IoU, clipping, the box coder) computes, and returns, float32, or float64 for float64
+inputs: float16, bfloat16 and integer boxes are converted first (`as_float`), as torchvision's
+`_upcast` does: in float16 the area of a 300-pixel box already overflows, and int16 products
+wrap.
 
 Box coding follows the R-CNN parametrisation used by every reference:
   dx = wx * (gx - ax) / aw,  dy = wy * (gy - ay) / ah,
@@ -41,28 +45,34 @@ def as_float(boxes) -> jax.Array:
     return boxes.astype(jnp.float32)
 
 
+def _with_centres(boxes) -> jax.Array:
+    """`boxes` in a dtype that holds half pixels: floating dtypes kept, integers as float32."""
+    boxes = jnp.asarray(boxes)
+    return boxes if jnp.issubdtype(boxes.dtype, jnp.floating) else boxes.astype(jnp.float32)
+
+
 def box_xyxy_to_cxcywh(boxes: jax.Array) -> jax.Array:
-    """[..., 4] xyxy -> [..., 4] cxcywh."""
-    x1, y1, x2, y2 = jnp.unstack(as_float(boxes), axis=-1)
+    """[..., 4] xyxy -> [..., 4] cxcywh (floating dtypes kept; integer boxes -> float32)."""
+    x1, y1, x2, y2 = jnp.unstack(_with_centres(boxes), axis=-1)
     w, h = x2 - x1, y2 - y1
     return jnp.stack([x1 + 0.5 * w, y1 + 0.5 * h, w, h], axis=-1)
 
 
 def box_cxcywh_to_xyxy(boxes: jax.Array) -> jax.Array:
-    """[..., 4] cxcywh -> [..., 4] xyxy."""
-    cx, cy, w, h = jnp.unstack(as_float(boxes), axis=-1)
+    """[..., 4] cxcywh -> [..., 4] xyxy (floating dtypes kept; integer boxes -> float32)."""
+    cx, cy, w, h = jnp.unstack(_with_centres(boxes), axis=-1)
     return jnp.stack([cx - 0.5 * w, cy - 0.5 * h, cx + 0.5 * w, cy + 0.5 * h], axis=-1)
 
 
 def box_xyxy_to_xywh(boxes: jax.Array) -> jax.Array:
-    """[..., 4] xyxy -> [..., 4] xywh (COCO json)."""
-    x1, y1, x2, y2 = jnp.unstack(as_float(boxes), axis=-1)
+    """[..., 4] xyxy -> [..., 4] xywh (COCO json), in the input's dtype."""
+    x1, y1, x2, y2 = jnp.unstack(jnp.asarray(boxes), axis=-1)
     return jnp.stack([x1, y1, x2 - x1, y2 - y1], axis=-1)
 
 
 def box_xywh_to_xyxy(boxes: jax.Array) -> jax.Array:
-    """[..., 4] xywh (COCO json) -> [..., 4] xyxy."""
-    x1, y1, w, h = jnp.unstack(as_float(boxes), axis=-1)
+    """[..., 4] xywh (COCO json) -> [..., 4] xyxy, in the input's dtype."""
+    x1, y1, w, h = jnp.unstack(jnp.asarray(boxes), axis=-1)
     return jnp.stack([x1, y1, x1 + w, y1 + h], axis=-1)
 
 
@@ -149,8 +159,8 @@ def encode_boxes_xyxy(
     Returns:
       [..., 4] deltas (dx, dy, dw, dh).
     """
-    gx, gy, gw, gh = jnp.unstack(box_xyxy_to_cxcywh(boxes), axis=-1)
-    ax, ay, aw, ah = jnp.unstack(box_xyxy_to_cxcywh(anchors), axis=-1)
+    gx, gy, gw, gh = jnp.unstack(box_xyxy_to_cxcywh(as_float(boxes)), axis=-1)
+    ax, ay, aw, ah = jnp.unstack(box_xyxy_to_cxcywh(as_float(anchors)), axis=-1)
     floor = max(min_size, _MIN_ENCODE_SIZE)
     gw, gh = jnp.maximum(gw, floor), jnp.maximum(gh, floor)
     wx, wy, ww, wh = weights

@@ -35,6 +35,24 @@ def test_format_golden():
     np.testing.assert_array_equal(B.box_area_xyxy(jnp.array([5.0, 5.0, 4.0, 9.0])), 0)
 
 
+def test_format_conversions_keep_the_dtype():
+    """As torchvision's box_convert: xyxy <-> xywh keep any dtype (integers exactly); cxcywh
+    keeps floating dtypes and gives integer boxes float32 (a centre may be a half pixel)."""
+    xyxy = np.array([[10, 20, 51, 80]], np.int32)
+    xywh = B.box_xyxy_to_xywh(xyxy)
+    assert xywh.dtype == jnp.int32 and xywh.tolist() == [[10, 20, 41, 60]]
+    back = B.box_xywh_to_xyxy(xywh)
+    assert back.dtype == jnp.int32 and back.tolist() == xyxy.tolist()
+    centres = B.box_xyxy_to_cxcywh(xyxy)
+    assert centres.dtype == jnp.float32 and centres.tolist() == [[30.5, 50, 41, 60]]
+    for dtype in (jnp.float16, jnp.bfloat16, jnp.float32):
+        boxes = jnp.asarray(xyxy, dtype)
+        for f in (B.box_xyxy_to_xywh, B.box_xywh_to_xyxy, B.box_xyxy_to_cxcywh):
+            assert f(boxes).dtype == dtype, (f.__name__, dtype)
+        assert B.box_cxcywh_to_xyxy(B.box_xyxy_to_cxcywh(boxes)).dtype == dtype
+    assert B.box_area_xyxy(xyxy).dtype == jnp.float32  # areas upcast
+
+
 def test_iou_hand_values():
     a = jnp.array([[0.0, 0.0, 10.0, 10.0]])
     b = jnp.array(

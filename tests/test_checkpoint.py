@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from configs import smoke
-from retinanet_jax import checkpoint, settings, sharding, train_lib
+from retinanet_jax import checkpoint, settings, sharding, train_lib, train_state
 
 from .test_train import params_of
 
@@ -45,7 +45,7 @@ def smoke_state(config_json: str):
     from retinanet_jax.data import pipeline
 
     s = settings.from_config(json.loads(config_json))
-    _, abstract = train_lib.train_graph(s, sharding.make_mesh())
+    _, abstract = train_state.train_graph(s, sharding.make_mesh())
     source, _ = settings.make_sources(s)
     order = pipeline.order_of(source, s.input, s.batch_size, split='train', process_count=1)
     return abstract, order
@@ -55,7 +55,7 @@ def resume(run: Path, config=None):
     """(step, restored items) that a run in `run` would resume from."""
     abstract, order = smoke_state(settings.to_json(config or smoke.get_config()))
     with checkpoint.run_checkpoints(run, keep=2) as manager:
-        restored, step = train_lib.restore_newest(manager, abstract, order)
+        restored, step = train_state.restore_newest(manager, abstract, order)
     return step, restored
 
 

@@ -17,7 +17,14 @@ import torch
 from flax import nnx
 from torchvision.models import resnet18
 
-from retinanet_jax import checkpoint, settings, sharding, torchvision_weights, train_lib
+from retinanet_jax import (
+    checkpoint,
+    settings,
+    sharding,
+    torchvision_weights,
+    train_state,
+    train_step,
+)
 from retinanet_jax.models import ModelConfig, build_retinanet
 from retinanet_jax.models.layers import BatchNorm, Frozen, FrozenBatchNorm
 from retinanet_jax.models.resnet import ResNet
@@ -91,14 +98,14 @@ def one_train_step(config: ModelConfig):
     c.model.update(dataclasses.asdict(config))
     s = settings.from_config(c)
     mesh = sharding.make_mesh()
-    graph, state = train_lib.create_state(s, mesh)
+    graph, state = train_state.create_state(s, mesh)
     before = jax.tree.map(np.asarray, state)
     from retinanet_jax import anchors as anchor_lib
     from retinanet_jax.data import pipeline
 
     source, _ = settings.make_sources(s)
     batch = pipeline.train_dataset(source, s.input, 2)[0]
-    step = train_lib.make_train_step(
+    step = train_step.make_train_step(
         graph, np.asarray(anchor_lib.generate_anchors(s.image_hw, s.anchors)), s, mesh
     )
     after, _ = step(state, sharding.to_global(batch, mesh))
@@ -132,7 +139,7 @@ def test_train_step_updates_statistics_except_in_frozen_stages(tmp_path):
     # The statistics go through a checkpoint and come back exactly.
     with checkpoint.run_checkpoints(tmp_path, keep=1) as manager:
         checkpoint.save_run(manager, 1, after, None)
-        restored, step = checkpoint.restore_run(manager, train_lib.abstract_state(after))
+        restored, step = checkpoint.restore_run(manager, train_state.abstract_state(after))
     assert step == 1
     for path in stats:
         np.testing.assert_array_equal(dict(nnx.to_flat_state(restored['model']))[path][...],

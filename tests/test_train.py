@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from configs import smoke
-from retinanet_jax import optim, settings, train_lib
+from retinanet_jax import anchors as anchor_lib
+from retinanet_jax import optim, settings, train_lib, train_state, train_step
 
 from .helpers import require, xla_flags
 
@@ -147,8 +148,9 @@ TWO_PROCESSES = textwrap.dedent("""
     import numpy as np
     import jax
     from configs import smoke
-    from retinanet_jax import anchors as anchor_lib, coco_metrics, inference, settings, sharding
-    from retinanet_jax import train_lib
+    from retinanet_jax import anchors as anchor_lib, coco_metrics, evaluation, inference, settings
+    from retinanet_jax import sharding
+    from retinanet_jax import train_state, train_step
     from retinanet_jax.data import pipeline
     pid, port, out = int(sys.argv[1]), sys.argv[2], sys.argv[3]
     if pid >= 0:  # two processes of 4 simulated devices each: a mesh of 8
@@ -173,8 +175,8 @@ TWO_PROCESSES = textwrap.dedent("""
         for p in range(2)
     ]
     anchors = np.asarray(anchor_lib.generate_anchors((64, 64), s.anchors))
-    graph, state = train_lib.create_state(s, mesh)
-    step = train_lib.make_train_step(graph, anchors, s, mesh)
+    graph, state = train_state.create_state(s, mesh)
+    step = train_step.make_train_step(graph, anchors, s, mesh)
     losses = []
     for i in range(2):
         rows = [next(s) for s in shares]
@@ -196,7 +198,7 @@ TWO_PROCESSES = textwrap.dedent("""
     order = pipeline.order_of(source, s.input, 4, split='train', process_count=2)
     manager = checkpoint.run_checkpoints(sys.argv[4], keep=1)
     checkpoint.save_run(manager, 2, state, {'next_index': 2, 'order': order})
-    restored, step = checkpoint.restore_run(manager, train_lib.abstract_state(state), data=True)
+    restored, step = checkpoint.restore_run(manager, train_state.abstract_state(state), data=True)
     pipeline.check_position(restored['data'], order, step, 'checkpoint')
     resumed = pipeline.train_iterator(
         pipeline.train_dataset(source, s.input, 4, process_index=mine, process_count=2),
@@ -213,7 +215,7 @@ TWO_PROCESSES = textwrap.dedent("""
     predict = inference.make_predict_step(graph.eval_model, (64, 64), s.anchors, s.postprocess,
                                           mesh)
     evaluator = coco_metrics.make_evaluator(source, 'validation')
-    metrics = inference.evaluate(predict, state['model'], pipeline.eval_batches(eval_ds), n,
+    metrics = evaluation.evaluate_model(predict, state['model'], pipeline.eval_batches(eval_ds), n,
                                  evaluator, mesh)
     # Preemption: a SIGTERM to process 1 alone; JAX's preemption sync makes both processes
     # stop at the same step (the one a run saves before it exits).
@@ -321,8 +323,8 @@ def test_backbone_initialised_from_a_torchvision_file(tmp_path, smoke_run):
     config = smoke.get_config()
     s = settings.from_config(config)
     mesh = sharding.make_mesh()
-    graph, state = train_lib.create_state(s, mesh)
-    state = train_lib.init_backbone(graph, state, str(tmp_path / 'resnet18.pth'), mesh)
+    graph, state = train_state.create_state(s, mesh)
+    state = train_state.init_backbone(graph, state, str(tmp_path / 'resnet18.pth'), mesh)
     backbone = state['model']['backbone']
     expected = resnet.layer2[1].conv2.weight.detach().numpy().transpose(2, 3, 1, 0)  # OIHW->HWIO
     np.testing.assert_array_equal(np.asarray(backbone['layer2'][1]['conv2']['kernel']), expected)
@@ -331,8 +333,8 @@ def test_backbone_initialised_from_a_torchvision_file(tmp_path, smoke_run):
         np.asarray(backbone['bn1']['scale']), resnet.bn1.weight.detach().numpy()
     )
     # The state is still a train state on the mesh: one step runs.
-    anchors = np.asarray(train_lib.anchor_lib.generate_anchors((64, 64), s.anchors))
-    step = train_lib.make_train_step(graph, anchors, s, mesh)
+    anchors = np.asarray(anchor_lib.generate_anchors((64, 64), s.anchors))
+    step = train_step.make_train_step(graph, anchors, s, mesh)
     # A batch of the smoke run's own pipeline: the step is then the program the run compiled.
     from retinanet_jax.data import pipeline
 
@@ -342,9 +344,9 @@ def test_backbone_initialised_from_a_torchvision_file(tmp_path, smoke_run):
     assert np.isfinite(float(metrics['loss']))
 
     torch.save(torchvision.models.resnet34(weights=None).state_dict(), tmp_path / 'r34.pth')
-    _, state = train_lib.create_state(s, mesh)
+    _, state = train_state.create_state(s, mesh)
     with pytest.raises(ValueError, match=r'(?s)config.init.backbone=.*r34.pth: .*unexpected keys'):
-        train_lib.init_backbone(graph, state, str(tmp_path / 'r34.pth'), mesh)
+        train_state.init_backbone(graph, state, str(tmp_path / 'r34.pth'), mesh)
 
 
 @pytest.mark.multiprocess

@@ -74,98 +74,100 @@ def calc_iou(a, b):
 
 class FocalLoss(nn.Module):
     def forward(self, classifications, regressions, anchors, annotations):
-        alpha = 0.25
-        gamma = 2.0
-        batch_size = classifications.shape[0]
+        # The reference's forward, its per-image body and its regression part moved into
+        # functions of their own; every operation as in the original, in the same order.
         classification_losses = []
         regression_losses = []
-
-        anchor = anchors[0, :, :]
-        anchor_widths = anchor[:, 2] - anchor[:, 0]
-        anchor_heights = anchor[:, 3] - anchor[:, 1]
-        anchor_ctr_x = anchor[:, 0] + 0.5 * anchor_widths
-        anchor_ctr_y = anchor[:, 1] + 0.5 * anchor_heights
-
-        for j in range(batch_size):
-            classification = classifications[j, :, :]
-            regression = regressions[j, :, :]
-
-            bbox_annotation = annotations[j, :, :]
-            bbox_annotation = bbox_annotation[bbox_annotation[:, 4] != -1]
-
-            classification = torch.clamp(classification, 1e-4, 1.0 - 1e-4)
-
-            if bbox_annotation.shape[0] == 0:
-                alpha_factor = torch.ones_like(classification) * alpha
-                alpha_factor = 1.0 - alpha_factor
-                focal_weight = classification
-                focal_weight = alpha_factor * torch.pow(focal_weight, gamma)
-                bce = -(torch.log(1.0 - classification))
-                cls_loss = focal_weight * bce
-                classification_losses.append(cls_loss.sum())
-                regression_losses.append(regression.new_zeros(()))
-                continue
-
-            iou = calc_iou(anchors[0, :, :], bbox_annotation[:, :4])
-            iou_max, iou_argmax = torch.max(iou, dim=1)
-
-            targets = torch.ones_like(classification) * -1
-            targets[torch.lt(iou_max, 0.4), :] = 0
-            positive_indices = torch.ge(iou_max, 0.5)
-            num_positive_anchors = positive_indices.sum()
-            assigned_annotations = bbox_annotation[iou_argmax, :]
-            targets[positive_indices, :] = 0
-            targets[positive_indices, assigned_annotations[positive_indices, 4].long()] = 1
-
-            alpha_factor = torch.ones_like(targets) * alpha
-            alpha_factor = torch.where(torch.eq(targets, 1.0), alpha_factor, 1.0 - alpha_factor)
-            focal_weight = torch.where(torch.eq(targets, 1.0), 1.0 - classification, classification)
-            focal_weight = alpha_factor * torch.pow(focal_weight, gamma)
-            bce = -(
-                targets * torch.log(classification)
-                + (1.0 - targets) * torch.log(1.0 - classification)
+        for j in range(classifications.shape[0]):
+            cls_loss, reg_loss = _image_losses(
+                classifications[j, :, :], regressions[j, :, :], anchors[0, :, :], annotations[j]
             )
-            cls_loss = focal_weight * bce
-            cls_loss = torch.where(torch.ne(targets, -1.0), cls_loss, torch.zeros_like(cls_loss))
-            classification_losses.append(
-                cls_loss.sum() / torch.clamp(num_positive_anchors.to(cls_loss.dtype), min=1.0)
-            )
-
-            if positive_indices.sum() > 0:
-                assigned_annotations = assigned_annotations[positive_indices, :]
-                anchor_widths_pi = anchor_widths[positive_indices]
-                anchor_heights_pi = anchor_heights[positive_indices]
-                anchor_ctr_x_pi = anchor_ctr_x[positive_indices]
-                anchor_ctr_y_pi = anchor_ctr_y[positive_indices]
-
-                gt_widths = assigned_annotations[:, 2] - assigned_annotations[:, 0]
-                gt_heights = assigned_annotations[:, 3] - assigned_annotations[:, 1]
-                gt_ctr_x = assigned_annotations[:, 0] + 0.5 * gt_widths
-                gt_ctr_y = assigned_annotations[:, 1] + 0.5 * gt_heights
-
-                gt_widths = torch.clamp(gt_widths, min=1)
-                gt_heights = torch.clamp(gt_heights, min=1)
-
-                targets_dx = (gt_ctr_x - anchor_ctr_x_pi) / anchor_widths_pi
-                targets_dy = (gt_ctr_y - anchor_ctr_y_pi) / anchor_heights_pi
-                targets_dw = torch.log(gt_widths / anchor_widths_pi)
-                targets_dh = torch.log(gt_heights / anchor_heights_pi)
-
-                targets = torch.stack((targets_dx, targets_dy, targets_dw, targets_dh))
-                targets = targets.t()
-                targets = targets / targets.new_tensor([[0.1, 0.1, 0.2, 0.2]])
-
-                regression_diff = torch.abs(targets - regression[positive_indices, :])
-                regression_loss = torch.where(
-                    torch.le(regression_diff, 1.0 / 9.0),
-                    0.5 * 9.0 * torch.pow(regression_diff, 2),
-                    regression_diff - 0.5 / 9.0,
-                )
-                regression_losses.append(regression_loss.mean())
-            else:
-                regression_losses.append(regression.new_zeros(()))
-
+            classification_losses.append(cls_loss)
+            regression_losses.append(reg_loss)
         return (
             torch.stack(classification_losses).mean(dim=0, keepdim=True),
             torch.stack(regression_losses).mean(dim=0, keepdim=True),
         )
+
+
+def _image_losses(classification, regression, anchor, bbox_annotation):
+    """One image's (classification, regression) loss: the reference's loop body."""
+    alpha = 0.25
+    gamma = 2.0
+    bbox_annotation = bbox_annotation[bbox_annotation[:, 4] != -1]
+
+    classification = torch.clamp(classification, 1e-4, 1.0 - 1e-4)
+
+    if bbox_annotation.shape[0] == 0:
+        alpha_factor = torch.ones_like(classification) * alpha
+        alpha_factor = 1.0 - alpha_factor
+        focal_weight = classification
+        focal_weight = alpha_factor * torch.pow(focal_weight, gamma)
+        bce = -(torch.log(1.0 - classification))
+        cls_loss = focal_weight * bce
+        return cls_loss.sum(), regression.new_zeros(())
+
+    iou = calc_iou(anchor, bbox_annotation[:, :4])
+    iou_max, iou_argmax = torch.max(iou, dim=1)
+
+    targets = torch.ones_like(classification) * -1
+    targets[torch.lt(iou_max, 0.4), :] = 0
+    positive_indices = torch.ge(iou_max, 0.5)
+    num_positive_anchors = positive_indices.sum()
+    assigned_annotations = bbox_annotation[iou_argmax, :]
+    targets[positive_indices, :] = 0
+    targets[positive_indices, assigned_annotations[positive_indices, 4].long()] = 1
+
+    alpha_factor = torch.ones_like(targets) * alpha
+    alpha_factor = torch.where(torch.eq(targets, 1.0), alpha_factor, 1.0 - alpha_factor)
+    focal_weight = torch.where(torch.eq(targets, 1.0), 1.0 - classification, classification)
+    focal_weight = alpha_factor * torch.pow(focal_weight, gamma)
+    bce = -(targets * torch.log(classification) + (1.0 - targets) * torch.log(1.0 - classification))
+    cls_loss = focal_weight * bce
+    cls_loss = torch.where(torch.ne(targets, -1.0), cls_loss, torch.zeros_like(cls_loss))
+    cls_loss = cls_loss.sum() / torch.clamp(num_positive_anchors.to(cls_loss.dtype), min=1.0)
+
+    if positive_indices.sum() > 0:
+        reg_loss = _regression_loss(
+            regression, anchor, assigned_annotations[positive_indices, :], positive_indices
+        )
+    else:
+        reg_loss = regression.new_zeros(())
+    return cls_loss, reg_loss
+
+
+def _regression_loss(regression, anchor, assigned_annotations, positive_indices):
+    """The reference's smooth-L1 (beta 1/9) over the positive anchors, targets / (.1,.1,.2,.2)."""
+    anchor_widths = anchor[:, 2] - anchor[:, 0]
+    anchor_heights = anchor[:, 3] - anchor[:, 1]
+    anchor_ctr_x = anchor[:, 0] + 0.5 * anchor_widths
+    anchor_ctr_y = anchor[:, 1] + 0.5 * anchor_heights
+    anchor_widths_pi = anchor_widths[positive_indices]
+    anchor_heights_pi = anchor_heights[positive_indices]
+    anchor_ctr_x_pi = anchor_ctr_x[positive_indices]
+    anchor_ctr_y_pi = anchor_ctr_y[positive_indices]
+
+    gt_widths = assigned_annotations[:, 2] - assigned_annotations[:, 0]
+    gt_heights = assigned_annotations[:, 3] - assigned_annotations[:, 1]
+    gt_ctr_x = assigned_annotations[:, 0] + 0.5 * gt_widths
+    gt_ctr_y = assigned_annotations[:, 1] + 0.5 * gt_heights
+
+    gt_widths = torch.clamp(gt_widths, min=1)
+    gt_heights = torch.clamp(gt_heights, min=1)
+
+    targets_dx = (gt_ctr_x - anchor_ctr_x_pi) / anchor_widths_pi
+    targets_dy = (gt_ctr_y - anchor_ctr_y_pi) / anchor_heights_pi
+    targets_dw = torch.log(gt_widths / anchor_widths_pi)
+    targets_dh = torch.log(gt_heights / anchor_heights_pi)
+
+    targets = torch.stack((targets_dx, targets_dy, targets_dw, targets_dh))
+    targets = targets.t()
+    targets = targets / targets.new_tensor([[0.1, 0.1, 0.2, 0.2]])
+
+    regression_diff = torch.abs(targets - regression[positive_indices, :])
+    regression_loss = torch.where(
+        torch.le(regression_diff, 1.0 / 9.0),
+        0.5 * 9.0 * torch.pow(regression_diff, 2),
+        regression_diff - 0.5 / 9.0,
+    )
+    return regression_loss.mean()

@@ -1,0 +1,127 @@
+"""The train state: its static structure, a fresh one, an abstract one to restore into, a
+backbone from a torchvision file, and a run's resume.
+
+  state = {'model': nnx.State of the model (Params, Frozen weights, BatchStats),
+           'optimizer': nnx.State of the nnx.Optimizer (step, optax state of the Params)}
+with its static structure in a `TrainGraph` (nnx graphdefs), every array replicated on the
+('data',) mesh. A resumed run restores into train_graph's abstract state and never initialises
+a fresh one (resume_or_create).
+"""
+
+import dataclasses
+
+import jax
+import numpy as np
+from flax import nnx
+
+from retinanet_jax import (
+    checkpoint,
+    compiler_options,
+    inference,
+    optim,
+    settings,
+    sharding,
+    torchvision_weights,
+)
+from retinanet_jax.data import pipeline
+from retinanet_jax.models import build_retinanet
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainGraph:
+    """The static structure of a train state: the model's graphdef in training mode (batch
+    statistics), in eval mode (running statistics), and the optimizer's."""
+
+    model: nnx.GraphDef
+    eval_model: nnx.GraphDef
+    optimizer: nnx.GraphDef
+
+
+def build_modules(s: settings.Settings):
+    """(model, optimizer) of a run, built op by op (inside a trace: jit or eval_shape)."""
+    model = build_retinanet(s.model, seed=s.seed)
+    tx = optim.make_optimizer(s.optim, s.train_steps)
+    return model, nnx.Optimizer(model, tx, wrt=nnx.Param)
+
+
+def train_graph(s: settings.Settings, mesh) -> tuple[TrainGraph, dict]:
+    """(graph, abstract state) of a run: the static structure and the shape-dtype structs
+    (replicated on the mesh) of its train state, from eval_shape: nothing is computed. A
+    resumed run restores into the abstract state; a fresh one calls create_state."""
+    model, optimizer = nnx.eval_shape(lambda: build_modules(s))
+    graph = TrainGraph(
+        nnx.graphdef(model), inference.eval_graphdef(s.model), nnx.graphdef(optimizer)
+    )
+    rep = sharding.replicated(mesh)
+    state = {'model': nnx.state(model), 'optimizer': nnx.state(optimizer)}
+    return graph, jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rep), state
+    )
+
+
+def create_state(s: settings.Settings, mesh) -> tuple[TrainGraph, dict]:
+    """(graph, state) of a fresh run, the state created directly as replicated arrays on the
+    mesh (one computation, jit with out_shardings)."""
+    graph, _ = train_graph(s, mesh)
+
+    def init():
+        model, optimizer = build_modules(s)
+        return {'model': nnx.state(model), 'optimizer': nnx.state(optimizer)}
+
+    state = jax.jit(
+        init, out_shardings=sharding.replicated(mesh), compiler_options=compiler_options.run_once()
+    )()
+    return graph, state
+
+
+def abstract_state(state: dict) -> dict:
+    """Shape-dtype structs (with their shardings) of a train state, to restore into."""
+    return jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state
+    )
+
+
+def init_backbone(graph: TrainGraph, state: dict, path: str, mesh) -> dict:
+    """A train state whose backbone holds a torchvision ImageNet ResNet state dict file
+    (.pth / .safetensors / .npz, see torchvision_weights.load_state_dict); errors name the file."""
+    model = nnx.merge(graph.model, state['model'])
+    try:
+        weights = torchvision_weights.load_state_dict(path)
+        torchvision_weights.load_resnet_from_torchvision(model, weights)
+    except ValueError as e:
+        raise ValueError(f'config.init.backbone={path}: {e}') from None
+    rep = sharding.replicated(mesh)
+    model_state = jax.tree.map(
+        lambda x: jax.make_array_from_process_local_data(rep, np.asarray(x)), nnx.state(model)
+    )
+    return {**state, 'model': model_state}
+
+
+def resume_or_create(s: settings.Settings, mesh, manager, order: dict):
+    """(graph, state, step): the newest checkpoint of the run that restores (restore_newest),
+    else a fresh state (with the backbone of config.init.backbone)."""
+    graph, abstract = train_graph(s, mesh)  # a resumed run never initialises a fresh state
+    restored, start_step = restore_newest(manager, abstract, order)
+    if restored is not None:
+        print(f'resumed from {manager.directory} at step {start_step}', flush=True)
+        return graph, {'model': restored['model'], 'optimizer': restored['optimizer']}, start_step
+    graph, state = create_state(s, mesh)
+    if s.init_backbone:
+        state = init_backbone(graph, state, s.init_backbone, mesh)
+        print(f'backbone initialised from {s.init_backbone}')
+    return graph, state, 0
+
+
+def restore_newest(manager, abstract: dict, order: dict) -> tuple[dict | None, int]:
+    """checkpoint.restore_newest_readable of a run's train state, its input position checked
+    against this run's `order` (pipeline.order_of): a malformed position is an unreadable
+    checkpoint (moved aside), a changed order a configuration error (ValueError)."""
+
+    def check(restored, step):
+        try:
+            where = f'{manager.directory}/{step}/data'
+            pipeline.check_position(restored['data'], order, step, where)
+        except pipeline.CorruptPosition as e:
+            raise checkpoint.UnreadableCheckpoint(str(e)) from None
+
+    return checkpoint.restore_newest_readable(manager, abstract, data=True, check=check)
