@@ -13,8 +13,10 @@ import sys
 from pathlib import Path
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
+from jax.experimental import multihost_utils
 
 from retinanet_jax.models import ModelConfig, RetinaNet, build_retinanet
 
@@ -226,8 +228,6 @@ def _quiet_closed_event_loops() -> None:
 def _any_process(flag: bool) -> bool:
     if jax.process_count() == 1:
         return flag
-    import numpy as np
-    from jax.experimental import multihost_utils
 
     return bool(np.asarray(multihost_utils.process_allgather(np.int32(flag))).any())
 
@@ -245,8 +245,6 @@ def _move_aside(manager: ocp.CheckpointManager, step: int) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
         source.rename(target)
     if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
         multihost_utils.sync_global_devices(f'checkpoint {step} moved aside')
     manager.reload()
     return target

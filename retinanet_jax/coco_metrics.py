@@ -28,7 +28,11 @@ import contextlib
 import dataclasses
 import io
 
+import jax
 import numpy as np
+from jax.experimental import multihost_utils
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
 
 from retinanet_jax.data.label_maps import LabelMap
 from retinanet_jax.voc_metric import voc_ap50
@@ -87,7 +91,6 @@ class CocoEvaluator:
         (torchvision's 91 COCO labels on COCO). Detections of categories the ground truth does
         not have (e.g. 'N/A') are ignored by pycocotools. `voc_ap50` '11_point' (VOC 2007) or
         'area' (VOC 2010+) adds 'VOC_AP50', PASCAL VOC's own metric (voc_metric.py)."""
-        from pycocotools.coco import COCO
 
         if voc_ap50 not in (None, '11_point', 'area'):
             raise ValueError(f"voc_ap50 must be None, '11_point' or 'area', got {voc_ap50!r}")
@@ -127,11 +130,9 @@ class CocoEvaluator:
     def _gathered(self) -> tuple[np.ndarray, list[int]]:
         rows = np.concatenate(self._rows) if self._rows else np.zeros((0, 7))
         ids = np.asarray(self._image_ids, np.int64)
-        import jax
 
         if jax.process_count() == 1:
             return rows, ids.tolist()
-        from jax.experimental import multihost_utils
 
         counts = multihost_utils.process_allgather(np.array([len(rows), len(ids)]))
         pad_rows, pad_ids = counts.max(0)
@@ -147,7 +148,6 @@ class CocoEvaluator:
 
     def metrics(self, verbose: bool = False) -> dict[str, float]:
         """The stats (see the module docstring) over every image seen."""
-        from pycocotools.cocoeval import COCOeval
 
         rows, image_ids = self._gathered()
         out = io.StringIO()
@@ -256,8 +256,6 @@ def make_evaluator(
 
 
 def _empty_results(coco_gt):
-    from pycocotools.coco import COCO
-
     empty = COCO()
     empty.dataset = {
         'images': coco_gt.dataset['images'],

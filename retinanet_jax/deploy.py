@@ -41,10 +41,12 @@ import numpy as np
 from flax import nnx
 
 from retinanet_jax import anchors as anchor_lib
-from retinanet_jax import exported_detect, nms, postprocess
+from retinanet_jax import nms, postprocess
 from retinanet_jax.models import build_retinanet
 from retinanet_jax.normalization import PAD_VALUE, normalize_images
 
+# The stand-alone runner copied into every export as detect.py (a command of its own: not imported).
+DETECT_SCRIPT = Path(__file__).with_name('exported_detect.py')
 OUTPUT_NAMES = ('boxes', 'scores', 'labels', 'num_detections')
 INPUT_NAME = 'images'
 
@@ -287,6 +289,6 @@ def export_model(
     for fmt in formats:
         writer = write_stablehlo if fmt == 'stablehlo' else write_onnx
         writer(detect, image_hw, batch, out / FORMATS[fmt])
-    shutil.copyfile(exported_detect.__file__, out / 'detect.py')
+    shutil.copyfile(DETECT_SCRIPT, out / 'detect.py')
     existing.write_text(json.dumps(spec, indent=1))
     return out

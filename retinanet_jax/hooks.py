@@ -19,6 +19,9 @@ import sys
 import time
 from pathlib import Path
 
+import tensorflow as tf
+from tqdm import tqdm
+
 from retinanet_jax import checkpoint, coco_metrics
 from retinanet_jax.loop import Hook, Loop, StepResult
 from retinanet_jax.preemption import Preempted, PreemptionWatcher
@@ -107,8 +110,6 @@ class Progress(Hook):
         self.first_step_seconds = None
 
     def before_train(self, loop: Loop) -> None:
-        from tqdm import tqdm
-
         self.bar = tqdm(
             initial=loop.start_step,
             total=loop.total_steps,
@@ -129,8 +130,6 @@ class Progress(Hook):
         self.bar.close()
 
     def write(self, text: str) -> None:
-        from tqdm import tqdm
-
         tqdm.write(text)
 
 
@@ -224,8 +223,6 @@ class MetricWriter:
     """Scalars to TensorBoard event files (tf.summary)."""
 
     def __init__(self, logdir: Path):
-        import tensorflow as tf
-
         self._tf = tf
         self._writer = tf.summary.create_file_writer(str(logdir))
 

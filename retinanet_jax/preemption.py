@@ -23,6 +23,7 @@ scheduler reads as an interrupted job; train.py exits with it.
 import os
 import signal
 import sys
+import threading
 
 import jax
 from jax.experimental import multihost_utils
@@ -104,6 +105,4 @@ class PreemptionWatcher:
 
 
 def _main_thread() -> bool:
-    import threading
-
     return threading.current_thread() is threading.main_thread()

@@ -25,6 +25,7 @@ from typing import Any
 
 from retinanet_jax.anchors import AnchorConfig
 from retinanet_jax.coco_metrics import EvaluationConfig
+from retinanet_jax.data import sources
 from retinanet_jax.data.bad_records import ON_BAD_RECORD
 from retinanet_jax.data.input_config import InputConfig
 from retinanet_jax.losses import LossConfig
@@ -165,8 +166,6 @@ def make_sources(settings: Settings):
 
 
 def _make_source(name: str, options: dict, key: str):
-    from retinanet_jax.data import sources
-
     try:
         return sources.make_source(name, **options)
     except TypeError as e:  # an option the source does not take

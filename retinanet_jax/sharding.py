@@ -5,8 +5,11 @@ Host batches (numpy, this process's share) become global arrays with
 `jax.make_array_from_process_local_data`.
 """
 
+import os
+
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 DATA = 'data'
@@ -45,7 +48,6 @@ def to_global(batch: dict, mesh: Mesh) -> dict:
 
 def to_local(tree, mesh: Mesh):
     """Global arrays split over 'data' -> this process's rows, as numpy."""
-    from jax.experimental import multihost_utils
 
     local = multihost_utils.global_array_to_host_local_array(tree, mesh, PartitionSpec(DATA))
     return jax.tree.map(np.asarray, local)
@@ -64,7 +66,6 @@ def initialize_distributed(
     is found, so the same command runs on one machine (a one-task SLURM allocation included).
     On CPUs the processes talk through gloo.
     """
-    import os
 
     address = coordinator_address or os.environ.get('JAX_COORDINATOR_ADDRESS')
     num = num_processes or _int_env('JAX_NUM_PROCESSES')
@@ -85,8 +86,6 @@ def initialize_distributed(
 
 
 def _int_env(name: str) -> int | None:
-    import os
-
     value = os.environ.get(name)
     if value is None:
         return None

@@ -1,9 +1,7 @@
 """Training end to end on the smoke config, exact resume, sharding equivalence."""
 
-import dataclasses
 import json
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -15,7 +13,7 @@ import pytest
 
 from configs import smoke
 from retinanet_jax import anchors as anchor_lib
-from retinanet_jax import optim, settings, train_lib, train_state, train_step
+from retinanet_jax import settings, train_lib, train_state, train_step
 
 from .helpers import require, xla_flags
 
@@ -81,56 +79,6 @@ def test_smoke_run_trains_evaluates_and_its_checkpoint_predicts(tmp_path, smoke_
     # Resuming (a run killed with SIGKILL, then the same command) and refusing another model's
     # workdir: test_sigkill_then_sigterm_then_resume_equals_straight,
     # test_train_command_bad_input_says_why; unreadable checkpoints: tests/test_checkpoint.py.
-
-
-def test_schedule_golden():
-    config = smoke.get_config()
-    config.optim.update(
-        schedule='steps', lr=0.01, warmup_steps=10, warmup_factor=0.1, decay_at=(2 / 3, 8 / 9)
-    )
-    config.train_steps = 90
-    schedule = optim.make_schedule(settings.from_config(config).optim, config.train_steps)
-    got = [float(schedule(s)) for s in (0, 5, 10, 59, 60, 79, 80, 89)]
-    np.testing.assert_allclose(got, [1e-3, 5.5e-3, 1e-2, 1e-2, 1e-3, 1e-3, 1e-4, 1e-4], rtol=1e-6)
-    config.optim.schedule = 'cosine'
-    schedule = optim.make_schedule(settings.from_config(config).optim, config.train_steps)
-    np.testing.assert_allclose([float(schedule(10)), float(schedule(90))], [1e-2, 0.0], atol=1e-9)
-
-
-def test_presets_take_changes_and_refuse_unknown_keys():
-    from retinanet_jax.anchors import AnchorConfig
-    from retinanet_jax.losses import LossConfig
-
-    config = smoke.get_config().to_dict()  # plain dicts: the preset fields change type
-    config['anchors'] = {'preset': 'paper', 'sizes': (16.0, 32.0, 64.0, 128.0, 256.0)}
-    config['loss'] = {'preset': 'torchvision', 'box_loss': 'giou'}
-    s = settings.from_config(config)
-    assert s.anchors == dataclasses.replace(
-        AnchorConfig.paper(), sizes=(16.0, 32.0, 64.0, 128.0, 256.0)
-    )
-    assert s.loss == dataclasses.replace(LossConfig.torchvision(), box_loss='giou')
-    config['anchors'] = {'preset': 'paper', 'size': 16}
-    with pytest.raises(ValueError, match=r"config\.anchors has unknown keys \['size'\]"):
-        settings.from_config(config)
-    config['anchors'] = {'preset': 'paper', 'aspect_ratios': (1.0,)}
-    with pytest.raises(
-        ValueError, match=r'3 anchors per location .* config\.model\.num_anchors is 9'
-    ):
-        settings.from_config(config)
-    config['anchors'] = {'preset': 'yolo'}
-    with pytest.raises(ValueError, match=r'config\.anchors must be one of'):
-        settings.from_config(config)
-
-
-def test_bad_configs_say_why(tmp_path):
-    config = smoke.get_config()
-    config.model.num_classes = 5
-    with pytest.raises(ValueError, match='num_classes is 5 but dataset'):
-        train_lib.train_and_evaluate(config, str(tmp_path))
-    config = smoke.get_config()
-    config.model.fpn_width = 16
-    with pytest.raises(ValueError, match='fpn_width must be a multiple of 32'):
-        train_lib.train_and_evaluate(config, str(tmp_path))
 
 
 def run_here(script: str, *args) -> None:
@@ -445,171 +393,6 @@ def test_configs_train_end_to_end_under_mock_tfds(tmp_path, dataset):
     assert (tmp_path / 'checkpoints' / '2').is_dir()
     saved = json.loads((tmp_path / 'config.json').read_text())
     assert saved['data']['dataset'] == config.data.dataset
-
-
-def run_command(*args, env=None, timeout=600):
-    return subprocess.run(
-        [sys.executable, *args],
-        cwd=ROOT,
-        env={**os.environ, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
-def assert_clear_failure(proc, *needles):
-    """A failed command that says why in a few lines, without a Python traceback."""
-    assert proc.returncode != 0, proc.stdout[-2000:]
-    assert 'Traceback' not in proc.stderr, proc.stderr[-3000:]
-    for needle in needles:
-        assert needle in proc.stderr, proc.stderr[-3000:]
-
-
-def run_commands(*commands):
-    """run_command for each (args, env) at once (start-up is most of a refused command's time),
-    the results in order."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(len(commands)) as pool:
-        return list(pool.map(lambda c: run_command(*c[0], env=c[1]), commands))
-
-
-@pytest.mark.slow
-def test_train_command_bad_input_says_why(tmp_path, smoke_run):
-    smoke_config = '--config=configs/smoke.py'
-    workdir = f'--workdir={tmp_path / "w"}'
-    (tmp_path / 'broken.py').write_text('def get_config(:\n')
-    run = tmp_path / 'run'  # a copy: the shared run stays untouched whatever happens
-    shutil.copytree(smoke_run[0], run)
-    nope, missing, broken, eight, other = run_commands(
-        (('train.py', smoke_config, workdir, '--config.nope=1'), None),
-        (('train.py', f'--config={tmp_path / "missing.py"}', workdir), None),
-        (('train.py', f'--config={tmp_path / "broken.py"}', workdir), None),
-        (('train.py', smoke_config, workdir), {'XLA_FLAGS': xla_flags(8)}),
-        (('train.py', smoke_config, f'--workdir={run}', '--config.model.fpn_width=64'), None),
-    )
-    assert_clear_failure(nope, 'nope')
-    assert_clear_failure(missing, 'missing.py')
-    assert_clear_failure(broken)
-    assert_clear_failure(eight, 'train.py: ', 'not divisible by the number of devices (8)')
-    assert_clear_failure(other, 'does not match this config')
-    saved = json.loads((run / 'config.json').read_text())
-    assert saved['model']['fpn_width'] == 32  # the refused run left the run's files alone
-
-
-def test_predict_and_evaluate_commands_bad_input_say_why(tmp_path, smoke_run):
-    import shutil
-
-    (tmp_path / 'empty').mkdir()
-    (tmp_path / 'empty' / 'notes.txt').write_text('not an image')
-    other = tmp_path / 'other'  # the run's checkpoints under a config of another model
-    shutil.copytree(smoke_run[0], other)
-    config = json.loads((other / 'config.json').read_text())
-    config['model']['fpn_width'] = 64
-    (other / 'config.json').write_text(json.dumps(config))
-    predict = ['-m', 'retinanet_jax.predict', f'--out={tmp_path / "out"}']
-    no_images, no_model, evaluated = run_commands(
-        ((*predict, f'--model={smoke_run[0]}', f'--images={tmp_path / "empty"}'), None),
-        ((*predict, f'--model={tmp_path / "nothing"}', f'--images={tmp_path}'), None),
-        (('-m', 'retinanet_jax.evaluate', f'--model={other}'), None),
-    )
-    assert_clear_failure(no_images, 'predict: no image files found', 'empty')
-    assert_clear_failure(no_model, 'nothing: no such file or directory')
-    assert_clear_failure(evaluated, 'evaluate: ', 'does not match this config')
-
-
-@pytest.mark.slow
-def test_predict_and_evaluate_torchvision_weights(tmp_path):
-    """A torchvision retinanet_resnet50_fpn state dict file and the model directory the
-    converter makes of it predict the same detections; the file evaluates on a COCO folder."""
-    require('torch', 'torchvision')
-    import torch
-    from PIL import Image
-    from torchvision.models.detection import retinanet_resnet50_fpn
-
-    from retinanet_jax.data import label_maps, shapes
-    from retinanet_jax.evaluation import evaluate_run
-    from retinanet_jax.inference import load_predictor, predict_files
-
-    torch.manual_seed(0)
-    reference = retinanet_resnet50_fpn(weights=None, weights_backbone=None)
-    with torch.no_grad():  # scores ~0.12 instead of 0.01, so that detections come out
-        reference.head.classification_head.cls_logits.bias.fill_(-2.0)
-    torch.save(reference.state_dict(), tmp_path / 'retinanet.pth')
-    converted = run_command(
-        '-m',
-        'retinanet_jax.convert',
-        f'--input={tmp_path / "retinanet.pth"}',
-        '--variant=v1',
-        f'--output={tmp_path / "model"}',
-        '--num_classes=91',
-    )
-    assert converted.returncode == 0, converted.stderr[-3000:]
-    from retinanet_jax import checkpoint
-    from retinanet_jax.models import ModelConfig
-
-    model, config = checkpoint.load_model(tmp_path / 'model')
-    assert config == ModelConfig.torchvision_v1(91)
-    np.testing.assert_array_equal(
-        model.fpn.p7.bias[...], reference.state_dict()['backbone.fpn.extra_blocks.p7.bias']
-    )
-    images = tmp_path / 'images'
-    images.mkdir()
-    Image.fromarray(shapes.generate_example(0, 'test', image_size=96)['image']).save(
-        images / 'a.png'
-    )
-    sizes = dict(short_side=96, max_side=128)
-    results = {}
-    for name in ('retinanet.pth', 'model'):
-        predictor = load_predictor(tmp_path / name, **sizes)
-        assert predictor.label_map == label_maps.COCO91
-        results[name] = predict_files(predictor, [str(images)], tmp_path / f'out-{name}')
-        assert (tmp_path / f'out-{name}' / 'a.png').is_file()
-    assert len(results['model']) == 100  # max_detections, all above the 0.05 threshold
-    assert results['model'] == results['retinanet.pth']
-    assert {r['category_id'] for r in results['model']} <= set(range(91))  # torchvision's labels
-
-    # Evaluated on images whose ground truth is the model's own 20 best detections (over both
-    # images): each category's best detections are exactly its ground truth, so AP is 1 at
-    # every IoU threshold.
-    from PIL import Image as PILImage
-
-    PILImage.fromarray(shapes.generate_example(1, 'test', image_size=96)['image']).save(
-        images / 'b.png'
-    )
-    results = predict_files(load_predictor(tmp_path / 'model', **sizes), [str(images)], tmp_path)
-    files = ('a.png', 'b.png')
-    coco = {
-        'images': [
-            {'id': i + 1, 'file_name': f, 'height': 96, 'width': 96} for i, f in enumerate(files)
-        ],
-        'categories': [{'id': i, 'name': n} for i, n in enumerate(label_maps.COCO91.names)],
-        'annotations': [],
-    }
-    for r in sorted(results, key=lambda r: -r['score'])[:20]:
-        coco['annotations'].append(
-            {
-                'id': len(coco['annotations']) + 1,
-                'image_id': files.index(r['file_name']) + 1,
-                'iscrowd': 0,
-                'category_id': r['category_id'],
-                'bbox': r['bbox'],
-            }
-        )
-    (tmp_path / 'gt.json').write_text(json.dumps(coco))
-    options = {'annotations': {'val': str(tmp_path / 'gt.json')}, 'image_dir': str(images)}
-    metrics = evaluate_run(
-        tmp_path / 'retinanet.pth',
-        'val',
-        dataset='coco_folder',
-        dataset_options=options,
-        out=tmp_path / 'eval.json',
-        **sizes,
-    )
-    assert metrics['dataset'] == 'coco_folder' and metrics['step'] is None
-    np.testing.assert_allclose([metrics['AP'], metrics['AP50'], metrics['AP75']], 1.0)
-    assert json.loads((tmp_path / 'eval.json').read_text())['AP'] == metrics['AP']
 
 
 @pytest.mark.slow

@@ -15,8 +15,11 @@ every machine, in any order, and byte-identical for the same seed.
 
 import dataclasses
 import functools
+import json
+from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from retinanet_jax.data import label_maps
 from retinanet_jax.data.source import Source
@@ -134,10 +137,6 @@ def write_coco_folder(folder, num_images: int, image_size: int = 64, *, not_in_v
     folder/validation.json (all but the ids in `not_in_validation`); categories circle,
     square, triangle with ids 1, 2, 3; bbox [x, y, w, h] pixels. Returns coco_folder's
     options ({'annotations': {split: json}, 'image_dir': ...})."""
-    import json
-    from pathlib import Path
-
-    from PIL import Image
 
     folder = Path(folder)
     (folder / 'images').mkdir(parents=True, exist_ok=True)

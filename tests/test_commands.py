@@ -1,0 +1,182 @@
+"""The commands (train.py, python -m retinanet_jax.{predict,evaluate,convert}): bad input ends
+them with one clear line and no traceback; torchvision weights go through convert, predict and
+evaluate."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from .helpers import require, xla_flags
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_command(*args, env=None, timeout=600):
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def assert_clear_failure(proc, *needles):
+    """A failed command that says why in a few lines, without a Python traceback."""
+    assert proc.returncode != 0, proc.stdout[-2000:]
+    assert 'Traceback' not in proc.stderr, proc.stderr[-3000:]
+    for needle in needles:
+        assert needle in proc.stderr, proc.stderr[-3000:]
+
+
+def run_commands(*commands):
+    """run_command for each (args, env) at once (start-up is most of a refused command's time),
+    the results in order."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(len(commands)) as pool:
+        return list(pool.map(lambda c: run_command(*c[0], env=c[1]), commands))
+
+
+@pytest.mark.slow
+def test_train_command_bad_input_says_why(tmp_path, smoke_run):
+    smoke_config = '--config=configs/smoke.py'
+    workdir = f'--workdir={tmp_path / "w"}'
+    (tmp_path / 'broken.py').write_text('def get_config(:\n')
+    run = tmp_path / 'run'  # a copy: the shared run stays untouched whatever happens
+    shutil.copytree(smoke_run[0], run)
+    nope, missing, broken, eight, other = run_commands(
+        (('train.py', smoke_config, workdir, '--config.nope=1'), None),
+        (('train.py', f'--config={tmp_path / "missing.py"}', workdir), None),
+        (('train.py', f'--config={tmp_path / "broken.py"}', workdir), None),
+        (('train.py', smoke_config, workdir), {'XLA_FLAGS': xla_flags(8)}),
+        (('train.py', smoke_config, f'--workdir={run}', '--config.model.fpn_width=64'), None),
+    )
+    assert_clear_failure(nope, 'nope')
+    assert_clear_failure(missing, 'missing.py')
+    assert_clear_failure(broken)
+    assert_clear_failure(eight, 'train.py: ', 'not divisible by the number of devices (8)')
+    assert_clear_failure(other, 'does not match this config')
+    saved = json.loads((run / 'config.json').read_text())
+    assert saved['model']['fpn_width'] == 32  # the refused run left the run's files alone
+
+
+def test_predict_and_evaluate_commands_bad_input_say_why(tmp_path, smoke_run):
+    import shutil
+
+    (tmp_path / 'empty').mkdir()
+    (tmp_path / 'empty' / 'notes.txt').write_text('not an image')
+    other = tmp_path / 'other'  # the run's checkpoints under a config of another model
+    shutil.copytree(smoke_run[0], other)
+    config = json.loads((other / 'config.json').read_text())
+    config['model']['fpn_width'] = 64
+    (other / 'config.json').write_text(json.dumps(config))
+    predict = ['-m', 'retinanet_jax.predict', f'--out={tmp_path / "out"}']
+    no_images, no_model, evaluated = run_commands(
+        ((*predict, f'--model={smoke_run[0]}', f'--images={tmp_path / "empty"}'), None),
+        ((*predict, f'--model={tmp_path / "nothing"}', f'--images={tmp_path}'), None),
+        (('-m', 'retinanet_jax.evaluate', f'--model={other}'), None),
+    )
+    assert_clear_failure(no_images, 'predict: no image files found', 'empty')
+    assert_clear_failure(no_model, 'nothing: no such file or directory')
+    assert_clear_failure(evaluated, 'evaluate: ', 'does not match this config')
+
+
+@pytest.mark.slow
+def test_predict_and_evaluate_torchvision_weights(tmp_path):
+    """A torchvision retinanet_resnet50_fpn state dict file and the model directory the
+    converter makes of it predict the same detections; the file evaluates on a COCO folder."""
+    require('torch', 'torchvision')
+    import torch
+    from PIL import Image
+    from torchvision.models.detection import retinanet_resnet50_fpn
+
+    from retinanet_jax.data import label_maps, shapes
+    from retinanet_jax.evaluation import evaluate_run
+    from retinanet_jax.inference import load_predictor, predict_files
+
+    torch.manual_seed(0)
+    reference = retinanet_resnet50_fpn(weights=None, weights_backbone=None)
+    with torch.no_grad():  # scores ~0.12 instead of 0.01, so that detections come out
+        reference.head.classification_head.cls_logits.bias.fill_(-2.0)
+    torch.save(reference.state_dict(), tmp_path / 'retinanet.pth')
+    converted = run_command(
+        '-m',
+        'retinanet_jax.convert',
+        f'--input={tmp_path / "retinanet.pth"}',
+        '--variant=v1',
+        f'--output={tmp_path / "model"}',
+        '--num_classes=91',
+    )
+    assert converted.returncode == 0, converted.stderr[-3000:]
+    from retinanet_jax import checkpoint
+    from retinanet_jax.models import ModelConfig
+
+    model, config = checkpoint.load_model(tmp_path / 'model')
+    assert config == ModelConfig.torchvision_v1(91)
+    np.testing.assert_array_equal(
+        model.fpn.p7.bias[...], reference.state_dict()['backbone.fpn.extra_blocks.p7.bias']
+    )
+    images = tmp_path / 'images'
+    images.mkdir()
+    Image.fromarray(shapes.generate_example(0, 'test', image_size=96)['image']).save(
+        images / 'a.png'
+    )
+    sizes = dict(short_side=96, max_side=128)
+    results = {}
+    for name in ('retinanet.pth', 'model'):
+        predictor = load_predictor(tmp_path / name, **sizes)
+        assert predictor.label_map == label_maps.COCO91
+        results[name] = predict_files(predictor, [str(images)], tmp_path / f'out-{name}')
+        assert (tmp_path / f'out-{name}' / 'a.png').is_file()
+    assert len(results['model']) == 100  # max_detections, all above the 0.05 threshold
+    assert results['model'] == results['retinanet.pth']
+    assert {r['category_id'] for r in results['model']} <= set(range(91))  # torchvision's labels
+
+    # Evaluated on images whose ground truth is the model's own 20 best detections (over both
+    # images): each category's best detections are exactly its ground truth, so AP is 1 at
+    # every IoU threshold.
+    from PIL import Image as PILImage
+
+    PILImage.fromarray(shapes.generate_example(1, 'test', image_size=96)['image']).save(
+        images / 'b.png'
+    )
+    results = predict_files(load_predictor(tmp_path / 'model', **sizes), [str(images)], tmp_path)
+    files = ('a.png', 'b.png')
+    coco = {
+        'images': [
+            {'id': i + 1, 'file_name': f, 'height': 96, 'width': 96} for i, f in enumerate(files)
+        ],
+        'categories': [{'id': i, 'name': n} for i, n in enumerate(label_maps.COCO91.names)],
+        'annotations': [],
+    }
+    for r in sorted(results, key=lambda r: -r['score'])[:20]:
+        coco['annotations'].append(
+            {
+                'id': len(coco['annotations']) + 1,
+                'image_id': files.index(r['file_name']) + 1,
+                'iscrowd': 0,
+                'category_id': r['category_id'],
+                'bbox': r['bbox'],
+            }
+        )
+    (tmp_path / 'gt.json').write_text(json.dumps(coco))
+    options = {'annotations': {'val': str(tmp_path / 'gt.json')}, 'image_dir': str(images)}
+    metrics = evaluate_run(
+        tmp_path / 'retinanet.pth',
+        'val',
+        dataset='coco_folder',
+        dataset_options=options,
+        out=tmp_path / 'eval.json',
+        **sizes,
+    )
+    assert metrics['dataset'] == 'coco_folder' and metrics['step'] is None
+    np.testing.assert_allclose([metrics['AP'], metrics['AP50'], metrics['AP75']], 1.0)
+    assert json.loads((tmp_path / 'eval.json').read_text())['AP'] == metrics['AP']

@@ -1,0 +1,45 @@
+"""settings.py: presets with changes, unknown keys and inconsistent configs refused, naming the
+key."""
+
+import dataclasses
+
+import pytest
+
+from configs import smoke
+from retinanet_jax import settings, train_lib
+
+
+def test_presets_take_changes_and_refuse_unknown_keys():
+    from retinanet_jax.anchors import AnchorConfig
+    from retinanet_jax.losses import LossConfig
+
+    config = smoke.get_config().to_dict()  # plain dicts: the preset fields change type
+    config['anchors'] = {'preset': 'paper', 'sizes': (16.0, 32.0, 64.0, 128.0, 256.0)}
+    config['loss'] = {'preset': 'torchvision', 'box_loss': 'giou'}
+    s = settings.from_config(config)
+    assert s.anchors == dataclasses.replace(
+        AnchorConfig.paper(), sizes=(16.0, 32.0, 64.0, 128.0, 256.0)
+    )
+    assert s.loss == dataclasses.replace(LossConfig.torchvision(), box_loss='giou')
+    config['anchors'] = {'preset': 'paper', 'size': 16}
+    with pytest.raises(ValueError, match=r"config\.anchors has unknown keys \['size'\]"):
+        settings.from_config(config)
+    config['anchors'] = {'preset': 'paper', 'aspect_ratios': (1.0,)}
+    with pytest.raises(
+        ValueError, match=r'3 anchors per location .* config\.model\.num_anchors is 9'
+    ):
+        settings.from_config(config)
+    config['anchors'] = {'preset': 'yolo'}
+    with pytest.raises(ValueError, match=r'config\.anchors must be one of'):
+        settings.from_config(config)
+
+
+def test_bad_configs_say_why(tmp_path):
+    config = smoke.get_config()
+    config.model.num_classes = 5
+    with pytest.raises(ValueError, match='num_classes is 5 but dataset'):
+        train_lib.train_and_evaluate(config, str(tmp_path))
+    config = smoke.get_config()
+    config.model.fpn_width = 16
+    with pytest.raises(ValueError, match='fpn_width must be a multiple of 32'):
+        train_lib.train_and_evaluate(config, str(tmp_path))
