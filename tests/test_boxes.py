@@ -101,8 +101,9 @@ def test_encode_decode_round_trip_and_torchvision(weights):
     tv_deltas = coder.encode_single(torch.from_numpy(gt), torch.from_numpy(anchors))
     np.testing.assert_allclose(deltas, tv_deltas, rtol=1e-5, atol=1e-5)
     tv_decoded = coder.decode_single(tv_deltas, torch.from_numpy(anchors))
-    np.testing.assert_allclose(B.decode_boxes_xyxy(tv_deltas.numpy(), anchors, weights), tv_decoded,
-                               rtol=1e-5, atol=1e-3)  # fmt: skip
+    np.testing.assert_allclose(
+        B.decode_boxes_xyxy(tv_deltas.numpy(), anchors, weights), tv_decoded, rtol=1e-5, atol=1e-3
+    )
 
 
 def test_encode_golden_and_min_size():

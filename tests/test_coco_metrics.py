@@ -113,8 +113,11 @@ def test_settable_parameters_and_the_report():
     default = CocoEvaluator(gt, LABELS)
     default.add_batch(detections, batch)
     metrics = default.metrics()
-    config = EvaluationConfig(iou_thresholds=(0.5,), max_detections=(1, 5, 20),
-                              area_ranges=(('all', 0, 1e10), ('tiny', 0, 20.0**2)))  # fmt: skip
+    config = EvaluationConfig(
+        iou_thresholds=(0.5,),
+        max_detections=(1, 5, 20),
+        area_ranges=(('all', 0, 1e10), ('tiny', 0, 20.0**2)),
+    )
     custom = CocoEvaluator(gt, LABELS, config=config)
     custom.add_batch(detections, batch)
     at50 = custom.metrics()

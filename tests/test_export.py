@@ -48,10 +48,21 @@ def reload_in_fresh_process(
     np.save(tmp_path / 'images.npy', images)
     out = tmp_path / 'reloaded.npz'
     proc = subprocess.run(
-        [sys.executable, '-c', RELOAD, str(folder), str(tmp_path / 'images.npy'), str(out),
-         ','.join(map(str, batches)), *formats],
-        cwd=tmp_path, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        [
+            sys.executable,
+            '-c',
+            RELOAD,
+            str(folder),
+            str(tmp_path / 'images.npy'),
+            str(out),
+            ','.join(map(str, batches)),
+            *formats,
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return dict(np.load(out))
 
@@ -64,12 +75,16 @@ def reference(predictor, images: np.ndarray) -> dict:
         predictor.graphdef, hw, predictor.anchors, predictor.postprocess, predictor.mesh
     )
     n = len(images)
-    batch = {'image': images, 'content_size': np.tile(np.int32(hw), (n, 1)),
-             'scale': np.ones((n, 2), np.float32)}  # fmt: skip
+    batch = {
+        'image': images,
+        'content_size': np.tile(np.int32(hw), (n, 1)),
+        'scale': np.ones((n, 2), np.float32),
+    }
     from retinanet_jax import sharding
 
-    return sharding.to_local(step(predictor.state, sharding.to_global(batch, predictor.mesh)),
-                             predictor.mesh)  # fmt: skip
+    return sharding.to_local(
+        step(predictor.state, sharding.to_global(batch, predictor.mesh)), predictor.mesh
+    )
 
 
 def assert_same_detections(want: dict, got: dict, prefix: str, score_tol=1e-4, box_tol=1e-3):
@@ -79,39 +94,61 @@ def assert_same_detections(want: dict, got: dict, prefix: str, score_tol=1e-4, b
     np.testing.assert_array_equal(count, want['valid'].sum(1), err_msg=prefix)
     for i, n in enumerate(count):
         scores = want['scores'][i, :n]
-        np.testing.assert_allclose(got[f'{prefix}_scores'][i, :n], scores, atol=score_tol,
-                                   err_msg=prefix)  # fmt: skip
+        np.testing.assert_allclose(
+            got[f'{prefix}_scores'][i, :n], scores, atol=score_tol, err_msg=prefix
+        )
         unused = set(range(n))
         for k in range(n):
             label, box = got[f'{prefix}_labels'][i, k], got[f'{prefix}_boxes'][i, k]
-            same = [j for j in sorted(unused)
-                    if abs(scores[j] - got[f'{prefix}_scores'][i, k]) <= score_tol
-                    and want['labels'][i, j] == label
-                    and np.allclose(want['boxes'][i, j], box, rtol=0, atol=box_tol)]  # fmt: skip
+            same = [
+                j
+                for j in sorted(unused)
+                if abs(scores[j] - got[f'{prefix}_scores'][i, k]) <= score_tol
+                and want['labels'][i, j] == label
+                and np.allclose(want['boxes'][i, j], box, rtol=0, atol=box_tol)
+            ]
             assert same, f'{prefix}: image {i} detection {k} ({label}, {box}) is not expected'
             unused.remove(same[0])
         assert (got[f'{prefix}_labels'][i, n:] == -1).all()  # empty slots
 
 
 def shapes_images(n=3, size=128):
-    return np.stack([shapes.generate_example(i, 'validation', image_size=size)['image']
-                     for i in range(n)])  # fmt: skip
+    return np.stack(
+        [shapes.generate_example(i, 'validation', image_size=size)['image'] for i in range(n)]
+    )
 
 
 @pytest.mark.slow
 def test_smoke_model_exports_to_both_formats_and_matches_the_predictor(tmp_path, smoke_run):
     require('jax2onnx', 'onnxruntime')
     out = tmp_path / 'export'
-    command = [sys.executable, '-m', 'retinanet_jax.export', f'--model={smoke_run[0]}',
-               f'--out={out}', '--image_size=128,128', '--score_threshold=0.001']  # fmt: skip
-    proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900,
-                          env={**os.environ, 'PYTHONPATH': str(ROOT)})  # fmt: skip
+    command = [
+        sys.executable,
+        '-m',
+        'retinanet_jax.export',
+        f'--model={smoke_run[0]}',
+        f'--out={out}',
+        '--image_size=128,128',
+        '--score_threshold=0.001',
+    ]
+    proc = subprocess.run(
+        command,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, 'PYTHONPATH': str(ROOT)},
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert 'exported stablehlo, onnx (128x128, batch dynamic)' in proc.stdout
     manifest = json.loads((out / 'export.json').read_text())
     assert manifest['names'] == ['circle', 'square', 'triangle'] and manifest['batch'] == 'dynamic'
-    assert {p.name for p in out.iterdir()} == {'detector.onnx', 'detector.stablehlo',
-                                               'export.json', 'detect.py'}  # fmt: skip
+    assert {p.name for p in out.iterdir()} == {
+        'detector.onnx',
+        'detector.stablehlo',
+        'export.json',
+        'detect.py',
+    }
 
     images = shapes_images()
     got = reload_in_fresh_process(out, images, tmp_path, ['onnx', 'stablehlo'])
@@ -145,10 +182,18 @@ def test_export_bad_input_says_why(tmp_path, smoke_run):
     (empty_run / 'checkpoints').mkdir(parents=True)
     (empty_run / 'config.json').write_text((smoke_run[0] / 'config.json').read_text())
     proc = subprocess.run(
-        [sys.executable, '-m', 'retinanet_jax.export', f'--model={empty_run}',
-         f'--out={tmp_path / "d"}'],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        [
+            sys.executable,
+            '-m',
+            'retinanet_jax.export',
+            f'--model={empty_run}',
+            f'--out={tmp_path / "d"}',
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode != 0 and 'Traceback' not in proc.stderr, proc.stderr[-2000:]
     assert f'export: {empty_run}/checkpoints holds no checkpoint' in proc.stderr
 
@@ -172,9 +217,13 @@ def test_torchvision_r50_exports_with_parity_at_256(tmp_path):
     predictor = inference.load_predictor(tmp_path / 'r50.pth', short_side=256, max_side=256)
     assert predictor.image_hw == (256, 256)
     deploy.export_model(predictor, tmp_path / 'export', ('stablehlo', 'onnx'))
-    images = np.concatenate([shapes_images(1, 256), shapes_images(2, 256)[1:],
-                             np.random.default_rng(0).integers(0, 256, (1, 256, 256, 3),
-                                                               dtype=np.uint8)])  # fmt: skip
+    images = np.concatenate(
+        [
+            shapes_images(1, 256),
+            shapes_images(2, 256)[1:],
+            np.random.default_rng(0).integers(0, 256, (1, 256, 256, 3), dtype=np.uint8),
+        ]
+    )
     # Batch 3 only: batch 1 of the dynamic export is the smoke model's test (each batch size
     # compiles the R50 anew in the StableHLO runner).
     got = reload_in_fresh_process(

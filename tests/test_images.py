@@ -14,28 +14,32 @@ from retinanet_jax.data import images, pipeline, sources
 def test_every_pixel_format_decodes_to_rgb(tmp_path):
     gray = np.array([[0, 100], [200, 255]], np.uint8)
     Image.fromarray(gray, 'L').save(tmp_path / 'gray.png')
-    np.testing.assert_array_equal(images.read_image(tmp_path / 'gray.png'),
-                                  np.repeat(gray[..., None], 3, -1))  # fmt: skip
+    np.testing.assert_array_equal(
+        images.read_image(tmp_path / 'gray.png'), np.repeat(gray[..., None], 3, -1)
+    )
 
     rgba = np.zeros((2, 2, 4), np.uint8)
     rgba[..., 0], rgba[..., 1], rgba[..., 2], rgba[..., 3] = 10, 20, 30, 0  # fully transparent
     Image.fromarray(rgba, 'RGBA').save(tmp_path / 'rgba.png')
-    np.testing.assert_array_equal(images.read_image(tmp_path / 'rgba.png'),
-                                  np.broadcast_to([10, 20, 30], (2, 2, 3)))  # fmt: skip
+    np.testing.assert_array_equal(
+        images.read_image(tmp_path / 'rgba.png'), np.broadcast_to([10, 20, 30], (2, 2, 3))
+    )
 
     palette = Image.new('P', (2, 1))
     palette.putpalette([255, 0, 0, 0, 0, 255] + [0] * 762)
     palette.putpixel((1, 0), 1)
     palette.info['transparency'] = 0
     palette.save(tmp_path / 'palette.png')
-    np.testing.assert_array_equal(images.read_image(tmp_path / 'palette.png'),
-                                  [[[255, 0, 0], [0, 0, 255]]])  # fmt: skip
+    np.testing.assert_array_equal(
+        images.read_image(tmp_path / 'palette.png'), [[[255, 0, 0], [0, 0, 255]]]
+    )
 
     sixteen = np.array([[0, 257, 32768, 65535]], np.uint16)
     Image.fromarray(sixteen).save(tmp_path / 'sixteen.png')
     assert Image.open(tmp_path / 'sixteen.png').mode.startswith('I')
-    np.testing.assert_array_equal(images.read_image(tmp_path / 'sixteen.png')[..., 0],
-                                  [[0, 1, 128, 255]])  # scaled, not clipped at 255  # fmt: skip
+    np.testing.assert_array_equal(
+        images.read_image(tmp_path / 'sixteen.png')[..., 0], [[0, 1, 128, 255]]
+    )  # scaled, not clipped at 255
 
     Image.new('CMYK', (8, 8), (0, 255, 255, 0)).save(tmp_path / 'cmyk.jpg', quality=100)
     assert Image.open(tmp_path / 'cmyk.jpg').mode == 'CMYK'
@@ -91,19 +95,25 @@ def folder(tmp_path, images_=None, annotations=None, categories=None, files=None
     for name in files or ('a.png', 'b.png'):
         Image.fromarray(np.full((40, 60, 3), 128, np.uint8)).save(tmp_path / 'images' / name)
     data = {
-        'images': images_ if images_ is not None else [
+        'images': images_
+        if images_ is not None
+        else [
             {'id': 1, 'file_name': 'a.png', 'height': 40, 'width': 60},
             {'id': 2, 'file_name': 'b.png', 'height': 40, 'width': 60},
         ],
-        'annotations': annotations if annotations is not None else [
+        'annotations': annotations
+        if annotations is not None
+        else [
             {'id': 10, 'image_id': 1, 'category_id': 5, 'bbox': [1, 2, 10, 10]},
         ],
         'categories': categories if categories is not None else [{'id': 5, 'name': 'five'}],
-    }  # fmt: skip
+    }
     data = {k: v for k, v in data.items() if v != 'absent'}
     (tmp_path / 'ann.json').write_text(json.dumps(data))
-    return {'annotations': {'train': str(tmp_path / 'ann.json')},
-            'image_dir': str(tmp_path / 'images')}  # fmt: skip
+    return {
+        'annotations': {'train': str(tmp_path / 'ann.json')},
+        'image_dir': str(tmp_path / 'images'),
+    }
 
 
 @pytest.mark.parametrize(
@@ -144,8 +154,9 @@ def test_coco_conventions_at_the_edges(tmp_path, caplog):
     ]
     categories = [{'id': 9, 'name': 'nine'}, {'id': 5, 'name': 'five'}]  # ids with gaps
     with caplog.at_level(logging.WARNING):
-        source = sources.make_source('coco_folder', **folder(tmp_path, annotations=annotations,
-                                                             categories=categories))  # fmt: skip
+        source = sources.make_source(
+            'coco_folder', **folder(tmp_path, annotations=annotations, categories=categories)
+        )
     assert (
         'zero-size box(es), kept for evaluation, not trained on: annotation ids [21]' in caplog.text
     )
@@ -160,8 +171,10 @@ def test_coco_conventions_at_the_edges(tmp_path, caplog):
     np.testing.assert_allclose(batch['gt_boxes'][0, 0], [50, 30, 60, 40])
     np.testing.assert_array_equal(batch['gt_labels'], [[1, -1, -1, -1], [-1, -1, -1, -1]])
     no_objects = folder(tmp_path / 'info', annotations='absent')  # an image-info file
-    assert [len(t['labels']) for t in sources.make_source(
-        'coco_folder', **no_objects).ground_truth('train')] == [0, 0]  # fmt: skip
+    assert [
+        len(t['labels'])
+        for t in sources.make_source('coco_folder', **no_objects).ground_truth('train')
+    ] == [0, 0]
 
 
 def test_photo_folders_with_every_file_kind(tmp_path, caplog):
@@ -180,8 +193,7 @@ def test_photo_folders_with_every_file_kind(tmp_path, caplog):
     with pytest.raises(ValueError, match=r'1 unreadable image file\(s\): .*empty\.jpg'):
         sources.make_source('coco_folder', **options)
     with caplog.at_level(logging.WARNING):
-        source = sources.make_source('coco_folder', **options, skip_bad_images=True,
-                                     exif='apply')  # fmt: skip
+        source = sources.make_source('coco_folder', **options, skip_bad_images=True, exif='apply')
     assert 'empty.jpg' in caplog.text and source.num_examples('train') == 2  # said, not silent
     turned = source.example('train', 0)['image']
     assert turned.shape == (20, 10, 3) and turned[2, 5, 0] > 200
@@ -193,4 +205,4 @@ def test_photo_folders_with_every_file_kind(tmp_path, caplog):
         match=r'turned.jpg: decodes to 10x20 but its annotations say '
         r'20x10 \(EXIF rotation\? see the exif option\)',
     ):
-        stored.example('train', 0)  # fmt: skip
+        stored.example('train', 0)

@@ -368,10 +368,12 @@ def test_no_ground_truth_slots_is_the_all_negative_loss():
     rng = np.random.default_rng(0)
     anchors = anchor_lib.generate_anchors((64, 64))
     cls, box, _, _ = random_problem(rng, [0, 0], len(anchors), 3, 1, (64, 64))
-    empty = detection_loss(cls, box, anchors, np.zeros((2, 0, 4), np.float32),
-                           np.zeros((2, 0), np.int32))  # fmt: skip
-    padded = detection_loss(cls, box, anchors, np.zeros((2, 1, 4), np.float32),
-                            np.full((2, 1), -1, np.int32))  # fmt: skip
+    empty = detection_loss(
+        cls, box, anchors, np.zeros((2, 0, 4), np.float32), np.zeros((2, 0), np.int32)
+    )
+    padded = detection_loss(
+        cls, box, anchors, np.zeros((2, 1, 4), np.float32), np.full((2, 1), -1, np.int32)
+    )
     np.testing.assert_allclose(empty[0], padded[0], rtol=1e-6)
     assert float(empty[1]['num_positives']) == 0 and float(empty[1]['box_loss']) == 0
 

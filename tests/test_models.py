@@ -99,13 +99,15 @@ def test_one_by_one_convolutions_as_products_match_xla_convolutions(stride):
     dn = jax.lax.conv_dimension_numbers(x.shape, k.shape, ('NHWC', 'HWIO', 'NHWC'))
 
     def loss(conv):
-        return lambda x, k: jnp.sum(jnp.sin(conv(x, k, (stride, stride), [(0, 0), (0, 0)],
-                                                 dimension_numbers=dn)))  # fmt: skip
+        return lambda x, k: jnp.sum(
+            jnp.sin(conv(x, k, (stride, stride), [(0, 0), (0, 0)], dimension_numbers=dn))
+        )
 
     ours, ref = loss(layers.conv_general_dilated), loss(jax.lax.conv_general_dilated)
     np.testing.assert_allclose(ours(x, k), ref(x, k), rtol=1e-5)
-    for got, want in zip(jax.jit(jax.grad(ours, (0, 1)))(x, k), jax.grad(ref, (0, 1))(x, k),
-                         strict=True):  # fmt: skip
+    for got, want in zip(
+        jax.jit(jax.grad(ours, (0, 1)))(x, k), jax.grad(ref, (0, 1))(x, k), strict=True
+    ):
         assert got.shape == want.shape
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 

@@ -31,8 +31,9 @@ from retinanet_jax.models.resnet import ResNet
 
 from .test_models import assert_rel_close, image, nhwc, torchvision_retinanet  # noqa: F401
 
-BATCH = ModelConfig(num_classes=3, depth=18, freeze_at=2, fpn_width=32, head_depth=1,
-                    norm='batch', fpn_norm='batch')  # fmt: skip
+BATCH = ModelConfig(
+    num_classes=3, depth=18, freeze_at=2, fpn_width=32, head_depth=1, norm='batch', fpn_norm='batch'
+)
 
 
 def test_batch_norm_matches_torch_in_training_and_eval_mode():
@@ -51,8 +52,9 @@ def test_batch_norm_matches_torch_in_training_and_eval_mode():
     ours.use_running_average = True
     x = rng.normal(0.0, 1.0, (2, 3, 3, 6)).astype(np.float32)
     want = ref.eval()(torch.from_numpy(x.transpose(0, 3, 1, 2))).detach().numpy()
-    np.testing.assert_allclose(ours(jnp.asarray(x)), want.transpose(0, 2, 3, 1), rtol=1e-5,
-                               atol=1e-6)  # fmt: skip
+    np.testing.assert_allclose(
+        ours(jnp.asarray(x)), want.transpose(0, 2, 3, 1), rtol=1e-5, atol=1e-6
+    )
 
 
 def test_torchvision_retinanet_in_eval_mode_converts_into_batch_norm(image):  # noqa: F811
@@ -142,16 +144,18 @@ def test_train_step_updates_statistics_except_in_frozen_stages(tmp_path):
         restored, step = checkpoint.restore_run(manager, train_state.abstract_state(after))
     assert step == 1
     for path in stats:
-        np.testing.assert_array_equal(dict(nnx.to_flat_state(restored['model']))[path][...],
-                                      flat_after[path][...])  # fmt: skip
+        np.testing.assert_array_equal(
+            dict(nnx.to_flat_state(restored['model']))[path][...], flat_after[path][...]
+        )
 
 
 def test_group_norm_has_no_statistics_and_its_affine_terms_train():
     model = build_retinanet(dataclasses.replace(BATCH, norm='group', fpn_norm='group'))
     assert not jax.tree.leaves(nnx.state(model, nnx.BatchStat))
     x = jax.random.normal(jax.random.key(0), (2, 64, 64, 3))
-    grads = nnx.jit(nnx.grad(lambda m: jnp.mean(m(x)['cls_logits'] ** 2),
-                             argnums=nnx.DiffState(0, nnx.Param)))(model)  # fmt: skip
+    grads = nnx.jit(
+        nnx.grad(lambda m: jnp.mean(m(x)['cls_logits'] ** 2), argnums=nnx.DiffState(0, nnx.Param))
+    )(model)
     assert np.abs(grads['backbone']['layer3'][0]['bn1']['scale'][...]).sum() > 0
     assert np.abs(grads['fpn']['inner_norms'][0]['bias'][...]).sum() > 0
     paths = {path for path, _ in nnx.to_flat_state(grads)}

@@ -78,8 +78,10 @@ def test_each_epoch_is_a_new_permutation_shared_by_the_processes(n):
 def test_augmentation_depends_on_record_and_epoch_not_on_the_process_layout():
     source = shapes.ShapesSource(image_size=32, sizes={'train': 8})
     one = pipeline.train_dataset(source, CONFIG, 1)
-    two = [pipeline.train_dataset(source, CONFIG, 1, process_index=p, process_count=2)
-           for p in range(2)]  # fmt: skip
+    two = [
+        pipeline.train_dataset(source, CONFIG, 1, process_index=p, process_count=2)
+        for p in range(2)
+    ]
     by_record = {}
     for k in range(8):  # the first epoch of the one-process order
         b = one[k]
@@ -95,12 +97,16 @@ def test_positions_are_checked_against_the_order():
     order = pipeline.order_of(source, CONFIG, 4, split='train', process_count=1)
     pipeline.check_position({'next_index': 7, 'order': order}, order, 7, 'ckpt')  # fine
     changed = {**order, 'num_examples': 30, 'seed': 1}
-    with pytest.raises(ValueError, match=r'ckpt: .*order has changed .*num_examples 20 -> 30.*'
-                                         r'seed 0 -> 1'):  # fmt: skip
+    with pytest.raises(
+        ValueError,
+        match=r'ckpt: .*order has changed .*num_examples 20 -> 30.*'
+        r'seed 0 -> 1',
+    ):
         pipeline.check_position({'next_index': 7, 'order': order}, changed, 7, 'ckpt')
     with pytest.raises(ValueError, match='batch_size_per_process 4 -> 8'):
-        pipeline.check_position({'next_index': 7, 'order': order}, {**order,
-                                'batch_size_per_process': 8}, 7, 'ckpt')  # fmt: skip
+        pipeline.check_position(
+            {'next_index': 7, 'order': order}, {**order, 'batch_size_per_process': 8}, 7, 'ckpt'
+        )
     for corrupt in ({'next_index': 'x', 'order': order}, {'order': order}, [], 'garbage'):
         with pytest.raises(ValueError, match='ckpt: the input position is corrupt'):
             pipeline.check_position(corrupt, order, 7, 'ckpt')
