@@ -79,4 +79,6 @@ def get_config() -> ml_collections.ConfigDict:
     c.eval_every = 520
     c.checkpoint_every = 260
     c.keep_checkpoints = 2
+    # An EMA of the weights (retinanet_jax/ema.py): decay 0 is off; e.g. --config.ema.decay=0.9998
+    c.ema = ml_collections.ConfigDict({'decay': 0.0, 'warmup_power': 2 / 3})
     return c

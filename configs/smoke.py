@@ -21,4 +21,5 @@ def get_config():
     c.eval_every = 4
     c.checkpoint_every = 2
     c.optim.warmup_steps = 1
+    c.ema.decay = 0.9  # an EMA of the weights in every smoke run (the tests: exact resume)
     return c

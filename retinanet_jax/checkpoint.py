@@ -54,20 +54,21 @@ def load_model(directory: str | Path) -> tuple[RetinaNet, ModelConfig]:
 
 # ------------------------------------------------------------------------ training runs
 #
-# A run's checkpoints: <workdir>/checkpoints/<step>/{model, optimizer, data}, written by orbax's
-# CheckpointManager (atomically: a save cut off half way leaves a temporary directory that is
-# never read). 'model' and 'optimizer' are the nnx states of the train state (standard orbax
-# arrays); 'data' is the input position (JSON, see data/pipeline.py), where the run has one.
-# Inference restores 'model' alone.
+# A run's checkpoints: <workdir>/checkpoints/<step>/{model, optimizer, [ema], data}, written by
+# orbax's CheckpointManager (atomically: a save cut off half way leaves a temporary directory
+# that is never read). 'model', 'optimizer' and 'ema' (runs with config.ema on) are the nnx
+# states of the train state (standard orbax arrays); 'data' is the input position (JSON, see
+# data/pipeline.py), where the run has one. Inference restores 'ema' or 'model' alone.
 
-ITEMS = ('model', 'optimizer', 'data')
+STATE_ITEMS = ('model', 'optimizer', 'ema')
+ITEMS = (*STATE_ITEMS, 'data')
 
 
 def run_checkpoints(workdir: str | Path, keep: int | None = None) -> ocp.CheckpointManager:
     """The checkpoint manager of the run in `workdir` (`keep` given: for writing, keeping the
     last `keep` checkpoints; None: read-only use)."""
     registry = ocp.handlers.DefaultCheckpointHandlerRegistry()
-    for name in ITEMS[:2]:
+    for name in STATE_ITEMS:
         registry.add(name, ocp.args.StandardSave, ocp.StandardCheckpointHandler)
         registry.add(name, ocp.args.StandardRestore, ocp.StandardCheckpointHandler)
     registry.add('data', ocp.args.JsonSave, ocp.JsonCheckpointHandler)
@@ -90,10 +91,10 @@ class CheckpointWriteError(OSError):
 
 
 def save_run(manager: ocp.CheckpointManager, step: int, state: dict, data: dict | None) -> None:
-    """Writes `state` ({'model': ..., 'optimizer': ...}) and the input position `data` as
+    """Writes `state` ({'model', 'optimizer', ['ema']}) and the input position `data` as
     checkpoint `step`, and waits until it is complete; CheckpointWriteError names the folder
     and the step where it cannot."""
-    items = {name: ocp.args.StandardSave(state[name]) for name in ITEMS[:2]}
+    items = {name: ocp.args.StandardSave(state[name]) for name in STATE_ITEMS if name in state}
     if data is not None:
         items['data'] = ocp.args.JsonSave(data)
     try:
@@ -127,6 +128,11 @@ def restore_run(
         raise UnreadableCheckpoint(f'{where}: unreadable metadata ({_reason(e)})') from e
     differences = []
     for name, tree in abstract.items():
+        if metadata.get(name) is None and name == 'ema' and metadata.get('model') is not None:
+            raise ValueError(
+                f'{where} was written without config.ema (no EMA of the weights); resume it '
+                'with config.ema.decay=0 or use a new --workdir'
+            )
         if metadata.get(name) is None:
             raise UnreadableCheckpoint(f'{where} has no {name!r} item')
         stored, wanted = _shapes(metadata[name].tree, name), _shapes(tree, name)

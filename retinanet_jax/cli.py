@@ -27,12 +27,15 @@ def define_model_flags() -> None:
     flags.DEFINE_enum('variant', 'v1', ['v1', 'v2'], 'torchvision state dicts: which model')
     flags.DEFINE_integer('short_side', 800, 'torchvision models: resize the short side to this')
     flags.DEFINE_integer('max_side', 1333, 'torchvision models: ... unless the long side exceeds')
+    flags.DEFINE_enum(
+        'weights', 'auto', ['auto', 'ema', 'raw'], 'training runs: auto (EMA if kept), ema, raw'
+    )
 
 
 def model_options() -> dict:
     """load_predictor's keyword arguments from the flags of define_model_flags."""
     f = flags.FLAGS
-    return dict(variant=f.variant, short_side=f.short_side, max_side=f.max_side)
+    return dict(variant=f.variant, short_side=f.short_side, max_side=f.max_side, weights=f.weights)
 
 
 def define_cache_flag() -> None:

@@ -310,7 +310,12 @@ def coco_ground_truth(records, label_map: LabelMap) -> dict:
 
 
 def format_table(metrics: dict[str, float]) -> str:
-    """The summary stats as a two-row text table, then the per-class table if there is one."""
+    """The summary stats as a two-row text table, then the per-class table if there is one;
+    then the same for the EMA weights' metrics ('ema/...' keys), if any."""
+    ema = {k[len('ema/') :]: v for k, v in metrics.items() if k.startswith('ema/')}
+    if ema:
+        raw = {k: v for k, v in metrics.items() if not k.startswith('ema/')}
+        return f'{format_table(raw)}\nEMA weights:\n{format_table(ema)}'
     names = [n for n in metrics if '/' not in n]
     header = ' '.join(f'{n:>6}' for n in names)
     table = header + '\n' + ' '.join(f'{metrics[n]:6.3f}' for n in names)

@@ -183,8 +183,9 @@ class BadRecordLog(Hook):
 
 
 class Evaluator(Hook):
-    """Evaluates the model (`evaluate(model_state) -> metrics`) every `every` steps and after
-    the last; history {step: metrics}; intermediate tables printed, metrics written."""
+    """Evaluates the train state (`evaluate(state) -> metrics`: the raw weights' and, with an
+    EMA, 'ema/...' those of the EMA weights) every `every` steps and after the last; history
+    {step: metrics}; intermediate tables printed, metrics written."""
 
     def __init__(self, evaluate, every: int, writer, progress: Progress):
         self.evaluate, self.every, self.writer, self.progress = evaluate, every, writer, progress
@@ -195,7 +196,7 @@ class Evaluator(Hook):
 
     def with_state(self, loop: Loop, step: int, state) -> None:
         start = time.time()
-        self.history[step] = self.evaluate(state['model'])
+        self.history[step] = self.evaluate(state)
         self.seconds += time.time() - start
         if self.writer:
             self.writer.write(step, {f'eval/{k}': v for k, v in self.history[step].items()})

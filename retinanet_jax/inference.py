@@ -168,12 +168,14 @@ def load_predictor(
     short_side: int = 800,
     max_side: int = 1333,
     dtype: str = 'float32',
+    weights: str = 'auto',
 ) -> Predictor:
     """A Predictor from a training run, a model directory or a torchvision state dict file
-    (`variant`, `short_side`, `max_side` and the compute `dtype` apply to the last only)."""
+    (`variant`, `short_side`, `max_side` and the compute `dtype` apply to the last only;
+    `weights` to runs only, see load_run)."""
     path = Path(model)
     if path.is_dir() and (path / 'config.json').is_file():
-        return load_run(path)
+        return load_run(path, weights)
     if path.is_dir() and (path / 'model_config.json').is_file():
         net, model_config = checkpoint.load_model(path)
     elif path.is_file():
@@ -210,8 +212,15 @@ def load_predictor(
     )
 
 
-def load_run(workdir: Path) -> Predictor:
-    """The Predictor of a training run's latest checkpoint (its model alone is read)."""
+WEIGHTS = ('auto', 'ema', 'raw')
+
+
+def load_run(workdir: Path, weights: str = 'auto') -> Predictor:
+    """The Predictor of a training run's latest checkpoint (its model alone is read): its EMA
+    weights where the run keeps an EMA (config.ema) and `weights` is 'auto' or 'ema', else its
+    raw weights ('raw', or 'auto' without an EMA)."""
+    if weights not in WEIGHTS:
+        raise ValueError(f'--weights must be one of {WEIGHTS}, got {weights!r}')
     workdir = Path(workdir).absolute()
     config_file = workdir / 'config.json'
     if not config_file.is_file():
@@ -226,19 +235,23 @@ def load_run(workdir: Path) -> Predictor:
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding.replicated(mesh)),
         nnx.state(nnx.eval_shape(lambda: build_retinanet(run.model))),
     )
+    if weights == 'ema' and not run.ema.enabled:
+        raise ValueError(f'--weights=ema: {workdir} keeps no EMA of its weights (config.ema)')
+    item = 'ema' if run.ema.enabled and weights != 'raw' else 'model'
     with checkpoint.run_checkpoints(workdir) as manager:
-        restored, step = checkpoint.restore_run(manager, {'model': abstract})
+        restored, step = checkpoint.restore_run(manager, {item: abstract})
     if restored is None:
         raise FileNotFoundError(f'{workdir}/checkpoints holds no checkpoint')
+    kind = ' (EMA weights)' if item == 'ema' else ''
     return Predictor(
         graphdef=graphdef,
-        state=restored['model'],
+        state=restored[item],
         mesh=mesh,
         model_config=run.model,
         anchors=run.anchors,
         postprocess=run.postprocess,
         input=run.input,
-        description=f'checkpoint step {step} of {workdir}',
+        description=f'checkpoint step {step} of {workdir}{kind}',
         step=step,
         settings=run,
     )

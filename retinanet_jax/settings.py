@@ -28,6 +28,7 @@ from retinanet_jax.coco_metrics import EvaluationConfig
 from retinanet_jax.data import sources
 from retinanet_jax.data.bad_records import ON_BAD_RECORD
 from retinanet_jax.data.input_config import InputConfig
+from retinanet_jax.ema import EmaConfig
 from retinanet_jax.losses import LossConfig
 from retinanet_jax.models import ModelConfig
 from retinanet_jax.optim import OptimConfig
@@ -91,6 +92,7 @@ class Settings:
     # optimiser state and batch statistics kept), and N + 1 in a row stop it.
     skip_nonfinite: int = 0
     evaluation: EvaluationConfig = dataclasses.field(default_factory=EvaluationConfig)
+    ema: EmaConfig = dataclasses.field(default_factory=EmaConfig)
 
     @property
     def image_hw(self) -> tuple[int, int]:
@@ -101,7 +103,17 @@ def from_config(config) -> Settings:
     """Typed settings from a run's ConfigDict (or nested dict); ValueError names the key."""
     c = _plain(config)
     top = {f.name for f in dataclasses.fields(Settings)} - {'init_backbone'}
-    sections = {'model', 'anchors', 'loss', 'input', 'postprocess', 'optim', 'data', 'evaluation'}
+    sections = {
+        'model',
+        'anchors',
+        'loss',
+        'input',
+        'postprocess',
+        'optim',
+        'data',
+        'evaluation',
+        'ema',
+    }
     unknown = sorted(set(c) - top - {'init'})
     if unknown:
         raise ValueError(f'the config has unknown keys {unknown}; known: {sorted(top | {"init"})}')
@@ -139,6 +151,7 @@ def from_config(config) -> Settings:
         optim=_section(OptimConfig, 'optim', c.get('optim', {})),
         data=_section(DataConfig, 'data', c['data']),
         evaluation=_section(EvaluationConfig, 'evaluation', c.get('evaluation', {})),
+        ema=_section(EmaConfig, 'ema', c.get('ema', {})),
         init_backbone=init.get('backbone') or '',
         **{k: c[k] for k in top - sections if k in c},
     )

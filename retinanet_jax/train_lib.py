@@ -71,7 +71,7 @@ def train_with(watcher: preemption.PreemptionWatcher, config, workdir: str) -> d
             list(actions.values()),
         ).run()
     evaluations = actions['evaluation']
-    final = evaluations.history.get(s.train_steps) or evaluate(state['model'], None)
+    final = evaluations.history.get(s.train_steps) or evaluate(state, None)
     wall = time.time() - start
     summary = {
         'step': s.train_steps,
@@ -127,17 +127,25 @@ class TrainingData:
 
 
 def make_evaluate(s: settings.Settings, graph, data: TrainingData, mesh):
-    """evaluate(model_state, progress=tqdm) -> the COCO metrics of the evaluation split."""
+    """evaluate(state, progress=tqdm) -> the COCO metrics of the evaluation split for the train
+    state's weights, and with an EMA ('ema' in state) those of its EMA weights as 'ema/...'."""
     predict = inference.make_predict_step(
         graph.eval_model, s.image_hw, s.anchors, s.postprocess, mesh
     )
     evaluator = coco_metrics.make_evaluator(data.evaluated, s.data.eval_split, config=s.evaluation)
 
-    def evaluate(model_state, progress=tqdm):
+    def evaluate_weights(model_state, progress):
         batches = pipeline.eval_batches(data.eval)
         return evaluation.evaluate_model(
             predict, model_state, batches, data.eval_batches, evaluator, mesh, progress
         )
+
+    def evaluate(state, progress=tqdm):
+        metrics = evaluate_weights(state['model'], progress)
+        if 'ema' in state:
+            ema = evaluate_weights(state['ema'], progress)
+            metrics |= {f'ema/{k}': v for k, v in ema.items()}
+        return metrics
 
     return evaluate
 

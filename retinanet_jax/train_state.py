@@ -2,7 +2,8 @@
 backbone from a torchvision file, and a run's resume.
 
   state = {'model': nnx.State of the model (Params, Frozen weights, BatchStats),
-           'optimizer': nnx.State of the nnx.Optimizer (step, optax state of the Params)}
+           'optimizer': nnx.State of the nnx.Optimizer (step, optax state of the Params),
+           'ema': the model's state averaged (ema.py; only with config.ema.decay > 0)}
 with its static structure in a `TrainGraph` (nnx graphdefs), every array replicated on the
 ('data',) mesh. A resumed run restores into train_graph's abstract state and never initialises
 a fresh one (resume_or_create).
@@ -54,6 +55,8 @@ def train_graph(s: settings.Settings, mesh) -> tuple[TrainGraph, dict]:
     )
     rep = sharding.replicated(mesh)
     state = {'model': nnx.state(model), 'optimizer': nnx.state(optimizer)}
+    if s.ema.enabled:
+        state['ema'] = state['model']
     return graph, jax.tree.map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rep), state
     )
@@ -71,7 +74,14 @@ def create_state(s: settings.Settings, mesh) -> tuple[TrainGraph, dict]:
     state = jax.jit(
         init, out_shardings=sharding.replicated(mesh), compiler_options=compiler_options.run_once()
     )()
-    return graph, state
+    return graph, with_fresh_ema(s, state)
+
+
+def with_fresh_ema(s: settings.Settings, state: dict) -> dict:
+    """The state with its EMA (config.ema on) set to a copy of the model's weights."""
+    if not s.ema.enabled:
+        return state
+    return {**state, 'ema': jax.tree.map(lambda x: x.copy(), state['model'])}
 
 
 def abstract_state(state: dict) -> dict:
@@ -94,7 +104,10 @@ def init_backbone(graph: TrainGraph, state: dict, path: str, mesh) -> dict:
     model_state = jax.tree.map(
         lambda x: jax.make_array_from_process_local_data(rep, np.asarray(x)), nnx.state(model)
     )
-    return {**state, 'model': model_state}
+    state = {**state, 'model': model_state}
+    return (
+        {**state, 'ema': jax.tree.map(lambda x: x.copy(), model_state)} if 'ema' in state else state
+    )
 
 
 def resume_or_create(s: settings.Settings, mesh, manager, order: dict):
@@ -104,7 +117,7 @@ def resume_or_create(s: settings.Settings, mesh, manager, order: dict):
     restored, start_step = restore_newest(manager, abstract, order)
     if restored is not None:
         print(f'resumed from {manager.directory} at step {start_step}', flush=True)
-        return graph, {'model': restored['model'], 'optimizer': restored['optimizer']}, start_step
+        return graph, {k: restored[k] for k in abstract}, start_step
     graph, state = create_state(s, mesh)
     if s.init_backbone:
         state = init_backbone(graph, state, s.init_backbone, mesh)

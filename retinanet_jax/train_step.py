@@ -1,5 +1,6 @@
-"""The sharded train step: forward, detection loss, gradient, optimiser update (and, with
-skip_nonfinite, a non-finite step that changes nothing).
+"""The sharded train step: forward, detection loss, gradient, optimiser update, the EMA of the
+weights (config.ema on; ema.py) and, with skip_nonfinite, a non-finite step that changes
+nothing (the EMA included).
 
   step = make_train_step(graph, anchors, settings, mesh)
   state, metrics = step(state, batch)   # jit; state (train_state.py) donated, batch split
@@ -16,6 +17,7 @@ import optax
 from flax import nnx
 
 from retinanet_jax import compiler_options, losses, optim, settings, sharding
+from retinanet_jax.ema import ema_decay, update_ema
 from retinanet_jax.normalization import normalize_images
 from retinanet_jax.train_state import TrainGraph
 
@@ -50,6 +52,7 @@ def make_train_step(graph: TrainGraph, anchors: np.ndarray, s: settings.Settings
         (loss, aux), grads = nnx.value_and_grad(
             loss_fn, argnums=nnx.DiffState(0, nnx.Param), has_aux=True
         )(model)
+        updates_before = optimizer.step[...]
         optimizer.update(model, grads)
         grad_norm = optax.tree.norm(grads)
         metrics = {
@@ -60,6 +63,10 @@ def make_train_step(graph: TrainGraph, anchors: np.ndarray, s: settings.Settings
             'positives_per_image': aux['num_positives'] / batch['image'].shape[0],
         }
         new = {'model': nnx.state(model), 'optimizer': nnx.state(optimizer)}
+        if s.ema.enabled:  # the average of the weights after this update
+            decay = ema_decay(s.ema, updates_before)
+            new['ema'] = update_ema(state['ema'], new['model'], decay)
+            metrics['ema_decay'] = decay
         if s.skip_nonfinite:  # a non-finite step changes nothing, batch statistics included
             finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
             new = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, before)

@@ -21,13 +21,19 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def params_of(workdir: Path, step: int) -> dict:
-    """The saved parameters of a checkpoint, as flat numpy."""
+    """The saved train state of a checkpoint (model, optimizer, and the EMA where the run keeps
+    one), as flat numpy."""
     import orbax.checkpoint as ocp
 
     from retinanet_jax import checkpoint
 
-    items = {name: ocp.args.StandardRestore() for name in ('model', 'optimizer')}
     with checkpoint.run_checkpoints(workdir) as manager:
+        saved = manager.item_metadata(step)
+        items = {
+            name: ocp.args.StandardRestore()
+            for name in checkpoint.STATE_ITEMS
+            if saved.get(name) is not None
+        }
         restored = dict(manager.restore(step, args=ocp.args.Composite(**items)).items())
     return {
         '/'.join(map(str, k)): np.asarray(v)
@@ -66,15 +72,24 @@ def test_smoke_run_trains_evaluates_and_its_checkpoint_predicts(tmp_path, smoke_
         r['category_id'] in (1, 2, 3) and r['file_name'] in ('0.png', '1.png') for r in results
     )
 
-    # The evaluate command on the same checkpoint reproduces the training's final evaluation.
+    # The evaluate command on the same checkpoint reproduces the training's final evaluation,
+    # of the EMA weights by default (the smoke config keeps an EMA) and of the raw ones on ask.
     from retinanet_jax.evaluation import evaluate_run
 
+    assert predictor.description.endswith('(EMA weights)')
+    stats = ('AP', 'AP50', 'AR100')
     evaluated = evaluate_run(tmp_path / 'straight')
     assert evaluated['step'] == 4 and evaluated['split'] == 'validation'
-    assert {k: evaluated[k] for k in ('AP', 'AP50', 'AR100')} == {
-        k: summary[k] for k in ('AP', 'AP50', 'AR100')
-    }
+    assert {k: evaluated[k] for k in stats} == {k: summary[f'ema/{k}'] for k in stats}
     assert (tmp_path / 'straight' / 'eval_validation.json').is_file()
+    raw = evaluate_run(tmp_path / 'straight', weights='raw')
+    assert {k: raw[k] for k in stats} == {k: summary[k] for k in stats}
+    ema, model = (load_predictor(tmp_path / 'straight', weights=w).state for w in ('ema', 'raw'))
+    kernel = ('classification_head', 'output', 'kernel')
+    ema_kernel, model_kernel = (
+        np.asarray(s[kernel[0]][kernel[1]][kernel[2]]) for s in (ema, model)
+    )
+    assert not np.array_equal(ema_kernel, model_kernel)  # two different sets of weights
 
     # Resuming (a run killed with SIGKILL, then the same command) and refusing another model's
     # workdir: test_sigkill_then_sigterm_then_resume_equals_straight,
@@ -302,8 +317,8 @@ def test_sigkill_then_sigterm_then_resume_equals_straight(tmp_path, smoke_run):
     """`python train.py` killed with SIGKILL after its first checkpoint, a save cut off half
     way (orbax's temporary directory left behind); the same command resumes and is sent a
     SIGTERM (a scheduler's preemption) as soon as it says so: it saves the step it reaches and
-    exits with 143; the same command again ends with exactly the parameters of the run that
-    was never interrupted."""
+    exits with 143; the same command again ends with exactly the parameters, optimiser state
+    and EMA of the weights of the run that was never interrupted."""
     import signal
     import time
 
@@ -355,7 +370,7 @@ def test_sigkill_then_sigterm_then_resume_equals_straight(tmp_path, smoke_run):
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f'resumed from {workdir}/checkpoints at step {reached}' in resumed.stdout
     want, got = params_of(smoke_run[0], 4), params_of(workdir, 4)
-    assert want.keys() == got.keys()
+    assert want.keys() == got.keys() and any(k.startswith("['ema']") for k in want)  # EMA too
     for key in want:
         np.testing.assert_array_equal(got[key], want[key], err_msg=key)
 
