@@ -28,12 +28,11 @@ import contextlib
 import dataclasses
 import io
 
-import jax
 import numpy as np
-from jax.experimental import multihost_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from retinanet_jax import sharding
 from retinanet_jax.data.label_maps import LabelMap
 from retinanet_jax.voc_metric import voc_ap50
 
@@ -130,21 +129,7 @@ class CocoEvaluator:
     def _gathered(self) -> tuple[np.ndarray, list[int]]:
         rows = np.concatenate(self._rows) if self._rows else np.zeros((0, 7))
         ids = np.asarray(self._image_ids, np.int64)
-
-        if jax.process_count() == 1:
-            return rows, ids.tolist()
-
-        counts = multihost_utils.process_allgather(np.array([len(rows), len(ids)]))
-        pad_rows, pad_ids = counts.max(0)
-        all_rows = multihost_utils.process_allgather(
-            np.resize(rows, (pad_rows, 7)) if len(rows) else np.zeros((pad_rows, 7))
-        )
-        all_ids = multihost_utils.process_allgather(
-            np.resize(ids, pad_ids) if len(ids) else np.zeros(pad_ids, np.int64)
-        )
-        rows = np.concatenate([r[:n] for r, n in zip(all_rows, counts[:, 0], strict=True)])
-        ids = np.concatenate([i[:n] for i, n in zip(all_ids, counts[:, 1], strict=True)])
-        return rows, ids.tolist()
+        return sharding.gather_rows(rows), sharding.gather_rows(ids).tolist()
 
     def metrics(self, verbose: bool = False) -> dict[str, float]:
         """The stats (see the module docstring) over every image seen."""
@@ -164,13 +149,33 @@ class CocoEvaluator:
             evaluator.accumulate()
         if verbose:
             print(out.getvalue())
+        self.last_results, self.last_category_ids = evaluator.eval, [int(c) for c in p.catIds]
         metrics = coco_stats(evaluator.eval, self.config)
-        metrics.update(self._per_class(evaluator.eval, [int(c) for c in p.catIds]))
+        metrics.update(self._per_class(evaluator.eval, self.last_category_ids))
         if self.voc_ap50:
             metrics['VOC_AP50'] = voc_ap50(
                 rows, self.coco_gt.dataset, sorted(set(image_ids)), self.voc_ap50 == '11_point'
             )
         return metrics
+
+    def pr_curves(self, iou: float) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """{class name: (recall [101], precision [101])} of the last `metrics()` at IoU `iou`
+        (all areas, the most detections), pycocotools' interpolated precision at its 101
+        recall points; classes without ground truth are left out."""
+        results, config = self.last_results, self.config
+        t = int(np.argmin(np.abs(np.asarray(config.iou_thresholds) - iou)))
+        if not np.isclose(config.iou_thresholds[t], iou):
+            raise ValueError(f'IoU {iou} is not one of config.iou_thresholds')
+        recall = np.asarray(results['params'].recThrs)
+        names = dict(
+            zip(self.dataset_label_map.category_ids, self.dataset_label_map.names, strict=True)
+        )
+        curves = {}
+        for k, category in enumerate(self.last_category_ids):
+            precision = results['precision'][t, :, k, 0, -1]
+            if (precision > -1).any():  # -1: no ground truth of this class
+                curves[str(names.get(category, category))] = (recall, np.maximum(precision, 0))
+        return curves
 
     def _per_class(self, results: dict, category_ids: list[int]) -> dict[str, float]:
         names = dict(

@@ -13,25 +13,32 @@ import json
 from pathlib import Path
 
 import jax
+import numpy as np
 from tqdm import tqdm
 
-from retinanet_jax import coco_metrics, inference, sharding
+from retinanet_jax import coco_metrics, inference, losses, sharding
 from retinanet_jax.data import pipeline, sources
 
 
 def evaluate_model(
-    predict, state, batches, num_batches: int, evaluator, mesh, progress=None
+    predict, state, batches, num_batches: int, evaluator, mesh, progress=None, loss_config=None
 ) -> dict:
     """Runs `predict` (make_predict_step) with the model `state` over evaluation batches (an
     iterable of numpy batches, e.g. pipeline.eval_batches) and returns the evaluator's metrics.
     `progress`: an optional progress-bar class (tqdm); a batch counts once its detections are
-    on the host, so the bar's rate and ETA come from finished work."""
+    on the host, so the bar's rate and ETA come from finished work. With `loss_config` (and a
+    predict step made with it) the metrics also hold the validation loss: 'val_loss',
+    'val_cls_loss', 'val_box_loss', normalised as in training over the whole split's images."""
     evaluator.reset()
     pending = None  # the previous batch, whose detections are still being computed
+    terms = []
 
     def finish(item):
         dets, batch = item
-        evaluator.add_batch(sharding.to_local(dets, mesh), batch)
+        dets = sharding.to_local(dets, mesh)
+        if 'loss_terms' in dets:
+            terms.append(np.asarray(dets.pop('loss_terms'))[np.asarray(batch['valid'])])
+        evaluator.add_batch(dets, batch)
 
     bar = progress(total=num_batches, desc='eval', leave=False) if progress else None
     for batch in batches:
@@ -47,7 +54,26 @@ def evaluate_model(
             bar.update(1)
     if bar is not None:
         bar.close()
-    return evaluator.metrics()
+    metrics = evaluator.metrics()
+    if loss_config is not None:
+        metrics |= validation_loss(
+            np.concatenate(terms) if terms else np.zeros((0, 3)), loss_config
+        )
+    return metrics
+
+
+def validation_loss(terms: np.ndarray, loss_config) -> dict:
+    """{'val_loss', 'val_cls_loss', 'val_box_loss'} of this process's per-image loss terms
+    [n, 3] (class sum, box sum, positives) and every other process's."""
+    rows = sharding.gather_rows(terms).astype(np.float32)
+    loss, cls_loss, box_loss, _ = losses.normalised_loss(
+        rows[:, 0], rows[:, 1], rows[:, 2], loss_config
+    )
+    return {
+        'val_loss': float(loss),
+        'val_cls_loss': float(cls_loss),
+        'val_box_loss': float(box_loss),
+    }
 
 
 def evaluate_run(

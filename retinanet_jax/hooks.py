@@ -134,8 +134,10 @@ class Progress(Hook):
 
 
 class MetricLogger(Hook):
-    """Every log_every steps and after the last: the step's metrics, images_per_second (of
-    finished steps since the start) and nonfinite_skipped, to TensorBoard (process 0)."""
+    """Every log_every steps and after the last: the step's metrics (loss terms, learning rate,
+    gradient norm, positives), images_per_second (of finished steps since the start),
+    nonfinite_skipped and zero_positive_steps (the share of the steps since the last write
+    whose batch matched no anchor to any object), to TensorBoard (process 0)."""
 
     def __init__(self, writer, log_every: int, batch_size: int, guard: NonFiniteGuard):
         self.writer, self.log_every, self.batch_size, self.guard = (
@@ -147,8 +149,11 @@ class MetricLogger(Hook):
 
     def before_train(self, loop: Loop) -> None:
         self.start = time.time()
+        self.steps, self.without_positives = 0, 0  # since the last write
 
     def finished_step(self, loop: Loop, result: StepResult) -> None:
+        self.steps += 1
+        self.without_positives += int(result.host.get('num_positives', 1) == 0)
         if self.writer is None or not is_due(result.step, self.log_every, loop.total_steps):
             return
         seconds = time.time() - self.start
@@ -156,8 +161,10 @@ class MetricLogger(Hook):
             **result.host,
             'images_per_second': self.batch_size * (result.step - loop.start_step) / seconds,
             'nonfinite_skipped': self.guard.skipped,
+            'zero_positive_steps': self.without_positives / self.steps,
         }
         self.writer.write(result.step, metrics)
+        self.steps, self.without_positives = 0, 0
 
 
 class BadRecordLog(Hook):
@@ -187,8 +194,9 @@ class Evaluator(Hook):
     EMA, 'ema/...' those of the EMA weights) every `every` steps and after the last; history
     {step: metrics}; intermediate tables printed, metrics written."""
 
-    def __init__(self, evaluate, every: int, writer, progress: Progress):
+    def __init__(self, evaluate, every: int, writer, progress: Progress, pictures=None):
         self.evaluate, self.every, self.writer, self.progress = evaluate, every, writer, progress
+        self.pictures = pictures  # pictures(state) -> {name: uint8 [N, H, W, 3]}, or None
         self.history, self.seconds = {}, 0.0
 
     def wants_state(self, loop: Loop, step: int) -> bool:
@@ -197,9 +205,11 @@ class Evaluator(Hook):
     def with_state(self, loop: Loop, step: int, state) -> None:
         start = time.time()
         self.history[step] = self.evaluate(state)
+        pictures = self.pictures(state) if self.pictures else {}  # every process: collective
         self.seconds += time.time() - start
         if self.writer:
             self.writer.write(step, {f'eval/{k}': v for k, v in self.history[step].items()})
+            self.writer.images(step, pictures)
         if step != loop.total_steps:
             table = coco_metrics.format_table(self.history[step])
             self.progress.write(f'step {step} eval:\n{table}')
@@ -221,7 +231,7 @@ class PreemptionHook(Hook):
 
 
 class MetricWriter:
-    """Scalars to TensorBoard event files (tf.summary)."""
+    """Scalars and images to TensorBoard event files (tf.summary)."""
 
     def __init__(self, logdir: Path):
         self._tf = tf
@@ -231,4 +241,11 @@ class MetricWriter:
         with self._writer.as_default(step=step):
             for k, v in metrics.items():
                 self._tf.summary.scalar(k, v)
+        self._writer.flush()
+
+    def images(self, step: int, images: dict) -> None:
+        """{name: uint8 [N, H, W, 3]} as TensorBoard image summaries (all N of each)."""
+        with self._writer.as_default(step=step):
+            for name, batch in images.items():
+                self._tf.summary.image(name, batch, max_outputs=len(batch))
         self._writer.flush()

@@ -38,6 +38,7 @@ from retinanet_jax import anchors as anchor_lib
 from retinanet_jax import (
     checkpoint,
     compiler_options,
+    losses,
     postprocess,
     sharding,
     torchvision_weights,
@@ -64,12 +65,16 @@ def make_predict_step(
     anchor_config: anchor_lib.AnchorConfig,
     postprocess_config: postprocess.PostprocessConfig,
     mesh,
+    loss_config: losses.LossConfig | None = None,
 ):
     """jit(model_state, batch) -> detections in original image pixels (see postprocess.py),
     batch split over the mesh's 'data' axis.
 
     `graphdef`: the model's, in eval mode (`eval_graphdef`); model_state its nnx state.
-    batch: 'image' uint8 [B, H, W, 3], 'content_size' int32 [B, 2], 'scale' float32 [B, 2]."""
+    batch: 'image' uint8 [B, H, W, 3], 'content_size' int32 [B, 2], 'scale' float32 [B, 2];
+    with `loss_config` also 'gt_boxes' [B, M, 4] / 'gt_labels' [B, M] (as training batches),
+    and the detections carry 'loss_terms' float32 [B, 3]: each image's unnormalised class and
+    box loss and positive count (losses.per_image_loss_terms), for a validation loss."""
     anchors_per_level = anchor_lib.anchors_per_level(image_hw, anchor_config)
     anchors = jnp.asarray(anchor_lib.generate_anchors(image_hw, anchor_config))
 
@@ -85,6 +90,11 @@ def make_predict_step(
             postprocess_config,
         )
         dets['boxes'] = postprocess.boxes_to_original(dets['boxes'], batch['scale'])
+        if loss_config is not None:
+            terms = jax.vmap(
+                lambda c, b, g, lab: losses.per_image_loss_terms(c, b, anchors, g, lab, loss_config)
+            )(out['cls_logits'], out['box_deltas'], batch['gt_boxes'], batch['gt_labels'])
+            dets['loss_terms'] = jnp.stack(terms, axis=-1)
         return dets
 
     rep, split = sharding.replicated(mesh), sharding.batch_sharded(mesh)

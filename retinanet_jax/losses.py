@@ -299,6 +299,29 @@ def detection_loss(
         lambda c, b, g, lab: terms(c, b, gt_boxes=g, gt_labels=lab)
     )(cls_logits, box_deltas, gt_boxes, gt_labels)  # each [B]
 
+    loss, cls_loss, box_loss, normalizer = normalised_loss(
+        cls_sum, box_sum, num_pos, config, axis_name
+    )
+    aux = {
+        'cls_loss': cls_loss,
+        'box_loss': box_loss,
+        'num_positives': jnp.sum(num_pos),
+        'normalizer': normalizer,
+    }
+    return loss, aux
+
+
+def normalised_loss(
+    cls_sum: jax.Array,
+    box_sum: jax.Array,
+    num_pos: jax.Array,
+    config: LossConfig = LossConfig(),
+    axis_name: str | None = None,
+) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """(loss, cls_loss, box_loss, normalizer) from per-image sums [B] (per_image_loss_terms),
+    normalised as config.normalizer says: over all B images' positives ('batch'; with
+    `axis_name`, summed over that mapped axis too) or per image, then averaged ('per_image').
+    detection_loss's normalisation, and the validation loss's over a whole split."""
     box_scale = 4.0 if config.average_box_coordinates else 1.0
     total_pos = jnp.sum(num_pos)
     if config.normalizer == 'per_image':
@@ -312,14 +335,7 @@ def detection_loss(
         normalizer = jnp.maximum(total_pos, 1.0)
         cls_loss = jnp.sum(cls_sum) / normalizer
         box_loss = jnp.sum(box_sum) / (normalizer * box_scale)
-    loss = cls_loss + config.box_loss_weight * box_loss
-    aux = {
-        'cls_loss': cls_loss,
-        'box_loss': box_loss,
-        'num_positives': jnp.sum(num_pos),
-        'normalizer': normalizer,
-    }
-    return loss, aux
+    return cls_loss + config.box_loss_weight * box_loss, cls_loss, box_loss, normalizer
 
 
 def _check_inputs(cls_logits, box_deltas, anchors, gt_boxes, gt_labels) -> None:

@@ -53,6 +53,19 @@ def to_local(tree, mesh: Mesh):
     return jax.tree.map(np.asarray, local)
 
 
+def gather_rows(rows: np.ndarray) -> np.ndarray:
+    """Every process's rows [n_p, ...] (any n_p, zero included), concatenated in process order,
+    on every process; one process: `rows` itself."""
+    rows = np.asarray(rows)
+    if jax.process_count() == 1:
+        return rows
+    counts = multihost_utils.process_allgather(np.array(len(rows)))
+    padded = np.zeros((int(counts.max()), *rows.shape[1:]), rows.dtype)
+    padded[: len(rows)] = rows
+    everyone = multihost_utils.process_allgather(padded)
+    return np.concatenate([r[:n] for r, n in zip(everyone, counts, strict=True)])
+
+
 def initialize_distributed(
     coordinator_address: str | None = None,
     num_processes: int | None = None,

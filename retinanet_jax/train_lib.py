@@ -22,6 +22,7 @@ from retinanet_jax import anchors as anchor_lib
 from retinanet_jax import (
     checkpoint,
     coco_metrics,
+    eval_pictures,
     evaluation,
     hooks,
     inference,
@@ -56,7 +57,7 @@ def train_with(watcher: preemption.PreemptionWatcher, config, workdir: str) -> d
     graph, state, start_step = train_state.resume_or_create(s, mesh, manager, data.order)
     if jax.process_index() == 0:  # only once the workdir is known to be this run's
         (workdir / 'config.json').write_text(settings.to_json(config))
-    evaluate = make_evaluate(s, graph, data, mesh)
+    evaluate = RunEvaluation(s, graph, data, mesh)
     actions = side_actions(s, workdir, manager, data, evaluate, watcher, start_step, entered)
     anchors = np.asarray(anchor_lib.generate_anchors(s.image_hw, s.anchors))
     start = time.time()
@@ -126,28 +127,67 @@ class TrainingData:
         return f' (files {files})' if files else ''
 
 
-def make_evaluate(s: settings.Settings, graph, data: TrainingData, mesh):
-    """evaluate(state, progress=tqdm) -> the COCO metrics of the evaluation split for the train
-    state's weights, and with an EMA ('ema' in state) those of its EMA weights as 'ema/...'."""
-    predict = inference.make_predict_step(
-        graph.eval_model, s.image_hw, s.anchors, s.postprocess, mesh
-    )
-    evaluator = coco_metrics.make_evaluator(data.evaluated, s.data.eval_split, config=s.evaluation)
+class RunEvaluation:
+    """A run's evaluation of a train state on its evaluation split.
 
-    def evaluate_weights(model_state, progress):
-        batches = pipeline.eval_batches(data.eval)
+    evaluation(state, progress=tqdm) -> metrics: COCO metrics and the validation loss of the
+        raw weights and, with an EMA ('ema' in state), 'ema/...' those of the EMA weights
+    evaluation.pictures(state) -> {name: uint8 [N, H, W, 3]}: the PR curves of the last
+        evaluation's weights, and the detections of a fixed set of validation images (the
+        first evaluation batch of this process, the weights predict takes) beside their
+        ground truth"""
+
+    def __init__(self, s: settings.Settings, graph, data: TrainingData, mesh):
+        self.s, self.data, self.mesh = s, data, mesh
+        self.predict = inference.make_predict_step(
+            graph.eval_model, s.image_hw, s.anchors, s.postprocess, mesh, loss_config=s.loss
+        )
+        self.evaluator = coco_metrics.make_evaluator(
+            data.evaluated, s.data.eval_split, config=s.evaluation
+        )
+        self.names = data.evaluated.label_map.names
+        self.fixed = None  # the pictured batch, read on first use
+
+    def weights(self, model_state, progress) -> dict:
         return evaluation.evaluate_model(
-            predict, model_state, batches, data.eval_batches, evaluator, mesh, progress
+            self.predict,
+            model_state,
+            pipeline.eval_batches(self.data.eval),
+            self.data.eval_batches,
+            self.evaluator,
+            self.mesh,
+            progress,
+            loss_config=self.s.loss,
         )
 
-    def evaluate(state, progress=tqdm):
-        metrics = evaluate_weights(state['model'], progress)
+    def __call__(self, state, progress=tqdm) -> dict:
+        metrics = self.weights(state['model'], progress)
+        self.curves = {iou: self.evaluator.pr_curves(iou) for iou in (0.5, 0.75)}
         if 'ema' in state:
-            ema = evaluate_weights(state['ema'], progress)
+            ema = self.weights(state['ema'], progress)
+            self.curves = {iou: self.evaluator.pr_curves(iou) for iou in (0.5, 0.75)}
             metrics |= {f'ema/{k}': v for k, v in ema.items()}
         return metrics
 
-    return evaluate
+    def pictures(self, state) -> dict[str, np.ndarray]:
+        if self.fixed is None:
+            self.fixed = next(iter(pipeline.eval_batches(self.data.eval)))
+        batch = self.fixed
+        dets = self.predict(state.get('ema', state['model']), sharding.to_global(batch, self.mesh))
+        dets = sharding.to_local(dets, self.mesh)
+        sy, sx = batch['scale'][:, 0, None], batch['scale'][:, 1, None]  # to the resized image
+        dets['boxes'] = dets['boxes'] * np.stack([sx, sy, sx, sy], axis=-1)
+        shown = np.asarray(batch['valid'])
+        pictures = eval_pictures.prediction_pictures(
+            batch['image'][shown],
+            batch['gt_boxes'][shown],
+            batch['gt_labels'][shown],
+            {k: np.asarray(v)[shown] for k, v in dets.items()},
+            self.names,
+        )
+        weights = 'EMA weights' if 'ema' in state else 'weights'
+        curves = eval_pictures.pr_curve_picture(self.curves, title=weights)
+        return {'eval/predictions': pictures, 'eval/pr_curves': curves[None]}
 
 
 def side_actions(
@@ -167,7 +207,7 @@ def side_actions(
         'bad_records': bad,  # data.on_bad_record='skip' only
         'checkpoints': checkpointer,
         'preemption': hooks.PreemptionHook(checkpointer, watcher),  # before evaluating: save
-        'evaluation': hooks.Evaluator(evaluate, s.eval_every, writer, progress),
+        'evaluation': hooks.Evaluator(evaluate, s.eval_every, writer, progress, evaluate.pictures),
     }
     return {name: hook for name, hook in actions.items() if hook is not None}
 

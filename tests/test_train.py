@@ -48,7 +48,29 @@ def test_smoke_run_trains_evaluates_and_its_checkpoint_predicts(tmp_path, smoke_
     assert summary['step'] == 4 and 0.0 <= summary['AP'] <= 1.0
     written = json.loads((tmp_path / 'straight' / 'metrics.json').read_text())
     assert written['AP'] == summary['AP']
-    assert list((tmp_path / 'straight' / 'logs').iterdir())  # TensorBoard events
+    assert 0.0 <= summary['ema/AP'] <= 1.0 and summary['val_loss'] > 0  # EMA, validation loss
+    # TensorBoard: the step's scalars, the evaluation's, per-class AP, PR curves and pictures.
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / 'straight' / 'logs'), size_guidance={'tensors': 0})
+    tags = set(events.Reload().Tags()['tensors'])
+    for tag in (
+        'learning_rate',
+        'grad_norm',
+        'images_per_second',
+        'zero_positive_steps',
+        'eval/AP',
+        'eval/AP/circle',
+        'eval/val_loss',
+        'eval/ema/AP',
+        'eval/ema/val_loss',
+        'eval/predictions',
+        'eval/pr_curves',
+    ):
+        assert tag in tags, (tag, sorted(tags))
+    pictures = events.Tensors('eval/predictions')[-1].tensor_proto
+    assert pictures.tensor_shape.dim[0].size == 2 + 2  # width, height, then a PNG per image of
+    # the first evaluation batch (the smoke config's: 2)
 
     # The predict command on the trained run: pictures and JSON; unreadable files are skipped.
     from PIL import Image
