@@ -185,7 +185,7 @@ class RunEvaluation:
             {k: np.asarray(v)[shown] for k, v in dets.items()},
             self.names,
         )
-        weights = 'EMA weights' if 'ema' in state else 'weights'
+        weights = 'EMA weights' if 'ema' in state else 'raw weights'
         curves = eval_pictures.pr_curve_picture(self.curves, title=weights)
         return {'eval/predictions': pictures, 'eval/pr_curves': curves[None]}
 
