@@ -64,19 +64,54 @@ STATE_ITEMS = ('model', 'optimizer', 'ema')
 ITEMS = (*STATE_ITEMS, 'data')
 
 
-def run_checkpoints(workdir: str | Path, keep: int | None = None) -> ocp.CheckpointManager:
+def run_checkpoints(
+    workdir: str | Path, keep: int | None = None, folder: str = 'checkpoints'
+) -> ocp.CheckpointManager:
     """The checkpoint manager of the run in `workdir` (`keep` given: for writing, keeping the
-    last `keep` checkpoints; None: read-only use)."""
+    last `keep` checkpoints; None: read-only use); `folder` 'best': its best checkpoint."""
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=keep is not None)
+    return ocp.CheckpointManager(
+        Path(workdir).absolute() / folder, options=options, handler_registry=_registry()
+    )
+
+
+def best_checkpoints(workdir: str | Path, metric: str) -> ocp.CheckpointManager:
+    """The manager of `workdir`/best, which keeps the one checkpoint (the weights: 'model' and
+    'ema') of the best evaluation by `metric` (the highest; the lowest for a loss), beside the
+    newest ones in `workdir`/checkpoints. Save with metrics={metric: value} (save_best)."""
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=1,
+        best_fn=lambda metrics: metrics[metric],
+        best_mode='min' if 'loss' in metric else 'max',
+        keep_checkpoints_without_metrics=False,
+        create=True,
+    )
+    return ocp.CheckpointManager(
+        Path(workdir).absolute() / 'best', options=options, handler_registry=_registry()
+    )
+
+
+def save_best(manager: ocp.CheckpointManager, step: int, state: dict, metrics: dict) -> None:
+    """Offers the weights of `state` at `step`, scored by `metrics`, to a best_checkpoints
+    manager (it keeps them if they are the best so far); waits until it is done."""
+    items = {name: ocp.args.StandardSave(state[name]) for name in ('model', 'ema') if name in state}
+    try:
+        manager.save(step, args=ocp.args.Composite(**items), metrics=metrics)
+        manager.wait_until_finished()
+    except Exception as e:
+        raise CheckpointWriteError(
+            f'{manager.directory}: could not write checkpoint {step} ({_reason(e)})'
+        ) from e
+
+
+def _registry():
     registry = ocp.handlers.DefaultCheckpointHandlerRegistry()
     for name in STATE_ITEMS:
         registry.add(name, ocp.args.StandardSave, ocp.StandardCheckpointHandler)
         registry.add(name, ocp.args.StandardRestore, ocp.StandardCheckpointHandler)
     registry.add('data', ocp.args.JsonSave, ocp.JsonCheckpointHandler)
     registry.add('data', ocp.args.JsonRestore, ocp.JsonCheckpointHandler)
-    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=keep is not None)
-    return ocp.CheckpointManager(
-        Path(workdir).absolute() / 'checkpoints', options=options, handler_registry=registry
-    )
+    return registry
 
 
 class UnreadableCheckpoint(ValueError):

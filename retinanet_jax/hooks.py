@@ -215,6 +215,30 @@ class Evaluator(Hook):
             self.progress.write(f'step {step} eval:\n{table}')
 
 
+class BestCheckpointer(Hook):
+    """After each evaluation (`evaluations`, the Evaluator before it in the loop's hooks)
+    offers the evaluated weights to `manager` (checkpoint.best_checkpoints), scored by the
+    evaluation's `metric`: DIR/best keeps the best so far (config.keep_best)."""
+
+    def __init__(self, manager, evaluations: Evaluator, metric: str):
+        self.manager, self.evaluations, self.metric = manager, evaluations, metric
+
+    def wants_state(self, loop: Loop, step: int) -> bool:
+        return self.evaluations.wants_state(loop, step)
+
+    def with_state(self, loop: Loop, step: int, state) -> None:
+        metrics = self.evaluations.history[step]
+        if self.metric not in metrics:
+            raise ValueError(
+                f"config.keep_best={self.metric!r} is not a metric of this run's evaluation; "
+                f'known: {sorted(k for k in metrics if "/" not in k or k.startswith("ema/"))}'
+            )
+        checkpoint.save_best(self.manager, step, state, {self.metric: metrics[self.metric]})
+
+    def after_train(self, loop: Loop) -> None:
+        self.manager.close()
+
+
 class PreemptionHook(Hook):
     """On SIGTERM / SIGINT (preemption.PreemptionWatcher): after the step in flight, every
     process at the same step, saves that step (unless just saved) and raises Preempted."""

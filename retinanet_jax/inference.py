@@ -182,10 +182,16 @@ def load_predictor(
 ) -> Predictor:
     """A Predictor from a training run, a model directory or a torchvision state dict file
     (`variant`, `short_side`, `max_side` and the compute `dtype` apply to the last only;
-    `weights` to runs only, see load_run)."""
+    `weights` to runs only, see load_run). `RUN:best` is a run's best checkpoint
+    (config.keep_best), `RUN` its newest."""
     path = Path(model)
+    best = str(model).endswith(':best') and not path.exists()
+    if best:
+        path = Path(str(model)[: -len(':best')])
     if path.is_dir() and (path / 'config.json').is_file():
-        return load_run(path, weights)
+        return load_run(path, weights, best=best)
+    if best:
+        raise FileNotFoundError(f'--model {model}: {path} is not a training run (no config.json)')
     if path.is_dir() and (path / 'model_config.json').is_file():
         net, model_config = checkpoint.load_model(path)
     elif path.is_file():
@@ -225,10 +231,11 @@ def load_predictor(
 WEIGHTS = ('auto', 'ema', 'raw')
 
 
-def load_run(workdir: Path, weights: str = 'auto') -> Predictor:
-    """The Predictor of a training run's latest checkpoint (its model alone is read): its EMA
-    weights where the run keeps an EMA (config.ema) and `weights` is 'auto' or 'ema', else its
-    raw weights ('raw', or 'auto' without an EMA)."""
+def load_run(workdir: Path, weights: str = 'auto', best: bool = False) -> Predictor:
+    """The Predictor of a training run's latest checkpoint (`best`: the one config.keep_best
+    kept in DIR/best; its model alone is read): its EMA weights where the run keeps an EMA
+    (config.ema) and `weights` is 'auto' or 'ema', else its raw weights ('raw', or 'auto'
+    without an EMA)."""
     if weights not in WEIGHTS:
         raise ValueError(f'--weights must be one of {WEIGHTS}, got {weights!r}')
     workdir = Path(workdir).absolute()
@@ -248,11 +255,13 @@ def load_run(workdir: Path, weights: str = 'auto') -> Predictor:
     if weights == 'ema' and not run.ema.enabled:
         raise ValueError(f'--weights=ema: {workdir} keeps no EMA of its weights (config.ema)')
     item = 'ema' if run.ema.enabled and weights != 'raw' else 'model'
-    with checkpoint.run_checkpoints(workdir) as manager:
+    folder = 'best' if best else 'checkpoints'
+    with checkpoint.run_checkpoints(workdir, folder=folder) as manager:
         restored, step = checkpoint.restore_run(manager, {item: abstract})
     if restored is None:
-        raise FileNotFoundError(f'{workdir}/checkpoints holds no checkpoint')
+        raise FileNotFoundError(f'{workdir}/{folder} holds no checkpoint')
     kind = ' (EMA weights)' if item == 'ema' else ''
+    kind = f' (best by config.keep_best={run.keep_best!r})' + kind if best else kind
     return Predictor(
         graphdef=graphdef,
         state=restored[item],

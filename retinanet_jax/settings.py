@@ -93,6 +93,9 @@ class Settings:
     skip_nonfinite: int = 0
     evaluation: EvaluationConfig = dataclasses.field(default_factory=EvaluationConfig)
     ema: EmaConfig = dataclasses.field(default_factory=EmaConfig)
+    # A metric of the evaluation (e.g. 'AP', 'ema/AP', 'val_loss'): DIR/best keeps the
+    # checkpoint of the best evaluation by it ('' : none); `--model=DIR:best` takes it.
+    keep_best: str = ''
 
     @property
     def image_hw(self) -> tuple[int, int]:
@@ -127,6 +130,8 @@ def from_config(config) -> Settings:
     for key in ('batch_size', 'train_steps', 'log_every', 'eval_every', 'checkpoint_every'):
         if key in c and (not isinstance(c[key], int) or c[key] < 1):
             raise ValueError(f'config.{key} must be a positive integer, got {c[key]!r}')
+    if not isinstance(c.get('keep_best', ''), str):
+        raise ValueError(f"config.keep_best must be a metric name or '', got {c['keep_best']!r}")
     skip = c.get('skip_nonfinite', 0)
     if not isinstance(skip, int) or skip < 0:
         raise ValueError(f'config.skip_nonfinite must be an integer >= 0, got {skip!r}')

@@ -200,6 +200,11 @@ def side_actions(
     guard = hooks.NonFiniteGuard(s.skip_nonfinite, checkpointer, describe)
     progress = hooks.Progress(s.log_every, entered, enabled=jax.process_index() == 0)
     bad = None if data.bad is None else hooks.BadRecordLog(data.bad, bad_records_file(workdir))
+    evaluations = hooks.Evaluator(evaluate, s.eval_every, writer, progress, evaluate.pictures)
+    best = None
+    if s.keep_best:
+        best_manager = checkpoint.best_checkpoints(workdir, s.keep_best)
+        best = hooks.BestCheckpointer(best_manager, evaluations, s.keep_best)
     actions = {
         'non_finite': guard,
         'progress': progress,
@@ -207,7 +212,8 @@ def side_actions(
         'bad_records': bad,  # data.on_bad_record='skip' only
         'checkpoints': checkpointer,
         'preemption': hooks.PreemptionHook(checkpointer, watcher),  # before evaluating: save
-        'evaluation': hooks.Evaluator(evaluate, s.eval_every, writer, progress, evaluate.pictures),
+        'evaluation': evaluations,
+        'best': best,  # config.keep_best only
     }
     return {name: hook for name, hook in actions.items() if hook is not None}
 

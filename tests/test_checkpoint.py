@@ -161,3 +161,38 @@ def test_a_failed_write_names_folder_and_step_and_keeps_the_earlier_checkpoints(
     monkeypatch.undo()
     assert resume(run)[0] == 4  # the earlier checkpoints restore as before
     assert json.loads((run / 'checkpoints' / '4' / 'data' / 'metadata').read_text())['order']
+
+
+@pytest.mark.slow
+def test_keep_best_keeps_the_best_evaluation_and_run_best_loads_it(tmp_path, smoke_run):
+    """config.keep_best (a metric): DIR/best holds the one checkpoint of the best evaluation beside
+    the newest ones; `RUN:best` loads it, `RUN` the newest. (The smoke run's programs.)"""
+    from retinanet_jax.inference import load_predictor
+
+    config = smoke.get_config()
+    config.update(eval_every=1, keep_best='val_loss')  # the lowest (a loss); AP is 0 this early
+    workdir = tmp_path / 'run'
+    summary = train_lib.train_and_evaluate(config, str(workdir))
+    assert summary['step'] == 4
+    best_dirs = [p.name for p in (workdir / 'best').iterdir() if p.name.isdigit()]
+    assert len(best_dirs) == 1
+    best = load_predictor(f'{workdir}:best')
+    newest = load_predictor(workdir)
+    assert best.description.startswith(f'checkpoint step {best_dirs[0]} of {workdir} (best by')
+    assert newest.step == 4 and best.step == int(best_dirs[0])
+    # The kept one scores highest of the four evaluations (TensorBoard holds each one's).
+    import tensorflow as tf
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(workdir / 'logs'), size_guidance={'tensors': 0}).Reload()
+    scores = {
+        e.step: float(tf.make_ndarray(e.tensor_proto)) for e in events.Tensors('eval/val_loss')
+    }
+    assert sorted(scores) == [1, 2, 3, 4]
+    assert scores[best.step] == min(scores.values()) and len(set(scores.values())) > 1
+    with pytest.raises(FileNotFoundError, match='is not a training run'):
+        load_predictor(f'{tmp_path / "nothing"}:best')
+    bad = smoke.get_config()
+    bad.update(keep_best='mAP')
+    with pytest.raises(ValueError, match=r"config\.keep_best='mAP' is not a metric"):
+        train_lib.train_and_evaluate(bad, str(tmp_path / 'bad'))
