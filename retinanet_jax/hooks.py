@@ -101,12 +101,49 @@ class NonFiniteGuard(Hook):
             )
 
 
-class Progress(Hook):
-    """tqdm over finished steps (rate and ETA from the last ~20), loss and positives in its
-    postfix every log_every steps; first_step_seconds: from `entered` to the first step's end."""
+class InputWait(Hook):
+    """How much of the training time the loop spent waiting for batches (StepResult's
+    input_seconds), over each window of log_every steps (the first step, which starts the
+    pipeline, left out): `share`, shown by Progress and written by MetricLogger. Once a window
+    waits more than `warn_above` of its time, one warning names the cause and the knobs."""
 
-    def __init__(self, log_every: int, entered: float, enabled: bool):
-        self.log_every, self.entered, self.enabled = log_every, entered, enabled
+    def __init__(self, log_every: int, warn_above: float = 0.1, enabled: bool = True):
+        self.log_every, self.warn_above, self.enabled = log_every, warn_above, enabled
+        self.share, self.warned = None, False
+
+    def before_train(self, loop: Loop) -> None:
+        self.waited, self.steps, self.mark = 0.0, 0, None
+
+    def finished_step(self, loop: Loop, result: StepResult) -> None:
+        now = time.perf_counter()
+        if self.mark is None:  # the first step: compilation and the pipeline's start
+            self.mark = now
+            return
+        self.waited += result.input_seconds
+        self.steps += 1
+        due = is_due(result.step, self.log_every, loop.total_steps)
+        if not due or self.steps < self.log_every:  # whole windows only (a short one is noise)
+            return
+        self.share = min(self.waited / max(now - self.mark, 1e-9), 1.0)
+        self.waited, self.steps, self.mark = 0.0, 0, now
+        if self.share > self.warn_above and not self.warned and self.enabled:
+            self.warned = True
+            tqdm.write(
+                f'train.py: warning: the steps waited for their batches {self.share:.0%} of the '
+                f'time up to step {result.step}: the input pipeline (decoding and augmentation '
+                'on the host) is slower than the train step. Give it more threads '
+                '(--config.data.read_threads, default 4 per core) or host cores, or make '
+                'examples cheaper (smaller images, --config.input.*)'
+            )
+
+
+class Progress(Hook):
+    """tqdm over finished steps (rate and ETA from the last ~20), loss, positives and the share
+    of time spent waiting for input (InputWait) in its postfix every log_every steps;
+    first_step_seconds: from `entered` to the first step's end."""
+
+    def __init__(self, log_every: int, entered: float, enabled: bool, waits: InputWait = None):
+        self.log_every, self.entered, self.enabled, self.waits = log_every, entered, enabled, waits
         self.first_step_seconds = None
 
     def before_train(self, loop: Loop) -> None:
@@ -124,7 +161,10 @@ class Progress(Hook):
         self.bar.update(1)
         if is_due(result.step, self.log_every, loop.total_steps):
             m = result.host
-            self.bar.set_postfix(loss=f'{m["loss"]:.3f}', pos=f'{m["positives_per_image"]:.0f}')
+            shown = {'loss': f'{m["loss"]:.3f}', 'pos': f'{m["positives_per_image"]:.0f}'}
+            if self.waits is not None and self.waits.share is not None:
+                shown['input_wait'] = f'{self.waits.share:.0%}'
+            self.bar.set_postfix(shown)
 
     def after_train(self, loop: Loop) -> None:
         self.bar.close()
@@ -137,15 +177,14 @@ class MetricLogger(Hook):
     """Every log_every steps and after the last: the step's metrics (loss terms, learning rate,
     gradient norm, positives), images_per_second (of finished steps since the start),
     nonfinite_skipped and zero_positive_steps (the share of the steps since the last write
-    whose batch matched no anchor to any object), to TensorBoard (process 0)."""
+    whose batch matched no anchor to any object) and input_wait_share (InputWait), to
+    TensorBoard (process 0)."""
 
-    def __init__(self, writer, log_every: int, batch_size: int, guard: NonFiniteGuard):
-        self.writer, self.log_every, self.batch_size, self.guard = (
-            writer,
-            log_every,
-            batch_size,
-            guard,
-        )
+    def __init__(
+        self, writer, log_every: int, batch_size: int, guard: NonFiniteGuard, waits: InputWait
+    ):
+        self.writer, self.log_every, self.batch_size = writer, log_every, batch_size
+        self.guard, self.waits = guard, waits
 
     def before_train(self, loop: Loop) -> None:
         self.start = time.time()
@@ -163,6 +202,8 @@ class MetricLogger(Hook):
             'nonfinite_skipped': self.guard.skipped,
             'zero_positive_steps': self.without_positives / self.steps,
         }
+        if self.waits.share is not None:
+            metrics['input_wait_share'] = self.waits.share
         self.writer.write(result.step, metrics)
         self.steps, self.without_positives = 0, 0
 

@@ -4,7 +4,9 @@ train_lib uses (progress, metrics, checkpoints, evaluation, the non-finite guard
   Loop(train_step, batches, to_global, state, start_step, total_steps, hooks).run() -> state
 
 Step k (1-based: `step` is the number of steps done) runs asynchronously: the loop dispatches
-step k, then waits for step k - 1's metrics, so that one step is always in flight. A hook
+step k, then waits for step k - 1's metrics, so that one step is always in flight. The time it
+waits for each batch is the step's `input_seconds`: while the device computes, the host reads
+the next batch, so a wait means the input pipeline is slower than the device. A hook
 sees, in order:
   before_train(loop)
   finished_step(loop, result)   every step once, in order, once its metrics are on the host
@@ -19,6 +21,7 @@ new Hook in the list given to Loop; the loop itself does not change.
 """
 
 import dataclasses
+import time
 from collections.abc import Callable, Iterator
 
 import jax
@@ -33,6 +36,7 @@ class StepResult:
     step: int
     metrics: dict
     image_ids: np.ndarray
+    input_seconds: float = 0.0  # how long the loop waited for this step's batch
     host: dict | None = None
 
     def finish(self) -> dict:
@@ -80,10 +84,12 @@ class Loop:
             hook.before_train(self)
         previous = None
         for step in range(self.start_step + 1, self.total_steps + 1):
+            waiting = time.perf_counter()
             batch = next(self.batches)
+            waited = time.perf_counter() - waiting
             ids = np.asarray(batch['image_id'])
             self.state, metrics = self.train_step(self.state, self.to_global(batch))
-            current = StepResult(step, metrics, ids)
+            current = StepResult(step, metrics, ids, waited)
             if previous is not None:
                 self._finish(previous)
             previous = current

@@ -53,8 +53,15 @@ class DataConfig:
     # list it in <workdir>/bad_records.json, stop past max_bad_fraction of the split bad).
     on_bad_record: str = 'stop'
     max_bad_fraction: float = 0.01
+    # Threads that read and augment training batches (grain): 0 = 4 per core, at most 16.
+    read_threads: int = 0
 
     def __post_init__(self):
+        if not isinstance(self.read_threads, int) or self.read_threads < 0:
+            raise ValueError(
+                f'DataConfig.read_threads must be an integer >= 0 (0: 4 per core), '
+                f'got {self.read_threads!r}'
+            )
         if self.on_bad_record not in ON_BAD_RECORD:
             raise ValueError(
                 f'DataConfig.on_bad_record must be one of {ON_BAD_RECORD}, got '

@@ -64,7 +64,7 @@ def train_with(watcher: preemption.PreemptionWatcher, config, workdir: str) -> d
     with manager:
         state = Loop(
             make_train_step(graph, anchors, s, mesh),
-            pipeline.train_iterator(data.train, start_step),
+            pipeline.train_iterator(data.train, start_step, s.data.read_threads),
             functools.partial(sharding.to_global, mesh=mesh),
             state,
             start_step,
@@ -198,7 +198,8 @@ def side_actions(
     checkpointer = hooks.Checkpointer(manager, s.checkpoint_every, data.order, start_step)
     describe = functools.partial(data.describe, s.data.train_split)
     guard = hooks.NonFiniteGuard(s.skip_nonfinite, checkpointer, describe)
-    progress = hooks.Progress(s.log_every, entered, enabled=jax.process_index() == 0)
+    waits = hooks.InputWait(s.log_every, enabled=jax.process_index() == 0)
+    progress = hooks.Progress(s.log_every, entered, jax.process_index() == 0, waits)
     bad = None if data.bad is None else hooks.BadRecordLog(data.bad, bad_records_file(workdir))
     evaluations = hooks.Evaluator(evaluate, s.eval_every, writer, progress, evaluate.pictures)
     best = None
@@ -207,8 +208,9 @@ def side_actions(
         best = hooks.BestCheckpointer(best_manager, evaluations, s.keep_best)
     actions = {
         'non_finite': guard,
+        'input_wait': waits,  # before progress and metrics, which show its share
         'progress': progress,
-        'metrics': hooks.MetricLogger(writer, s.log_every, s.batch_size, guard),
+        'metrics': hooks.MetricLogger(writer, s.log_every, s.batch_size, guard, waits),
         'bad_records': bad,  # data.on_bad_record='skip' only
         'checkpoints': checkpointer,
         'preemption': hooks.PreemptionHook(checkpointer, watcher),  # before evaluating: save

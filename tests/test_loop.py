@@ -120,3 +120,40 @@ def test_skipped_steps_are_counted_and_too_many_in_a_row_stop(capsys):
 
 def test_periodic_actions_are_due_every_n_and_last():
     assert [s for s in range(1, 11) if hooks.is_due(s, 4, 10)] == [4, 8, 10]
+
+
+def test_the_wait_for_input_is_measured_shown_and_warned_about_once(capsys):
+    """A pipeline slower than the step: each step's input_seconds is the time spent in
+    next(batches); InputWait reports the share of each log window (the first step, which
+    starts the pipeline, left out) and warns once, naming the knob."""
+    import time
+
+    def slow(values, seconds):
+        for b in batches(values):
+            time.sleep(seconds)
+            yield b
+
+    def compute(state, batch):  # a step that takes 10 ms on the host, the input 30 ms
+        time.sleep(0.01)
+        return fake_step(state, batch)
+
+    waits = hooks.InputWait(log_every=2)
+    seen = []
+
+    class Seen(Hook):
+        def finished_step(self, loop, result):
+            seen.append((result.step, result.input_seconds, waits.share))
+
+    loop = Loop(compute, slow([1.0] * 7, 0.03), lambda b: b, 0, 0, 7, [waits, Seen()])
+    loop.run()
+    assert [s for s, _, _ in seen] == list(range(1, 8))
+    assert all(0.025 < wait < 0.2 for _, wait, _ in seen)
+    assert seen[2][2] is None and 0.5 < waits.share <= 1.0  # ~30 of every ~40 ms
+    assert next(s for s, _, share in seen if share is not None) == 4  # the first whole window
+    err = capsys.readouterr()
+    text = err.out + err.err
+    assert text.count('waited for their batches') == 1 and '--config.data.read_threads' in text
+
+    fast = hooks.InputWait(log_every=2)  # batches at once: no share to speak of, no warning
+    Loop(compute, batches([1.0] * 7), lambda b: b, 0, 0, 7, [fast]).run()
+    assert fast.share < 0.1 and not fast.warned

@@ -59,6 +59,7 @@ def test_smoke_run_trains_evaluates_and_its_checkpoint_predicts(tmp_path, smoke_
         'grad_norm',
         'images_per_second',
         'zero_positive_steps',
+        'input_wait_share',
         'eval/AP',
         'eval/AP/circle',
         'eval/val_loss',

@@ -153,7 +153,7 @@ def train_dataset(
     return ds.batch(batch_size, drop_remainder=True)
 
 
-def train_iterator(dataset: grain.MapDataset, start_step: int = 0):
+def train_iterator(dataset: grain.MapDataset, start_step: int = 0, threads: int = 0):
     """A prefetching iterator (grain threads) over `dataset` from batch `start_step` on; its
     get_state() is {'next_index': the next step}. Nothing before start_step is read.
 
@@ -161,8 +161,9 @@ def train_iterator(dataset: grain.MapDataset, start_step: int = 0):
     prefetched batches held in memory): an example's work is mostly TensorFlow kernels and
     PIL decoding, which release the GIL, but its Python dispatch does not, and more threads
     than cores hide it (640x640 JPEGs on 2 cores: 2 threads 80-92 images/s, 4 threads
-    102-128, 8 threads 112-118; BENCHMARKS.md, "Training input pipeline")."""
-    threads = min(16, 4 * (os.cpu_count() or 1))
+    102-128, 8 threads 112-118; BENCHMARKS.md, "Training input pipeline"). `threads` > 0
+    sets their number (config.data.read_threads)."""
+    threads = threads or min(16, 4 * (os.cpu_count() or 1))
     options = grain.ReadOptions(num_threads=threads, prefetch_buffer_size=threads)
     iterator = iter(dataset.to_iter_dataset(options))
     if start_step:
