@@ -162,11 +162,11 @@ class RunEvaluation:
 
     def __call__(self, state, progress=tqdm) -> dict:
         metrics = self.weights(state['model'], progress)
-        self.curves = {iou: self.evaluator.pr_curves(iou) for iou in (0.5, 0.75)}
         if 'ema' in state:
             ema = self.weights(state['ema'], progress)
-            self.curves = {iou: self.evaluator.pr_curves(iou) for iou in (0.5, 0.75)}
             metrics |= {f'ema/{k}': v for k, v in ema.items()}
+        # the curves of the weights evaluated last: the EMA's where there is one, as pictured
+        self.curves = {iou: self.evaluator.pr_curves(iou) for iou in (0.5, 0.75)}
         return metrics
 
     def pictures(self, state) -> dict[str, np.ndarray]:
