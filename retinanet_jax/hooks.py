@@ -142,7 +142,9 @@ class Progress(Hook):
     of time spent waiting for input (InputWait) in its postfix every log_every steps;
     first_step_seconds: from `entered` to the first step's end."""
 
-    def __init__(self, log_every: int, entered: float, enabled: bool, waits: InputWait = None):
+    def __init__(
+        self, log_every: int, entered: float, enabled: bool, waits: InputWait | None = None
+    ):
         self.log_every, self.entered, self.enabled, self.waits = log_every, entered, enabled, waits
         self.first_step_seconds = None
 
@@ -299,18 +301,17 @@ class MetricWriter:
     """Scalars and images to TensorBoard event files (tf.summary)."""
 
     def __init__(self, logdir: Path):
-        self._tf = tf
         self._writer = tf.summary.create_file_writer(str(logdir))
 
     def write(self, step: int, metrics: dict) -> None:
         with self._writer.as_default(step=step):
             for k, v in metrics.items():
-                self._tf.summary.scalar(k, v)
+                tf.summary.scalar(k, v)
         self._writer.flush()
 
     def images(self, step: int, images: dict) -> None:
         """{name: uint8 [N, H, W, 3]} as TensorBoard image summaries (all N of each)."""
         with self._writer.as_default(step=step):
             for name, batch in images.items():
-                self._tf.summary.image(name, batch, max_outputs=len(batch))
+                tf.summary.image(name, batch, max_outputs=len(batch))
         self._writer.flush()

@@ -74,13 +74,12 @@ def create_state(s: settings.Settings, mesh) -> tuple[TrainGraph, dict]:
     state = jax.jit(
         init, out_shardings=sharding.replicated(mesh), compiler_options=compiler_options.run_once()
     )()
-    return graph, with_fresh_ema(s, state)
+    return graph, restart_ema(state) if s.ema.enabled else state
 
 
-def with_fresh_ema(s: settings.Settings, state: dict) -> dict:
-    """The state with its EMA (config.ema on) set to a copy of the model's weights."""
-    if not s.ema.enabled:
-        return state
+def restart_ema(state: dict) -> dict:
+    """The state with its EMA set to a copy of the model's weights (fresh arrays: the train
+    step donates the state, so the two must not share buffers)."""
     return {**state, 'ema': jax.tree.map(lambda x: x.copy(), state['model'])}
 
 
@@ -105,9 +104,7 @@ def init_backbone(graph: TrainGraph, state: dict, path: str, mesh) -> dict:
         lambda x: jax.make_array_from_process_local_data(rep, np.asarray(x)), nnx.state(model)
     )
     state = {**state, 'model': model_state}
-    return (
-        {**state, 'ema': jax.tree.map(lambda x: x.copy(), model_state)} if 'ema' in state else state
-    )
+    return restart_ema(state) if 'ema' in state else state
 
 
 def resume_or_create(s: settings.Settings, mesh, manager, order: dict):
