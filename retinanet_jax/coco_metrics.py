@@ -126,7 +126,9 @@ class CocoEvaluator:
         rows = np.column_stack([ids, xywh, scores, category_ids[labels]])
         self._rows.append(rows.reshape(-1, 7))
 
-    def _gathered(self) -> tuple[np.ndarray, list[int]]:
+    def detections(self) -> tuple[np.ndarray, list[int]]:
+        """(every process's detections as pycocotools rows [n, 7]: image_id, x, y, w, h
+        (original pixels), score, category_id; the image ids seen)."""
         rows = np.concatenate(self._rows) if self._rows else np.zeros((0, 7))
         ids = np.asarray(self._image_ids, np.int64)
         return sharding.gather_rows(rows), sharding.gather_rows(ids).tolist()
@@ -134,7 +136,7 @@ class CocoEvaluator:
     def metrics(self, verbose: bool = False) -> dict[str, float]:
         """The stats (see the module docstring) over every image seen."""
 
-        rows, image_ids = self._gathered()
+        rows, image_ids = self.detections()
         out = io.StringIO()
         with contextlib.redirect_stdout(out):
             coco_dt = self.coco_gt.loadRes(rows) if len(rows) else _empty_results(self.coco_gt)

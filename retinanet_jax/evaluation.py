@@ -3,12 +3,15 @@
 evaluate_model(predict, model_state, batches, num_batches, evaluator, mesh, progress)
     -> metrics: a jitted predict step (inference.make_predict_step) over evaluation batches
     (pipeline.eval_batches); each process predicts its share, the evaluator gathers them
+prepare(model, split, dataset=..., ...) -> Evaluation: the predictor, source, evaluator and
+    batches of a model on a split; Evaluation.run() -> metrics
 evaluate_run(model, split, dataset=..., ...) -> {'model', 'step', 'dataset', 'split',
     **metrics}: a training run, a model directory or a torchvision state dict (as
     inference.load_predictor takes) on a split, printed as a table and written as JSON;
     what `python -m retinanet_jax.evaluate` runs
 """
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -76,27 +79,52 @@ def validation_loss(terms: np.ndarray, loss_config) -> dict:
     }
 
 
-def evaluate_run(
+@dataclasses.dataclass(frozen=True)
+class Evaluation:
+    """What evaluating a model on a split takes (`prepare`): the predictor, the split's source
+    and name, an evaluator of its ground truth, and its batches."""
+
+    predictor: inference.Predictor
+    source: object  # data.source.Source
+    dataset: str
+    split: str
+    evaluator: coco_metrics.CocoEvaluator
+    batches: object  # an iterable of numpy batches
+    num_batches: int
+    default_out: Path | None  # a training run's <workdir>/eval_<split>.json
+
+    def run(self) -> dict:
+        """The metrics (evaluate_model, with a progress bar); the evaluator keeps the
+        detections (`evaluator.detections()`)."""
+        p = self.predictor
+        return evaluate_model(
+            p.predict, p.state, self.batches, self.num_batches, self.evaluator, p.mesh, tqdm
+        )
+
+
+def prepare(
     model: str | Path,
     split: str | None = None,
     *,
     dataset: str | None = None,
     dataset_options: dict | None = None,
     batch_size: int | None = None,
-    out: str | Path | None = None,
     **predictor_options,
-) -> dict:
+) -> Evaluation:
+    """An Evaluation of `model` (a training run: on its own evaluation data unless `dataset`
+    is given; anything else inference.load_predictor takes needs `dataset` and `split`)."""
     model = Path(model)
     run = (model / 'config.json').is_file()
     if not run and (dataset is None or split is None):
         raise ValueError(f'--model {model} is not a training run: give --dataset and --split')
     p = inference.load_predictor(model, **predictor_options)
+    out = None
     if run and dataset is None:  # the run's own evaluation data
         source = p.sources[1]
         split = split or p.settings.data.eval_split
         batch_size = batch_size or p.settings.batch_size
         name = p.settings.data.evaluated
-        out = out or model / f'eval_{split}.json'
+        out = model / f'eval_{split}.json'
     else:
         source, name = sources.make_source(dataset, **(dataset_options or {})), dataset
         batch_size = batch_size or jax.device_count()
@@ -109,10 +137,24 @@ def evaluate_run(
     config = p.settings.evaluation if p.settings else coco_metrics.EvaluationConfig()
     evaluator = coco_metrics.make_evaluator(source, split, detection_labels, config)
     batches = pipeline.eval_batches(eval_ds)
-    metrics = evaluate_model(p.predict, p.state, batches, num_batches, evaluator, p.mesh, tqdm)
-    result = {'model': str(model), 'step': p.step, 'dataset': name, 'split': split, **metrics}
+    return Evaluation(p, source, name, split, evaluator, batches, num_batches, out)
+
+
+def evaluate_run(model: str | Path, split: str | None = None, *, out=None, **options) -> dict:
+    """The metrics of `model` on a split (prepare's arguments), printed as a table and
+    written as JSON to `out` (a training run: <workdir>/eval_<split>.json by default)."""
+    e = prepare(model, split, **options)
+    metrics = e.run()
+    result = {
+        'model': str(model),
+        'step': e.predictor.step,
+        'dataset': e.dataset,
+        'split': e.split,
+        **metrics,
+    }
+    out = out or e.default_out
     if jax.process_index() == 0:
-        print(f'{p.description} on {name} {split}:')
+        print(f'{e.predictor.description} on {e.dataset} {e.split}:')
         print(coco_metrics.format_table(metrics))
         if out is not None:
             Path(out).write_text(json.dumps(result, indent=1))

@@ -79,14 +79,18 @@ def test_predict_and_evaluate_commands_bad_input_say_why(tmp_path, smoke_run):
     config['model']['fpn_width'] = 64
     (other / 'config.json').write_text(json.dumps(config))
     predict = ['-m', 'retinanet_jax.predict', f'--out={tmp_path / "out"}']
-    no_images, no_model, evaluated = run_commands(
+    analyze = ['-m', 'retinanet_jax.analyze', f'--out={tmp_path / "analysis"}']
+    no_images, no_model, evaluated, bad_iou = run_commands(
         ((*predict, f'--model={smoke_run[0]}', f'--images={tmp_path / "empty"}'), None),
         ((*predict, f'--model={tmp_path / "nothing"}', f'--images={tmp_path}'), None),
         (('-m', 'retinanet_jax.evaluate', f'--model={other}'), None),
+        ((*analyze, f'--model={smoke_run[0]}', '--iou=1.5'), None),
     )
     assert_clear_failure(no_images, 'predict: no image files found', 'empty')
     assert_clear_failure(no_model, 'nothing: no such file or directory')
     assert_clear_failure(evaluated, 'evaluate: ', 'does not match this config')
+    assert_clear_failure(bad_iou, 'analyze: --iou must be in (0, 1), got 1.5')
+    assert not (tmp_path / 'analysis').exists()
 
 
 @pytest.mark.slow

@@ -71,7 +71,8 @@ def test_smoke_run_trains_evaluates_and_its_checkpoint_predicts(tmp_path, smoke_
         assert tag in tags, (tag, sorted(tags))
     pictures = events.Tensors('eval/predictions')[-1].tensor_proto
     assert pictures.tensor_shape.dim[0].size == 2 + 2  # width, height, then a PNG per image of
-    # the first evaluation batch (the smoke config's: 2)
+    # the first evaluation batch (the smoke config's: 2), each 64x64 image enlarged 4x, twice
+    assert pictures.string_val[:2] == [b'512', b'256']
 
     # The predict command on the trained run: pictures and JSON; unreadable files are skipped.
     from PIL import Image
