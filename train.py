@@ -52,21 +52,5 @@ def main(argv) -> None:
         sys.exit(e.exit_code)
 
 
-def parse_flags(argv: list[str]) -> list[str]:
-    """absl's parsing, with a bad --config (missing or broken file, unknown key, wrong type)
-    reported in one line instead of a traceback."""
-    try:
-        args = flags.FLAGS(argv)
-        flags.FLAGS.config.get('seed')  # the config file loads lazily: load it now
-        return args
-    except flags.Error as e:
-        sys.exit(f'train.py: {e}\nPass --help for the flags.')
-    except (KeyError, AttributeError) as e:
-        sys.exit(f'train.py: the config has no key {str(e).strip(chr(34) + chr(39))}')
-    except (TypeError, ValueError, OSError, SyntaxError) as e:
-        reason = str(e).strip().splitlines()[-1].strip()  # the innermost reason
-        sys.exit(f'train.py: bad --config ({type(e).__name__}): {reason}')
-
-
 if __name__ == '__main__':
-    app.run(main, flags_parser=parse_flags)
+    app.run(main, flags_parser=cli.config_flags_parser('train.py'))

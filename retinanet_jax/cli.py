@@ -1,9 +1,11 @@
-"""What the command-line tools (train.py, predict, evaluate, export, convert) share: the
---model and --compilation_cache flags, quiet start-up, and bad input reported in one line.
+"""What the command-line tools (train.py, predict, evaluate, analyze, export, convert,
+anchors_report) share: the --model and --compilation_cache flags, quiet start-up, and bad
+input (a bad --config too) reported in one line.
 
 Library code never imports this module; the tools import it.
 """
 
+import functools
 import sys
 
 from absl import flags
@@ -61,3 +63,24 @@ def exit_on_bad_input(prog: str, fn, *args, **kwargs):
         return fn(*args, **kwargs)
     except KNOWN_ERRORS as e:
         sys.exit(f'{prog}: {e}')
+
+
+def config_flags_parser(prog: str):
+    """absl's flag parser for a tool with a --config file flag (ml_collections), reporting a
+    bad --config (a missing or broken file, an unknown key, a wrong type) in one line that
+    starts with `prog` instead of a traceback: app.run(main, flags_parser=...)."""
+    return functools.partial(_parse_config_flags, prog)
+
+
+def _parse_config_flags(prog: str, argv: list[str]) -> list[str]:
+    try:
+        args = flags.FLAGS(argv)
+        flags.FLAGS.config.get('seed')  # the config file loads lazily: load it now
+        return args
+    except flags.Error as e:
+        sys.exit(f'{prog}: {e}\nPass --help for the flags.')
+    except (KeyError, AttributeError) as e:
+        sys.exit(f'{prog}: the config has no key {str(e).strip(chr(34) + chr(39))}')
+    except (TypeError, ValueError, OSError, SyntaxError) as e:
+        reason = str(e).strip().splitlines()[-1].strip()  # the innermost reason
+        sys.exit(f'{prog}: bad --config ({type(e).__name__}): {reason}')
