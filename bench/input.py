@@ -79,13 +79,21 @@ def run(quick: bool = False, threads: int = 2, device: str = 'cpu') -> list:
             max_side=size,
             scale_jitter=(0.8, 1.25),
         )
-        it = pipeline.train_iterator(pipeline.train_dataset(source, config, batch_size))
-        rate, warm = _images_per_second(it, batch_size, batches)
-        del it  # its reader threads stop
+        dataset = pipeline.train_dataset(source, config, batch_size)
         ref_name = f'torchvision DataLoader (2 workers): {size}x{size}'
-        results.append(
-            _as_timing(f'ours: grain train pipeline {size}x{size}', rate, batches, warm, ref_name)
-        )
+        # threads in this process (the default), then 1 and 2 worker processes (spawned once:
+        # their start-up is the warm-up; not in --quick, a smoke test of the code)
+        for workers in (0,) if quick else (0, 1, 2):
+            it = pipeline.train_iterator(dataset, workers=workers)
+            rate, warm = _images_per_second(it, batch_size, batches)
+            it.close()  # its reader threads or worker processes stop
+            how = (
+                f'{workers} worker process' + ('es' if workers > 1 else '')
+                if workers
+                else 'threads'
+            )
+            name = f'ours: grain train pipeline {size}x{size}, {how}'
+            results.append(_as_timing(name, rate, batches, warm, ref_name))
 
         torch.set_num_threads(1)  # per worker; two workers use the two cores
         loader = torch.utils.data.DataLoader(

@@ -61,16 +61,23 @@ def train_with(watcher: preemption.PreemptionWatcher, config, workdir: str) -> d
     actions = side_actions(s, workdir, manager, data, evaluate, watcher, start_step, entered)
     anchors = np.asarray(anchor_lib.generate_anchors(s.image_hw, s.anchors))
     start = time.time()
-    with manager:
-        state = Loop(
-            make_train_step(graph, anchors, s, mesh),
-            pipeline.train_iterator(data.train, start_step, s.data.read_threads),
-            functools.partial(sharding.to_global, mesh=mesh),
-            state,
-            start_step,
-            s.train_steps,
-            list(actions.values()),
-        ).run()
+    batches = pipeline.train_iterator(
+        data.train, start_step, s.data.read_threads, s.data.read_workers
+    )
+    try:
+        with manager:
+            state = Loop(
+                make_train_step(graph, anchors, s, mesh),
+                batches,
+                functools.partial(sharding.to_global, mesh=mesh),
+                state,
+                start_step,
+                s.train_steps,
+                list(actions.values()),
+            ).run()
+    finally:  # reader threads or worker processes stop, whatever ended the loop
+        if hasattr(batches, 'close'):
+            batches.close()
     evaluations = actions['evaluation']
     final = evaluations.history.get(s.train_steps) or evaluate(state, None)
     wall = time.time() - start

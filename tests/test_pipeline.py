@@ -114,3 +114,52 @@ def test_positions_are_checked_against_the_order():
         pipeline.check_position({'next_index': 7, 'order': order}, order, 8, 'ckpt')
     with pytest.raises(ValueError, match='has no input position'):
         pipeline.check_position(None, order, 7, 'ckpt')
+
+
+@pytest.mark.multiprocess
+def test_worker_processes_give_the_same_batches_from_any_step_and_name_a_bad_file(tmp_path):
+    """config.data.read_workers: two spawned grain workers give batch k at step k, as the
+    threads do, from a resumed step on; a file that goes bad mid-run stops it naming the file,
+    and closing the iterator stops the workers."""
+    from PIL import Image
+
+    from retinanet_jax.data import sources
+
+    folder = tmp_path / 'images'
+    folder.mkdir()
+    images, annotations = [], []
+    for i in range(12):
+        e = shapes.generate_example(i, image_size=48)
+        Image.fromarray(e['image']).save(folder / f'{i}.jpg', quality=90)
+        images.append({'id': i, 'file_name': f'{i}.jpg', 'height': 48, 'width': 48})
+        x1, y1, x2, y2 = (float(v) for v in e['boxes'][0])
+        annotations.append(
+            {'id': i, 'image_id': i, 'category_id': 1, 'bbox': [x1, y1, x2 - x1, y2 - y1]}
+        )
+    categories = [{'id': 1, 'name': 'shape'}]
+    (tmp_path / 'train.json').write_text(
+        __import__('json').dumps(
+            {'images': images, 'annotations': annotations, 'categories': categories}
+        )
+    )
+    source = sources.make_source(
+        'coco_folder', annotations={'train': str(tmp_path / 'train.json')}, image_dir=str(folder)
+    )
+    dataset = pipeline.train_dataset(source, CONFIG, 2)
+    workers = pipeline.train_iterator(dataset, 7, workers=2)
+    try:
+        for step in range(7, 13):  # past the end of the first epoch (6 batches)
+            want, got = dataset[step], next(workers)
+            for key in want:
+                np.testing.assert_array_equal(got[key], want[key], err_msg=f'{step} {key}')
+    finally:
+        workers.close()
+
+    (folder / '5.jpg').write_bytes(b'not a jpeg any more')
+    workers = pipeline.train_iterator(dataset, 0, workers=1)
+    try:
+        with pytest.raises(ValueError, match=r'images/5\.jpg: not a readable image'):
+            for _ in range(12):
+                next(workers)
+    finally:
+        workers.close()

@@ -43,3 +43,23 @@ def test_bad_configs_say_why(tmp_path):
     config.model.fpn_width = 16
     with pytest.raises(ValueError, match='fpn_width must be a multiple of 32'):
         train_lib.train_and_evaluate(config, str(tmp_path))
+
+
+@pytest.mark.parametrize(
+    'changes, message',
+    [
+        ({'read_workers': -1}, 'read_workers must be an integer >= 0, got -1'),
+        ({'read_threads': -3}, 'read_threads must be an integer >= 0, got -3'),
+        (
+            {'read_workers': 2, 'on_bad_record': 'skip'},
+            "read_workers > 0 needs on_bad_record='stop'",
+        ),
+    ],
+)
+def test_input_readers_are_checked(changes, message):
+    config = smoke.get_config()
+    for key, value in changes.items():
+        config.data[key] = value
+    with pytest.raises(ValueError, match=message.replace('(', r'\(').replace('.', r'\.')):
+        settings.from_config(config)
+    assert settings.from_config(smoke.get_config()).data.read_workers == 0  # keys in the config

@@ -37,6 +37,7 @@ import os
 import grain
 import numpy as np
 import tensorflow as tf
+from absl import flags
 
 from retinanet_jax.data import transforms
 from retinanet_jax.data.bad_records import BadRecords, SkippingRecords
@@ -73,24 +74,37 @@ def preprocess(example: dict, config: InputConfig, *, train: bool, seed=None) ->
 
 
 class Preprocessor:
-    """`preprocess` of numpy examples through one traced tf.function (thread-safe)."""
+    """`preprocess` of numpy examples through one traced tf.function (thread-safe). Pickled
+    (for grain's worker processes) as its settings: a copy traces its function on first use."""
 
     def __init__(self, config: InputConfig, train: bool):
-        self.config = config
-        signature = [RAW_SIGNATURE, tf.TensorSpec([2], tf.int64)]
-        self._fn = tf.function(
-            lambda ex, seed: preprocess(ex, config, train=train, seed=seed),
-            input_signature=signature,
-            autograph=False,  # tensor control flow is explicit (tf.cond): traced in 0.14 s, not 0.8
-        )
+        self.config, self.train = config, train
+        self._fn = None
         # Traced here, once: grain's threads making the first calls together would each trace
         # it (and TensorFlow warns of retracing).
-        self._fn.get_concrete_function()
+        self._traced()
+
+    def _traced(self):
+        if self._fn is None:
+            config, train = self.config, self.train
+            self._fn = tf.function(
+                lambda ex, seed: preprocess(ex, config, train=train, seed=seed),
+                input_signature=[RAW_SIGNATURE, tf.TensorSpec([2], tf.int64)],
+                autograph=False,  # control flow is explicit (tf.cond): traced in 0.14 s, not 0.8
+            )
+            self._fn.get_concrete_function()
+        return self._fn
+
+    def __getstate__(self) -> dict:
+        return {'config': self.config, 'train': self.train}
+
+    def __setstate__(self, state: dict) -> None:
+        self.config, self.train, self._fn = state['config'], state['train'], None
 
     def __call__(self, example: dict, key: int = 0) -> dict:
         raw = {k: example[k] for k in RAW_SIGNATURE}
         seed = np.array([self.config.seed, key], np.int64)
-        return {k: v.numpy() for k, v in self._fn(raw, seed).items()}
+        return {k: v.numpy() for k, v in self._traced()(raw, seed).items()}
 
 
 def preprocess_image(image, config: InputConfig) -> dict:
@@ -153,22 +167,46 @@ def train_dataset(
     return ds.batch(batch_size, drop_remainder=True)
 
 
-def train_iterator(dataset: grain.MapDataset, start_step: int = 0, threads: int = 0):
-    """A prefetching iterator (grain threads) over `dataset` from batch `start_step` on; its
-    get_state() is {'next_index': the next step}. Nothing before start_step is read.
+def train_iterator(
+    dataset: grain.MapDataset, start_step: int = 0, threads: int = 0, workers: int = 0
+):
+    """A prefetching iterator over `dataset` from batch `start_step` on (batch k is step k's,
+    whatever reads it). Nothing before start_step is read.
 
-    Each thread builds whole batches; there are 4 per core (at most 16, which bounds the
-    prefetched batches held in memory): an example's work is mostly TensorFlow kernels and
-    PIL decoding, which release the GIL, but its Python dispatch does not, and more threads
-    than cores hide it (640x640 JPEGs on 2 cores: 2 threads 80-92 images/s, 4 threads
-    102-128, 8 threads 112-118; BENCHMARKS.md, "Training input pipeline"). `threads` > 0
-    sets their number (config.data.read_threads)."""
+    workers = 0: grain threads in this process, each building whole batches; 4 per core (at
+    most 16, which bounds the prefetched batches held in memory): an example's work is mostly
+    TensorFlow kernels and PIL decoding, which release the GIL, but its Python dispatch does
+    not, and more threads than cores hide it (640x640 JPEGs on 2 cores: 2 threads 80-92
+    images/s, 4 threads 102-128, 8 threads 112-118; BENCHMARKS.md, "Training input
+    pipeline"). `threads` > 0 sets their number (config.data.read_threads).
+
+    workers > 0 (config.data.read_workers): grain's worker processes (spawned; batch k from
+    worker k mod workers, so the order is the same), each with one reading thread and
+    single-threaded TensorFlow, free of this process's GIL. Close the iterator (`close()`)
+    when done: its workers stop."""
+    if workers:
+        if not flags.FLAGS.is_parsed():  # grain's workers read absl flags (a library caller)
+            flags.FLAGS.mark_as_parsed()
+        options = grain.MultiprocessingOptions(num_workers=workers, per_worker_buffer_size=2)
+        iterable = dataset[start_step:].to_iter_dataset(
+            grain.ReadOptions(num_threads=1, prefetch_buffer_size=1)
+        )
+        return iter(iterable.mp_prefetch(options, worker_init_fn=single_threaded_worker))
     threads = threads or min(16, 4 * (os.cpu_count() or 1))
     options = grain.ReadOptions(num_threads=threads, prefetch_buffer_size=threads)
     iterator = iter(dataset.to_iter_dataset(options))
     if start_step:
         iterator.set_state({'next_index': int(start_step)})
     return iterator
+
+
+def single_threaded_worker(worker_index: int, worker_count: int) -> None:
+    """grain's worker start-up: TensorFlow on one thread (the workers share the cores: two
+    workers with TensorFlow's own thread pools and two reading threads each ran at 96
+    images/s, single-threaded with one at 127; 640x640 JPEGs on 2 cores)."""
+    del worker_index, worker_count
+    tf.config.threading.set_intra_op_parallelism_threads(1)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
 
 
 def order_of(

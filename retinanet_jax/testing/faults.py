@@ -29,8 +29,9 @@ def non_finite_steps(steps):
         loss, aux = real_loss(cls_logits, box_deltas, anchors, gt_boxes, gt_labels, *args, **kwargs)
         return loss * jnp.where(jnp.any(gt_labels == POISON_LABEL), jnp.nan, 1.0), aux
 
-    def train_iterator(dataset, start_step=0, threads=0):
-        for step, batch in enumerate(real_iterator(dataset, start_step, threads), start_step + 1):
+    def train_iterator(dataset, start_step=0, threads=0, workers=0):
+        batches = real_iterator(dataset, start_step, threads, workers)
+        for step, batch in enumerate(batches, start_step + 1):
             if step in steps:
                 labels = batch['gt_labels'].copy()
                 labels[:, -1] = POISON_LABEL
