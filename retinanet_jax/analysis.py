@@ -111,8 +111,8 @@ def _errors_by_name(tide: dict, names: dict) -> dict:
 
 def format_errors(errors: dict) -> str:
     """errors.json as a text table: dAP per class and error type, and over all classes."""
-    classes = list(errors['AP50'])
-    width = max(5, *(len(c) for c in classes))
+    classes = [c for c, ap in errors['AP50'].items() if ap >= 0]  # -1: no object of it
+    width = max(5, *(len(c) for c in classes)) if classes else 5
     lines = [f'{"class":<{width}}   AP50 ' + ' '.join(f'{t:>6}' for t in ERROR_TYPES)]
     for c in classes:
         d_ap = ' '.join(f'{errors["dAP"][t].get(c, 0.0):6.3f}' for t in ERROR_TYPES)

@@ -12,9 +12,6 @@ torchvision state dict with --dataset); its metrics are `evaluate`'s, written to
 DIR/metrics.json beside the analysis.
 """
 
-import json
-import sys
-
 from absl import app, flags
 
 from retinanet_jax import analysis, cli
@@ -24,10 +21,6 @@ def main(argv) -> None:
     del argv
     cli.start()
     f = flags.FLAGS
-    try:
-        options = json.loads(f.dataset_options) if f.dataset_options else None
-    except json.JSONDecodeError as e:
-        sys.exit(f'analyze: --dataset_options is not valid JSON: {e}')
     cli.exit_on_bad_input(
         'analyze',
         analysis.analyze_run,
@@ -37,9 +30,7 @@ def main(argv) -> None:
         score_threshold=f.score_threshold,
         iou=f.iou,
         worst=f.worst,
-        dataset=f.dataset,
-        dataset_options=options,
-        batch_size=f.batch_size,
+        **cli.split_options('analyze'),
         **cli.model_options(),
     )
 
@@ -47,12 +38,7 @@ def main(argv) -> None:
 if __name__ == '__main__':
     cli.define_model_flags()
     cli.define_cache_flag()
-    flags.DEFINE_string('split', None, "dataset split (a training run: its config's eval_split)")
-    flags.DEFINE_string('dataset', None, 'a source name (data/sources.py); a run: its own')
-    flags.DEFINE_string(
-        'dataset_options', None, 'JSON options of --dataset, e.g. {"data_dir": "/data/tfds"}'
-    )
-    flags.DEFINE_integer('batch_size', None, "global batch (default: the run's, or one per device)")
+    cli.define_split_flags()
     flags.DEFINE_string('out', None, 'the folder to write the analysis into')
     flags.DEFINE_float('score_threshold', 0.3, 'confusion matrix and worst images: min score')
     flags.DEFINE_float('iou', 0.5, 'confusion matrix: IoU of a match')

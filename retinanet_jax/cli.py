@@ -6,6 +6,7 @@ Library code never imports this module; the tools import it.
 """
 
 import functools
+import json
 import sys
 
 from absl import flags
@@ -38,6 +39,28 @@ def model_options() -> dict:
     """load_predictor's keyword arguments from the flags of define_model_flags."""
     f = flags.FLAGS
     return dict(variant=f.variant, short_side=f.short_side, max_side=f.max_side, weights=f.weights)
+
+
+def define_split_flags() -> None:
+    """--split, --dataset, --dataset_options and --batch_size: which data a model is
+    evaluated on (see evaluation.prepare)."""
+    flags.DEFINE_string('split', None, "dataset split (a training run: its config's eval_split)")
+    flags.DEFINE_string('dataset', None, 'a source name (data/sources.py); a run: its own')
+    flags.DEFINE_string(
+        'dataset_options', None, 'JSON options of --dataset, e.g. {"data_dir": "/data/tfds"}'
+    )
+    flags.DEFINE_integer('batch_size', None, "global batch (default: the run's, or one per device)")
+
+
+def split_options(prog: str) -> dict:
+    """evaluation.prepare's data keywords from the flags of define_split_flags (bad JSON in
+    --dataset_options ends the program in one line)."""
+    f = flags.FLAGS
+    try:
+        options = json.loads(f.dataset_options) if f.dataset_options else None
+    except json.JSONDecodeError as e:
+        sys.exit(f'{prog}: --dataset_options is not valid JSON: {e}')
+    return dict(dataset=f.dataset, dataset_options=options, batch_size=f.batch_size)
 
 
 def define_cache_flag() -> None:

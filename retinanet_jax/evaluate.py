@@ -12,9 +12,6 @@ need --dataset). Every image of the split is evaluated once (progress bar); the 
 printed and written to --out (default for a training run: <workdir>/eval_<split>.json).
 """
 
-import json
-import sys
-
 from absl import app, flags
 
 from retinanet_jax import cli, evaluation
@@ -24,18 +21,12 @@ def main(argv) -> None:
     del argv
     cli.start()
     f = flags.FLAGS
-    try:
-        options = json.loads(f.dataset_options) if f.dataset_options else None
-    except json.JSONDecodeError as e:
-        sys.exit(f'evaluate: --dataset_options is not valid JSON: {e}')
     cli.exit_on_bad_input(
         'evaluate',
         evaluation.evaluate_run,
         f.model,
         f.split,
-        dataset=f.dataset,
-        dataset_options=options,
-        batch_size=f.batch_size,
+        **cli.split_options('evaluate'),
         out=f.out,
         **cli.model_options(),
     )
@@ -44,12 +35,7 @@ def main(argv) -> None:
 if __name__ == '__main__':
     cli.define_model_flags()
     cli.define_cache_flag()
-    flags.DEFINE_string('split', None, "dataset split (a training run: its config's eval_split)")
-    flags.DEFINE_string('dataset', None, 'a source name (data/sources.py); a run: its own')
-    flags.DEFINE_string(
-        'dataset_options', None, 'JSON options of --dataset, e.g. {"data_dir": "/data/tfds"}'
-    )
-    flags.DEFINE_integer('batch_size', None, "global batch (default: the run's, or one per device)")
+    cli.define_split_flags()
     flags.DEFINE_string('out', None, 'write the metrics here as JSON')
     flags.mark_flags_as_required(['model'])
     app.run(main)
