@@ -78,7 +78,7 @@ def analyze_run(
     _write_png(
         out / 'confusion_matrix.png', eval_pictures.confusion_matrix_picture(matrix, names, title)
     )
-    curves = {t: e.evaluator.pr_curves(t) for t in (0.5, 0.75)}
+    curves = e.evaluator.pr_curves_at((0.5, 0.75))
     _write_png(out / 'pr_curves.png', eval_pictures.pr_curve_picture(curves))
     max_detections = e.evaluator.config.max_detections[-1]
     tide = tide_errors(coco_gt, rows, image_ids, category_ids, max_detections=max_detections)
@@ -127,7 +127,9 @@ def _draw_worst(e, rows, per_image: dict, count: int, score_threshold: float, fo
     ranked = sorted((-n, i) for i, n in per_image.items() if n > 0)[:count]
     if not ranked:
         return []
-    index = {int(r['image_id']): k for k, r in enumerate(e.source.ground_truth(e.split))}
+    # the evaluator's ground truth lists the images in record order (coco_ground_truth)
+    images = e.evaluator.coco_gt.dataset['images']
+    index = {int(image['id']): k for k, image in enumerate(images)}
     label_map = e.source.label_map
     label_of = {int(c): k for k, c in enumerate(label_map.category_ids)}
     drawn = []

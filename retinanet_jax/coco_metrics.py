@@ -179,6 +179,11 @@ class CocoEvaluator:
                 curves[str(names.get(category, category))] = (recall, np.maximum(precision, 0))
         return curves
 
+    def pr_curves_at(self, ious=(0.5, 0.75)) -> dict[float, dict]:
+        """{iou: pr_curves(iou)} for those of `ious` that config.iou_thresholds has."""
+        have = np.asarray(self.config.iou_thresholds)
+        return {t: self.pr_curves(t) for t in ious if np.isclose(have, t).any()}
+
     def _per_class(self, results: dict, category_ids: list[int]) -> dict[str, float]:
         names = dict(
             zip(self.dataset_label_map.category_ids, self.dataset_label_map.names, strict=True)

@@ -15,12 +15,14 @@ confusion_matrix(...) -> (matrix int64 [K + 1, K + 1], errors per image {image_i
   a last column for missed objects; detections with score >= score_threshold, a match at IoU >=
   iou. One deliberate difference: each object counts exactly once. mmdetection adds a cell for
   every detection that overlaps an object (an object found twice counts twice, an object found
-  as the wrong class also counts as missed); here detections claim objects one to one, best
-  score first, an object of the detection's own class before another (best IoU among those),
-  so the first K rows sum to the number of (non-crowd) objects, the diagonal is the objects
-  found, and a duplicate counts as a false positive. A detection that claims no object but
-  covers a crowd region (COCO's crowd IoU: intersection / detection area >= iou) is ignored,
-  as COCO ignores it. The errors of an image: its off-diagonal cells.
+  as the wrong class also counts as missed); here detections claim objects one to one, in two
+  passes: first each detection, best score first, the free object of its own class it overlaps
+  most (COCO's matching: the diagonal is the objects COCO finds), then each detection left,
+  best score first, the free object of another class it overlaps most (a class confusion). So
+  the first K rows sum to the number of (non-crowd) objects and a duplicate counts as a false
+  positive. A detection that claims no object but covers a crowd region of its class (COCO's
+  crowd IoU: intersection / detection area >= iou) is ignored, as COCO ignores it. The errors
+  of an image: its off-diagonal cells.
 
 tide_errors(...) -> {'AP50': {category: AP}, 'dAP': {error: {category: dAP}}, 'mAP_dAP':
                      {error: dAP}, 'counts': {error: {category: n}}}
@@ -38,12 +40,14 @@ tide_errors(...) -> {'AP50': {category: AP}, 'dAP': {error: {category: dAP}}, 'm
   best-scoring one per object becomes a true positive, the others removed; cls: likewise, in the
   object's class; dupe, bkg, both: removed; miss: the object removed from the count), minus the
   AP as it is, floored at 0 as TIDE does. One departure: TIDE's own AP and matching are replaced
-  by pycocotools' (the same greedy matching, crowd regions, best `max_detections` per image and
-  101-point precision), so the AP that the dAPs start from is exactly `evaluate`'s AP50, per
-  class. Averages (`mAP_dAP`) are over the classes with objects, as COCO's mAP (TIDE also
-  averages in classes with detections and no objects, at AP 0). A class whose every object is
-  missed and unfixable has nothing left to find once misses are fixed: AP 1 if it has no false
-  positives, else 0. Values are fractions of 1, like the AP (TIDE prints them x100).
+  by pycocotools' (the same greedy matching, crowd regions and 101-point precision; the best
+  `max_detections` per image and class, where TIDE keeps them per image: the same whenever
+  post-processing keeps no more than that per image), so the AP that the dAPs start from is
+  exactly `evaluate`'s AP50, per class. Two consequences in the averages: they are over the
+  classes with objects, as COCO's mAP (TIDE also averages in classes with detections and no
+  objects, at AP 0); and a class whose every object is missed and unfixable has nothing left
+  to find once misses are fixed: AP 1 if it has no false positives, else 0 (TIDE drops it from
+  the mean). Values are fractions of 1, like the AP (TIDE prints them x100).
 """
 
 import contextlib
@@ -107,17 +111,22 @@ def confusion_matrix(
         labels = np.asarray([label_of[int(c)] for c in dets[:, 6]], np.int64)
         truth = np.asarray([label_of[int(c)] for c in cats[~crowd]], np.int64)
         overlaps = _iou(dets[:, 1:5], boxes[~crowd])
-        covers_crowd = (_iou(dets[:, 1:5], boxes[crowd], crowd=True) >= iou).any(axis=1)
+        own_crowd = cats[crowd][None, :] == dets[:, 6][:, None]  # COCO: a crowd of its class
+        covers_crowd = ((_iou(dets[:, 1:5], boxes[crowd], crowd=True) >= iou) & own_crowd).any(1)
         found = np.zeros(len(truth), bool)
+        claimed = np.full(len(labels), -1)
         before = matrix.copy()
+        for same_class in (True, False):  # as COCO first, then confusions among what is left
+            for d, label in enumerate(labels):
+                free = (overlaps[d] >= iou) & ~found
+                if same_class:
+                    free &= truth == label
+                if claimed[d] < 0 and free.any():
+                    claimed[d] = int(np.argmax(np.where(free, overlaps[d], -1.0)))
+                    found[claimed[d]] = True
         for d, label in enumerate(labels):
-            free = (overlaps[d] >= iou) & ~found
-            own = free & (truth == label)
-            candidates = own if own.any() else free
-            if candidates.any():
-                g = int(np.argmax(np.where(candidates, overlaps[d], -1.0)))
-                found[g] = True
-                matrix[truth[g], label] += 1
+            if claimed[d] >= 0:
+                matrix[truth[claimed[d]], label] += 1
             elif not covers_crowd[d]:
                 matrix[k, label] += 1
         np.add.at(matrix, (truth[~found], k), 1)

@@ -24,7 +24,10 @@ from retinanet_jax import visualize
 def pr_curve_picture(curves: dict[float, dict[str, tuple]], title: str = '') -> np.ndarray:
     """Precision against recall, a panel per IoU threshold, a line per class (with its AP, the
     mean of the precisions: COCO's 101-point average)."""
-    fig = Figure(figsize=(4.2 * len(curves), 4))
+    fig = Figure(figsize=(4.2 * max(len(curves), 1), 4))
+    if not curves:  # the evaluation has neither IoU threshold
+        fig.text(0.5, 0.5, 'no PR curve: IoU 0.5 / 0.75 not evaluated', ha='center')
+        return figure_array(fig)
     axes = fig.subplots(1, len(curves), squeeze=False)
     for ax, (iou, by_class) in zip(axes[0], sorted(curves.items()), strict=True):
         for name, (recall, precision) in by_class.items():

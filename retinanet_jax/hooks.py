@@ -132,7 +132,8 @@ class InputWait(Hook):
                 f'train.py: warning: the steps waited for their batches {self.share:.0%} of the '
                 f'time up to step {result.step}: the input pipeline (decoding and augmentation '
                 'on the host) is slower than the train step. Give it more threads '
-                '(--config.data.read_threads, default 4 per core) or host cores, or make '
+                '(--config.data.read_threads, default 4 per core), worker processes '
+                '(--config.data.read_workers) or host cores, or make '
                 'examples cheaper (smaller images, --config.input.*)'
             )
 

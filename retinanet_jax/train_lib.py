@@ -173,7 +173,7 @@ class RunEvaluation:
             ema = self.weights(state['ema'], progress)
             metrics |= {f'ema/{k}': v for k, v in ema.items()}
         # the curves of the weights evaluated last: the EMA's where there is one, as pictured
-        self.curves = {iou: self.evaluator.pr_curves(iou) for iou in (0.5, 0.75)}
+        self.curves = self.evaluator.pr_curves_at((0.5, 0.75))
         return metrics
 
     def pictures(self, state) -> dict[str, np.ndarray]:

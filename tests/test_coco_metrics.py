@@ -232,3 +232,18 @@ def test_voc_ap50_through_the_evaluator():
     assert metrics['VOC_AP50'] == pytest.approx(1.0) and 'VOC_AP50' in format_table(metrics)
     with pytest.raises(ValueError, match="voc_ap50 must be None, '11_point' or 'area'"):
         CocoEvaluator(gt, LABELS, voc_ap50='07')
+
+
+def test_pr_curves_of_the_evaluated_thresholds_only():
+    from retinanet_jax.eval_pictures import pr_curve_picture
+
+    examples, gt = shapes_ground_truth()
+    evaluator = CocoEvaluator(gt, LABELS, config=EvaluationConfig(iou_thresholds=(0.5, 0.6)))
+    evaluator.add_batch(*detections_from(examples))
+    evaluator.metrics()
+    curves = evaluator.pr_curves_at((0.5, 0.75))
+    assert list(curves) == [0.5] and set(curves[0.5]) <= set(LABELS.names)
+    recall, precision = next(iter(curves[0.5].values()))
+    assert recall.shape == precision.shape == (101,) and precision.min() == 1.0
+    assert pr_curve_picture(curves).shape[2] == 3
+    assert pr_curve_picture({}).shape[2] == 3  # neither threshold: a picture saying so

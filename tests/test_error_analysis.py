@@ -217,3 +217,18 @@ def test_tide_errors_of_no_detections_are_all_missed():
     # fixing the misses leaves nothing to find: those classes become perfect
     assert out['dAP']['miss'] == {A: 1.0, C: 1.0}
     assert out['mAP_dAP']['miss'] == 1.0
+
+
+def test_confusion_matrix_counts_as_coco_matches_then_confusions():
+    """A wrong-class detection scoring above the right one does not take the object from it
+    (COCO's per-class match comes first); a crowd region of another class hides nothing."""
+    records = [record(1, [[0, 0, 40, 40], [100, 100, 180, 180]], [0, 1], crowd=[0, 1])]
+    dets = [
+        row(1, [0, 0, 40, 40], 0.9, C),  # c on an a: left over, a false positive
+        row(1, [1, 1, 41, 41], 0.8, A),  # a on the a: found
+        row(1, [110, 110, 170, 170], 0.7, A),  # a inside b's crowd region: counted
+        row(1, [110, 110, 170, 170], 0.6, B),  # b inside b's crowd region: ignored
+    ]
+    matrix, errors = confusion_matrix(coco(records), np.asarray(dets), [1], LABELS.category_ids)
+    np.testing.assert_array_equal(matrix, [[1, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0], [1, 0, 1, 0]])
+    assert errors == {1: 2}

@@ -31,12 +31,15 @@ def non_finite_steps(steps):
 
     def train_iterator(dataset, start_step=0, threads=0, workers=0):
         batches = real_iterator(dataset, start_step, threads, workers)
-        for step, batch in enumerate(batches, start_step + 1):
-            if step in steps:
-                labels = batch['gt_labels'].copy()
-                labels[:, -1] = POISON_LABEL
-                batch = {**batch, 'gt_labels': labels}
-            yield batch
+        try:
+            for step, batch in enumerate(batches, start_step + 1):
+                if step in steps:
+                    labels = batch['gt_labels'].copy()
+                    labels[:, -1] = POISON_LABEL
+                    batch = {**batch, 'gt_labels': labels}
+                yield batch
+        finally:
+            batches.close()
 
     losses.detection_loss, pipeline.train_iterator = detection_loss, train_iterator
     try:
