@@ -17,6 +17,7 @@ import torch
 from flax import nnx
 from torchvision.models import resnet18
 
+from configs import smoke
 from retinanet_jax import (
     checkpoint,
     settings,
@@ -31,9 +32,9 @@ from retinanet_jax.models.resnet import ResNet
 
 from .test_models import assert_rel_close, image, nhwc, torchvision_retinanet  # noqa: F401
 
-BATCH = ModelConfig(
-    num_classes=3, depth=18, freeze_at=2, fpn_width=32, head_depth=1, norm='batch', fpn_norm='batch'
-)
+# The smoke config's model: trainable batch norm in the backbone (the stem and layer1 frozen,
+# freeze_at=2) and in the FPN; one_train_step(BATCH) is then the smoke run's compiled step.
+BATCH = settings.from_config(smoke.get_config()).model
 
 
 def test_batch_norm_matches_torch_in_training_and_eval_mode():
@@ -94,8 +95,6 @@ def test_group_norm_resnet_matches_torchvision():
 
 def one_train_step(config: ModelConfig):
     """(state before, state after) of one train step of the smoke recipe with `config`."""
-    from configs import smoke
-
     c = smoke.get_config()
     c.model.update(dataclasses.asdict(config))
     s = settings.from_config(c)
@@ -128,15 +127,15 @@ def test_train_step_updates_statistics_except_in_frozen_stages(tmp_path):
     assert all(np.array_equal(flat_before[p][...], np.asarray(flat_after[p][...])) for p in frozen)
     assert any(p[1] == 'layer2' for p in stats) and any(p[0] == 'fpn' for p in stats)
 
-    # Eval mode uses the running statistics: the predict graph gives the same outputs for an
-    # image alone and inside a batch (training mode would not).
+    # Eval mode uses the running statistics: the predict graph gives an image the same outputs
+    # whatever the other images of its batch (training mode's batch statistics would not).
     model = nnx.merge(graph.eval_model, after['model'])
     logits = nnx.jit(lambda m, x: m(x)['cls_logits'])
     x = jax.random.normal(jax.random.key(0), (3, 64, 64, 3))
-    alone = logits(model, x[:1])
-    np.testing.assert_allclose(logits(model, x)[:1], alone, rtol=1e-4, atol=1e-5)
+    others = x.at[1:].set(jax.random.normal(jax.random.key(1), (2, 64, 64, 3)) * 3.0)
+    np.testing.assert_allclose(logits(model, others)[0], logits(model, x)[0], rtol=1e-4, atol=1e-5)
     train_mode = nnx.merge(graph.model, after['model'])
-    assert not np.allclose(logits(train_mode, x)[:1], alone, atol=1e-3)
+    assert not np.allclose(logits(train_mode, others)[0], logits(train_mode, x)[0], atol=1e-3)
 
     # The statistics go through a checkpoint and come back exactly.
     with checkpoint.run_checkpoints(tmp_path, keep=1) as manager:
@@ -173,8 +172,6 @@ def test_group_norm_has_no_statistics_and_its_affine_terms_train():
     ],
 )  # fmt: skip
 def test_bad_norm_settings_name_the_config_key(change, message):
-    from configs import smoke
-
     c = smoke.get_config()
     c.model.update(change)
     with pytest.raises(ValueError, match=message):

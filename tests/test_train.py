@@ -435,10 +435,13 @@ def test_configs_train_end_to_end_under_mock_tfds(tmp_path, dataset):
 
 
 @pytest.mark.slow
-def test_non_finite_steps_are_skipped_counted_and_too_many_stop_naming_the_images(tmp_path):
+def test_non_finite_steps_are_skipped_counted_and_too_many_stop_naming_the_images(
+    tmp_path, smoke_run
+):
     """config.skip_nonfinite=1: a step with a NaN loss and gradient leaves the whole train state
     (parameters, optimiser state, batch statistics) as it was and is counted; two in a row stop
-    the run, naming the step and its images, with no checkpoint of the bad step."""
+    the run, naming the step and its images, with no checkpoint of the bad step. (After the
+    shared smoke run, which skips non-finite steps too: its compiled programs are these.)"""
     from retinanet_jax.testing import faults
 
     config = smoke.get_config()
@@ -451,9 +454,8 @@ def test_non_finite_steps_are_skipped_counted_and_too_many_stop_naming_the_image
     for key in one:
         np.testing.assert_array_equal(two[key], one[key], err_msg=key)
     three = params_of(tmp_path / 'skipped', 3)
-    assert not np.array_equal(
-        three[next(k for k in one if 'kernel' in k)], one[next(k for k in one if 'kernel' in k)]
-    )
+    kernel = next(k for k in one if 'head' in k and 'kernel' in k)  # trained (the stem is frozen)
+    assert not np.array_equal(three[kernel], one[kernel])
 
     from retinanet_jax.data import pipeline
 
