@@ -15,8 +15,8 @@ def get_config():
     c.input.max_boxes = 8
     c.model.fpn_width = 32
     c.model.head_depth = 1
-    # One train step program for the tests of frozen stages, batch norm in the FPN and skipped
-    # non-finite steps as for every other smoke run (compiled once, then from the cache).
+    # Frozen stages, batch norm in the FPN and skipped non-finite steps in every smoke run: the
+    # norm-statistics test's train step is then the smoke run's (compiled once, then cached).
     c.model.freeze_at = 2  # the stem and layer1 frozen, the rest trainable batch norm
     c.model.fpn_norm = 'batch'
     c.skip_nonfinite = 1

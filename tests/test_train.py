@@ -435,13 +435,10 @@ def test_configs_train_end_to_end_under_mock_tfds(tmp_path, dataset):
 
 
 @pytest.mark.slow
-def test_non_finite_steps_are_skipped_counted_and_too_many_stop_naming_the_images(
-    tmp_path, smoke_run
-):
+def test_non_finite_steps_are_skipped_counted_and_too_many_stop_naming_the_images(tmp_path):
     """config.skip_nonfinite=1: a step with a NaN loss and gradient leaves the whole train state
     (parameters, optimiser state, batch statistics) as it was and is counted; two in a row stop
-    the run, naming the step and its images, with no checkpoint of the bad step. (After the
-    shared smoke run, which skips non-finite steps too: its compiled programs are these.)"""
+    the run, naming the step and its images, with no checkpoint of the bad step."""
     from retinanet_jax.testing import faults
 
     config = smoke.get_config()
