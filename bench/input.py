@@ -1,12 +1,22 @@
-"""Training input pipeline throughput: JPEG decode + augment + batch at 640x640.
+"""Training input pipeline throughput: JPEG decode + augment + batch, at two canvases.
 
-Data: a COCO-format folder of 640x480 JPEGs (rendered from `shapes`, written to a temporary
-directory), read through the `coco_folder` source and `pipeline.train_dataset` (scale jitter
-0.8-1.25 + crop, flip, normalise, pad to 640x640, batch 16). Reference: the torchvision route a
-PyTorch user would take on the same files: a DataLoader with 2 workers, torchvision.io
-decode_jpeg, v2 RandomResize-style resize + RandomHorizontalFlip + Normalize, padding to 640.
+Data: a COCO-format folder of 640x480 JPEGs (COCO's typical size; rendered from `shapes`,
+written to a temporary directory), read through the `coco_folder` source and
+`pipeline.train_dataset`, batch 16, with reading threads (the default) and 1 and 2 worker
+processes (config.data.read_workers):
+  640x640    scale jitter 0.8-1.25 + crop, flip, normalise, pad to 640x640
+  1024x1024  configs/coco.py's input exactly: short side 800, long side <= 1024, flip, pad
+Reference: the torchvision route a PyTorch user would take on the same files: a DataLoader
+with 2 workers, torchvision.io decode_jpeg, transforms.v2 resizing as ours (ScaleJitter +
+RandomCrop at 640, Resize(800, max_size=1024) + padding at 1024), RandomHorizontalFlip,
+Normalize.
+
+It ends with the rate a host of N cores would reach at the COCO canvas (the 2-worker rate per
+core times N: workers scale with cores, 2 gave 2.05x 1 on this machine) against what N GPUs
+need at our measured train step (GPU_IMAGES_PER_SECOND).
 """
 
+import dataclasses
 import json
 import os
 import tempfile
@@ -60,57 +70,88 @@ def _images_per_second(iterator, batch_size: int, batches: int) -> tuple[float, 
     return batch_size * batches / (time.perf_counter() - start), warm
 
 
+# Ours, R50-FPN 1024x1024 batch 16 bf16 on one H100 SXM (BENCHMARKS.md, "GPU"): the rate one
+# GPU consumes once input keeps up.
+GPU_IMAGES_PER_SECOND = 258.8
+
+
 def run(quick: bool = False, threads: int = 2, device: str = 'cpu') -> list:
     # torch and torchvision must be imported before TensorFlow (tests/conftest.py).
     import torch
     import torchvision.io
     import torchvision.transforms.v2  # noqa: F401
 
+    from configs import coco
+    from retinanet_jax import settings
     from retinanet_jax.data import pipeline, sources
 
-    size, n, batches, batch_size = (64, 16, 2, 8) if quick else (640, 256, 60, 16)
-    results = []
+    n, batches, batch_size = (16, 2, 8) if quick else (256, 60, 16)
+    canvases = {  # size -> our input settings
+        640: pipeline.InputConfig(
+            image_size=(640, 640), short_side=640, max_side=640, scale_jitter=(0.8, 1.25)
+        ),
+        1024: settings.from_config(coco.get_config()).input,
+    }
+    if quick:  # a smoke test of the code
+        canvases = {64: dataclasses.replace(canvases[640], image_size=(64, 64), short_side=64,
+                                            max_side=64)}  # fmt: skip
+    results, per_core = [], {}
     with tempfile.TemporaryDirectory() as tmp:
         options = _write_folder(Path(tmp), n)
         source = sources.make_source('coco_folder', **options)
-        config = pipeline.InputConfig(
-            image_size=(size, size),
-            short_side=size,
-            max_side=size,
-            scale_jitter=(0.8, 1.25),
-        )
-        dataset = pipeline.train_dataset(source, config, batch_size)
-        ref_name = f'torchvision DataLoader (2 workers): {size}x{size}'
-        # threads in this process (the default), then 1 and 2 worker processes (spawned once:
-        # their start-up is the warm-up; not in --quick, a smoke test of the code)
-        for workers in (0,) if quick else (0, 1, 2):
-            it = pipeline.train_iterator(dataset, workers=workers)
-            rate, warm = _images_per_second(it, batch_size, batches)
-            it.close()  # its reader threads or worker processes stop
-            how = (
-                f'{workers} worker process' + ('es' if workers > 1 else '')
-                if workers
-                else 'threads'
-            )
-            name = f'ours: grain train pipeline {size}x{size}, {how}'
-            results.append(_as_timing(name, rate, batches, warm, ref_name))
+        for size, config in canvases.items():
+            dataset = pipeline.train_dataset(source, config, batch_size)
+            ref_name = f'torchvision DataLoader (2 workers): {size}x{size}'
+            # threads in this process (the default), then 1 and 2 worker processes (spawned
+            # once: their start-up is the warm-up; not in --quick, a smoke test of the code)
+            for workers in (0,) if quick else (0, 1, 2):
+                it = pipeline.train_iterator(dataset, workers=workers)
+                rate, warm = _images_per_second(it, batch_size, batches)
+                it.close()  # its reader threads or worker processes stop
+                how = (
+                    f'{workers} worker process' + ('es' if workers > 1 else '')
+                    if workers
+                    else 'threads'
+                )
+                name = f'ours: grain train pipeline {size}x{size}, {how}'
+                results.append(_as_timing(name, rate, batches, warm, ref_name))
+                per_core[size] = rate / os.cpu_count()  # the last: the most workers
 
-        torch.set_num_threads(1)  # per worker; two workers use the two cores
-        loader = torch.utils.data.DataLoader(
-            _TorchFolder(Path(options['image_dir']), size),
-            batch_size=batch_size,
-            shuffle=True,
-            num_workers=threads,
-            drop_last=True,
-            persistent_workers=True,
-            # Not fork: this process runs JAX's and the pipeline's threads, and a forked child
-            # that inherits a held lock hangs (it did, in `python -m bench all`).
-            multiprocessing_context='forkserver',
-        )
-        rate, warm = _images_per_second(_forever(loader), batch_size, batches)
-        results.append(_as_timing(ref_name, rate, batches, warm, None))
+            torch.set_num_threads(1)  # per worker; two workers use the two cores
+            loader = torch.utils.data.DataLoader(
+                _TorchFolder(Path(options['image_dir']), config),
+                batch_size=batch_size,
+                shuffle=True,
+                num_workers=threads,
+                drop_last=True,
+                persistent_workers=True,
+                # Not fork: this process runs JAX's and the pipeline's threads, and a forked
+                # child that inherits a held lock hangs (it did, in `python -m bench all`).
+                multiprocessing_context='forkserver',
+            )
+            rate, warm = _images_per_second(_forever(loader), batch_size, batches)
+            results.append(_as_timing(ref_name, rate, batches, warm, None))
+            del loader  # its workers stop
     print('(rows give ms per image: 1000 / images per second)')
+    size = max(per_core)
+    print(host_table(per_core[size], size))
     return results
+
+
+def host_table(per_core: float, size: int) -> str:
+    """Markdown: what a host of N cores reads at `per_core` images/s per core, and how many
+    GPUs at GPU_IMAGES_PER_SECOND each that feeds."""
+    lines = [
+        f'\nA host of N cores at {per_core:.1f} images/s per core ({size}x{size}, worker '
+        f'processes), against GPUs at {GPU_IMAGES_PER_SECOND} images/s each (our train step; '
+        f'8 GPUs need {8 * GPU_IMAGES_PER_SECOND:.0f}):',
+        '| cores | images/s | GPUs fed |',
+        '|---|---|---|',
+    ]
+    for cores in (8, 16, 32, 64, 96, 128):
+        rate = per_core * cores
+        lines.append(f'| {cores} | {rate:.0f} | {rate / GPU_IMAGES_PER_SECOND:.1f} |')
+    return '\n'.join(lines)
 
 
 def _as_timing(name, images_per_second, runs, warm_s, reference):
@@ -128,16 +169,22 @@ def _forever(loader):
 
 
 class _TorchFolder:
-    """The same JPEGs through torchvision.io and transforms.v2 (images only, no boxes)."""
+    """The same JPEGs through torchvision.io and transforms.v2 (images only, no boxes), resized
+    as `config` (an InputConfig) resizes ours."""
 
-    def __init__(self, image_dir: Path, size: int):
+    def __init__(self, image_dir: Path, config):
         from torchvision.transforms import v2
 
+        size = config.image_size[0]
+        if config.scale_jitter:
+            resize = [v2.ScaleJitter((size, size), scale_range=config.scale_jitter, antialias=True)]
+        else:
+            resize = [v2.Resize(config.short_side, max_size=config.max_side, antialias=True)]
         self.files = sorted(image_dir.glob('*.jpg'))
         self.transform = v2.Compose(
             [
-                v2.ScaleJitter((size, size), scale_range=(0.8, 1.25), antialias=True),
-                v2.RandomCrop(size, pad_if_needed=True),
+                *resize,
+                v2.RandomCrop(size, pad_if_needed=True),  # pads to the canvas
                 v2.RandomHorizontalFlip(),
                 v2.ToDtype(torch_float32(), scale=True),
                 v2.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
