@@ -12,8 +12,8 @@ RandomCrop at 640, Resize(800, max_size=1024) + padding at 1024), RandomHorizont
 Normalize.
 
 It ends with the rate a host of N cores would reach at the COCO canvas (the 2-worker rate per
-core times N: workers scale with cores, 2 gave 2.05x 1 on this machine) against what N GPUs
-need at our measured train step (GPU_IMAGES_PER_SECOND).
+core times N: workers scale with cores, 2 gave 1.87-2.05x 1 on the 2-core machine) against
+what N GPUs need at our measured train step (GPU_IMAGES_PER_SECOND).
 """
 
 import dataclasses
