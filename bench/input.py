@@ -114,8 +114,9 @@ def run(quick: bool = False, threads: int = 2, device: str = 'cpu') -> list:
                     else 'threads'
                 )
                 name = f'ours: grain train pipeline {size}x{size}, {how}'
-                results.append(_as_timing(name, rate, batches, warm, ref_name))
-                per_core[size] = rate / os.cpu_count()  # the last: the most workers
+                cores = workers or os.cpu_count()  # a worker runs on one core; threads on all
+                results.append(_as_timing(name, rate, batches, warm, ref_name, cores))
+                per_core[size] = rate / cores, how  # the last: the most workers
 
             torch.set_num_threads(1)  # per worker; two workers use the two cores
             loader = torch.utils.data.DataLoader(
@@ -130,20 +131,20 @@ def run(quick: bool = False, threads: int = 2, device: str = 'cpu') -> list:
                 multiprocessing_context='forkserver',
             )
             rate, warm = _images_per_second(_forever(loader), batch_size, batches)
-            results.append(_as_timing(ref_name, rate, batches, warm, None))
+            results.append(_as_timing(ref_name, rate, batches, warm, None, threads))
             del loader  # its workers stop
     print('(rows give ms per image: 1000 / images per second)')
     size = max(per_core)
-    print(host_table(per_core[size], size))
+    print(host_table(*per_core[size], size))
     return results
 
 
-def host_table(per_core: float, size: int) -> str:
-    """Markdown: what a host of N cores reads at `per_core` images/s per core, and how many
-    GPUs at GPU_IMAGES_PER_SECOND each that feeds."""
+def host_table(per_core: float, how: str, size: int) -> str:
+    """Markdown: what a host of N cores reads at `per_core` images/s per core (measured `how`),
+    and how many GPUs at GPU_IMAGES_PER_SECOND each that feeds."""
     lines = [
-        f'\nA host of N cores at {per_core:.1f} images/s per core ({size}x{size}, worker '
-        f'processes), against GPUs at {GPU_IMAGES_PER_SECOND} images/s each (our train step; '
+        f'\nA host of N cores at {per_core:.1f} images/s per core ({size}x{size}, {how}), '
+        f'against GPUs at {GPU_IMAGES_PER_SECOND} images/s each (our train step; '
         f'8 GPUs need {8 * GPU_IMAGES_PER_SECOND:.0f}):',
         '| cores | images/s | GPUs fed |',
         '|---|---|---|',
@@ -154,10 +155,10 @@ def host_table(per_core: float, size: int) -> str:
     return '\n'.join(lines)
 
 
-def _as_timing(name, images_per_second, runs, warm_s, reference):
+def _as_timing(name, images_per_second, runs, warm_s, reference, cores):
     from bench.timing import Timing
 
-    per_core = images_per_second / os.cpu_count()
+    per_core = images_per_second / cores
     print(f'{name}: {images_per_second:.1f} images/s ({per_core:.1f} per core)')
     ms = 1000.0 / images_per_second
     return Timing(name, ms, ms, runs, warm_s * 1e3, reference)
