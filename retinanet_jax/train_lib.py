@@ -76,8 +76,7 @@ def train_with(watcher: preemption.PreemptionWatcher, config, workdir: str) -> d
                 list(actions.values()),
             ).run()
     finally:  # reader threads or worker processes stop, whatever ended the loop
-        if hasattr(batches, 'close'):
-            batches.close()
+        batches.close()
     evaluations = actions['evaluation']
     final = evaluations.history.get(s.train_steps) or evaluate(state, None)
     wall = time.time() - start
