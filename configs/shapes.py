@@ -27,10 +27,10 @@ def get_config() -> ml_collections.ConfigDict:
             'options': {'image_size': 128, 'sizes': {'train': 4000, 'validation': 200}},
             'train_split': 'train',
             'eval_split': 'validation',
-            # input: reading threads (0: 4 per core) or worker processes (0: none; see
-            # settings.DataConfig); --config.data.read_workers=8 past the GIL on many cores
+            # input: worker processes (-1: one per core on a GPU, threads on a CPU; 0: threads)
+            # or reading threads (0: 4 per core); see settings.DataConfig
             'read_threads': 0,
-            'read_workers': 0,
+            'read_workers': -1,
         }
     )
     c.input = ml_collections.ConfigDict(

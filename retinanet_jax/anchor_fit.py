@@ -28,6 +28,7 @@ import numpy as np
 
 from retinanet_jax import anchors as anchor_lib
 from retinanet_jax import settings as settings_lib
+from retinanet_jax.data.input_config import keep_aspect_size
 from retinanet_jax.matching import MatcherConfig
 
 SIZE_RANGES = ((0, 16), (16, 32), (32, 64), (64, 128), (128, 256), (256, 512), (512, np.inf))
@@ -35,14 +36,11 @@ SIZE_RANGES = ((0, 16), (16, 32), (32, 64), (64, 128), (128, 256), (256, 512), (
 
 def input_scale(height: int, width: int, input_config) -> tuple[float, float]:
     """(sy, sx) of the evaluation resize (data/transforms.py: keep_aspect rounds the new size
-    to whole pixels, square stretches to image_size)."""
+    to whole pixels, input_config.keep_aspect_size; square stretches to image_size)."""
     if input_config.resize == 'square':
         h, w = input_config.image_size
         return h / height, w / width
-    factor = min(
-        input_config.short_side / min(height, width), input_config.max_side / max(height, width)
-    )
-    new_h, new_w = max(round(height * factor), 1), max(round(width * factor), 1)
+    new_h, new_w = keep_aspect_size((height, width), input_config.short_side, input_config.max_side)
     return new_h / height, new_w / width
 
 

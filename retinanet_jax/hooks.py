@@ -131,10 +131,10 @@ class InputWait(Hook):
             tqdm.write(
                 f'train.py: warning: the steps waited for their batches {self.share:.0%} of the '
                 f'time up to step {result.step}: the input pipeline (decoding and augmentation '
-                'on the host) is slower than the train step. Give it more threads '
-                '(--config.data.read_threads, default 4 per core), worker processes '
-                '(--config.data.read_workers) or host cores, or make '
-                'examples cheaper (smaller images, --config.input.*)'
+                'on the host) is slower than the train step. Give it worker processes '
+                '(--config.data.read_workers; -1, the default, is one per core on a GPU), more '
+                'threads (--config.data.read_threads, default 4 per core) or host cores, or '
+                'make examples cheaper (smaller images, --config.input.*)'
             )
 
 

@@ -21,6 +21,7 @@ keys are refused with the known ones listed.
 
 import dataclasses
 import json
+import os
 from typing import Any
 
 from retinanet_jax.anchors import AnchorConfig
@@ -55,17 +56,18 @@ class DataConfig:
     max_bad_fraction: float = 0.01
     # Threads that read and augment training batches (grain): 0 = 4 per core, at most 16.
     read_threads: int = 0
-    # Worker processes that read and augment training batches (grain's mp_prefetch), each with
-    # one thread and single-threaded TensorFlow; 0: threads in this process (read_threads).
-    # Past the GIL: 2 workers give 1.87-2.05x the images/s of 1 (640 and 1024 canvases, 2 cores).
-    read_workers: int = 0
+    # Worker processes that read and augment training batches (grain's mp_prefetch), each on one
+    # core, past the GIL; 0: threads in this process (read_threads). -1 (auto, the default): one
+    # per core of the host where the model runs on an accelerator and on_bad_record is 'stop';
+    # else threads (on a CPU the cores run the model). See `workers_for`.
+    read_workers: int = -1
 
     def __post_init__(self):
-        for name in ('read_threads', 'read_workers'):
+        for name, least in (('read_threads', 0), ('read_workers', -1)):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ValueError(f'DataConfig.{name} must be an integer >= 0, got {value!r}')
-        if self.read_workers and self.on_bad_record == 'skip':
+            if not isinstance(value, int) or isinstance(value, bool) or value < least:
+                raise ValueError(f'DataConfig.{name} must be an integer >= {least}, got {value!r}')
+        if self.read_workers > 0 and self.on_bad_record == 'skip':
             raise ValueError(
                 "DataConfig.read_workers > 0 needs on_bad_record='stop': the list of skipped "
                 'records is kept in this process'
@@ -84,6 +86,16 @@ class DataConfig:
     def evaluated(self) -> str:
         """The name of the dataset evaluated on."""
         return self.eval_dataset or self.dataset
+
+    def workers_for(self, backend: str) -> int:
+        """The worker processes a run reads with on `backend` (jax.default_backend()):
+        read_workers, or for -1 the cores this process may use (os.sched_getaffinity) on an
+        accelerator with on_bad_record 'stop', else 0 (threads)."""
+        if self.read_workers >= 0:
+            return self.read_workers
+        if backend == 'cpu' or self.on_bad_record != 'stop':
+            return 0
+        return len(os.sched_getaffinity(0))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -61,9 +61,10 @@ def train_with(watcher: preemption.PreemptionWatcher, config, workdir: str) -> d
     actions = side_actions(s, workdir, manager, data, evaluate, watcher, start_step, entered)
     anchors = np.asarray(anchor_lib.generate_anchors(s.image_hw, s.anchors))
     start = time.time()
-    batches = pipeline.train_iterator(
-        data.train, start_step, s.data.read_threads, s.data.read_workers
-    )
+    workers = s.data.workers_for(jax.default_backend())
+    if workers and jax.process_index() == 0:
+        print(f'reading training batches in {workers} worker processes (config.data.read_workers)')
+    batches = pipeline.train_iterator(data.train, start_step, s.data.read_threads, workers)
     try:
         with manager:
             state = Loop(

@@ -2,6 +2,7 @@
 key."""
 
 import dataclasses
+import os
 
 import pytest
 
@@ -48,7 +49,7 @@ def test_bad_configs_say_why(tmp_path):
 @pytest.mark.parametrize(
     'changes, message',
     [
-        ({'read_workers': -1}, 'read_workers must be an integer >= 0, got -1'),
+        ({'read_workers': -2}, 'read_workers must be an integer >= -1, got -2'),
         ({'read_threads': -3}, 'read_threads must be an integer >= 0, got -3'),
         (
             {'read_workers': 2, 'on_bad_record': 'skip'},
@@ -62,4 +63,10 @@ def test_input_readers_are_checked(changes, message):
         config.data[key] = value
     with pytest.raises(ValueError, match=message.replace('(', r'\(').replace('.', r'\.')):
         settings.from_config(config)
-    assert settings.from_config(smoke.get_config()).data.read_workers == 0  # keys in the config
+    data = settings.from_config(smoke.get_config()).data  # keys in the config
+    assert data.read_workers == -1  # auto: threads on a CPU, a worker per core on a GPU
+    assert data.workers_for('cpu') == 0
+    assert data.workers_for('gpu') == len(os.sched_getaffinity(0)) >= 1
+    skip = dataclasses.replace(data, on_bad_record='skip')  # its record list is in-process
+    assert skip.workers_for('gpu') == 0
+    assert dataclasses.replace(data, read_workers=3).workers_for('cpu') == 3

@@ -1,4 +1,4 @@
-"""Input: dataset sources, tf.data transforms and pipelines (TensorFlow is used here only).
+"""Input: dataset sources, numpy / PIL / OpenCV transforms and grain pipelines.
 
 Nothing in this package imports model code; model code never imports this package.
 """

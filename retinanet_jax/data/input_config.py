@@ -4,6 +4,8 @@ that settings and inference code can hold one without loading the input stack)."
 import dataclasses
 from typing import Literal
 
+import numpy as np
+
 
 @dataclasses.dataclass(frozen=True)
 class InputConfig:
@@ -31,3 +33,11 @@ class InputConfig:
             )
         if self.max_boxes < 1:
             raise ValueError(f'InputConfig.max_boxes must be >= 1, got {self.max_boxes}')
+
+
+def keep_aspect_size(hw, short_side: float, max_side: float) -> np.ndarray:
+    """(h, w) scaled so the short side is `short_side`, unless the long side would exceed
+    `max_side`; rounded, at least 1."""
+    hw = np.asarray(hw, np.float32)
+    factor = np.minimum(np.float32(short_side) / hw.min(), np.float32(max_side) / hw.max())
+    return np.maximum(np.round(hw * factor), 1.0).astype(np.int32)

@@ -28,15 +28,17 @@ function of (seed, record, epoch), whatever the process count or thread timing. 
 
 `eval_dataset` covers every example of the split once, in record order, each process a
 contiguous share, and pads the last batch with masked examples; every process yields the
-same number of batches. Transforms (transforms.py) are TensorFlow ops, run eagerly per
-example through one traced tf.function.
+same number of batches. Transforms (transforms.py) are numpy, PIL and OpenCV functions on
+uint8 images, run per example (no TensorFlow: its per-call dispatch held the GIL ~1.3 ms per
+example).
 """
 
+import dataclasses
 import os
 
+import cv2
 import grain
 import numpy as np
-import tensorflow as tf
 from absl import flags
 
 from retinanet_jax.data import transforms
@@ -44,67 +46,42 @@ from retinanet_jax.data.bad_records import BadRecords, SkippingRecords
 from retinanet_jax.data.input_config import InputConfig
 from retinanet_jax.data.source import Source
 
-RAW_SIGNATURE = {
-    'image': tf.TensorSpec([None, None, 3], tf.uint8),
-    'image_id': tf.TensorSpec([], tf.int64),
-    'boxes': tf.TensorSpec([None, 4], tf.float32),
-    'labels': tf.TensorSpec([None], tf.int32),
-    'is_crowd': tf.TensorSpec([None], tf.bool),
-}
+RAW_KEYS = ('image', 'image_id', 'boxes', 'labels', 'is_crowd')
 
 
-def preprocess(example: dict, config: InputConfig, *, train: bool, seed=None) -> dict:
-    """One raw example (tensors) -> one padded example (see the module docstring)."""
-    example = transforms.init_sizes(example)
-    seeds = tf.random.experimental.stateless_split(seed, 3) if train else None
+def preprocess(example: dict, config: InputConfig, *, train: bool, key: int = 0) -> dict:
+    """One raw example (numpy, a source's) -> one padded example (see the module docstring).
+    A training example's augmentation is a pure function of (config.seed, key)."""
+    example = transforms.init_sizes({k: example[k] for k in RAW_KEYS})
+    if train:
+        jitter_rng, crop_rng, flip_rng = (
+            np.random.default_rng(s) for s in np.random.SeedSequence([config.seed, key]).spawn(3)
+        )
     if train and config.scale_jitter is not None:
         low, high = config.scale_jitter
         example = transforms.random_scale_jitter(
-            example, config.short_side, config.max_side, low, high, seeds[0]
+            example, config.short_side, config.max_side, low, high, jitter_rng
         )
-        example = transforms.random_crop(example, config.image_size, seeds[1])
+        example = transforms.random_crop(example, config.image_size, crop_rng)
     elif config.resize == 'square':
         example = transforms.resize_square(example, config.image_size[0])
     else:
         example = transforms.resize_keep_aspect(example, config.short_side, config.max_side)
     if train and config.flip:
-        example = transforms.random_horizontal_flip(example, seeds[2])
+        example = transforms.random_horizontal_flip(example, flip_rng)
     example = transforms.clip_and_filter_boxes(example, config.min_box_size)
     return transforms.pad(example, config.image_size, config.max_boxes)
 
 
+@dataclasses.dataclass(frozen=True)
 class Preprocessor:
-    """`preprocess` of numpy examples through one traced tf.function (thread-safe). Pickled
-    (for grain's worker processes) as its settings: a copy traces its function on first use."""
+    """`preprocess` with its settings bound, for grain's map (picklable, for its workers)."""
 
-    def __init__(self, config: InputConfig, train: bool):
-        self.config, self.train = config, train
-        self._fn = None
-        # Traced here, once: grain's threads making the first calls together would each trace
-        # it (and TensorFlow warns of retracing).
-        self._traced()
-
-    def _traced(self):
-        if self._fn is None:
-            config, train = self.config, self.train
-            self._fn = tf.function(
-                lambda ex, seed: preprocess(ex, config, train=train, seed=seed),
-                input_signature=[RAW_SIGNATURE, tf.TensorSpec([2], tf.int64)],
-                autograph=False,  # control flow is explicit (tf.cond): traced in 0.14 s, not 0.8
-            )
-            self._fn.get_concrete_function()
-        return self._fn
-
-    def __getstate__(self) -> dict:
-        return {'config': self.config, 'train': self.train}
-
-    def __setstate__(self, state: dict) -> None:
-        self.config, self.train, self._fn = state['config'], state['train'], None
+    config: InputConfig
+    train: bool
 
     def __call__(self, example: dict, key: int = 0) -> dict:
-        raw = {k: example[k] for k in RAW_SIGNATURE}
-        seed = np.array([self.config.seed, key], np.int64)
-        return {k: v.numpy() for k, v in self._traced()(raw, seed).items()}
+        return preprocess(example, self.config, train=self.train, key=key)
 
 
 def preprocess_image(image, config: InputConfig) -> dict:
@@ -117,17 +94,8 @@ def preprocess_image(image, config: InputConfig) -> dict:
         'labels': np.zeros([0], np.int32),
         'is_crowd': np.zeros([0], bool),
     }
-    example = _eval_preprocessor(config)(raw)
+    example = preprocess(raw, config, train=False)
     return {k: example[k] for k in ('image', 'content_size', 'scale')}
-
-
-_EVAL_PREPROCESSORS: dict = {}
-
-
-def _eval_preprocessor(config: InputConfig) -> Preprocessor:
-    if config not in _EVAL_PREPROCESSORS:
-        _EVAL_PREPROCESSORS[config] = Preprocessor(config, train=False)
-    return _EVAL_PREPROCESSORS[config]
 
 
 def _shuffle_seed(seed: int) -> int:
@@ -175,21 +143,20 @@ def train_iterator(
 
     workers = 0: grain threads in this process, each building whole batches; 4 per core (at
     most 16, which bounds the prefetched batches held in memory): an example's work is mostly
-    TensorFlow kernels and PIL decoding, which release the GIL, but its Python dispatch does
-    not, and more threads than cores hide it (640x640 JPEGs on 2 cores: 2 threads 80-92
-    images/s, 4 threads 102-128, 8 threads 112-118; BENCHMARKS.md, "Training input
-    pipeline"). `threads` > 0 sets their number (config.data.read_threads).
+    PIL decoding and OpenCV / PIL resizing, which release the GIL, but its Python glue does
+    not, and more threads than cores hide it (BENCHMARKS.md, "Training input pipeline").
+    `threads` > 0 sets their number (config.data.read_threads).
 
     workers > 0 (config.data.read_workers): grain's worker processes (spawned; batch k from
-    worker k mod workers, so the order is the same), each with one reading thread and
-    single-threaded TensorFlow, free of this process's GIL. Close the iterator (`close()`)
-    when done: its workers stop."""
+    worker k mod workers, so the order is the same), each reading on its own main thread
+    with single-threaded OpenCV, so one worker uses one core, free of this process's GIL.
+    Close the iterator (`close()`) when done: its workers stop."""
     if workers:
         if not flags.FLAGS.is_parsed():  # grain's workers read absl flags (a library caller)
             flags.FLAGS.mark_as_parsed()
         options = grain.MultiprocessingOptions(num_workers=workers, per_worker_buffer_size=2)
         iterable = dataset[start_step:].to_iter_dataset(
-            grain.ReadOptions(num_threads=1, prefetch_buffer_size=1)
+            grain.ReadOptions(num_threads=0, prefetch_buffer_size=0)
         )
         return iter(iterable.mp_prefetch(options, worker_init_fn=single_threaded_worker))
     threads = threads or min(16, 4 * (os.cpu_count() or 1))
@@ -201,12 +168,10 @@ def train_iterator(
 
 
 def single_threaded_worker(worker_index: int, worker_count: int) -> None:
-    """grain's worker start-up: TensorFlow on one thread (the workers share the cores: two
-    workers with TensorFlow's own thread pools and two reading threads each ran at 96
-    images/s, single-threaded with one at 127; 640x640 JPEGs on 2 cores)."""
+    """grain's worker start-up: OpenCV on one thread (the workers share the cores; on its own
+    thread pool one worker took both cores of the 2-core machine, and 2 workers gave 1.6x 1)."""
     del worker_index, worker_count
-    tf.config.threading.set_intra_op_parallelism_threads(1)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
+    cv2.setNumThreads(1)
 
 
 def order_of(
@@ -278,7 +243,7 @@ def eval_dataset(
     start, stop = even_range(n, process_index, process_count)
     largest = max(b - a for a, b in (even_range(n, p, process_count) for p in range(process_count)))
     num_batches = -(-largest // batch_size)
-    prep = _eval_preprocessor(config)
+    prep = Preprocessor(config, train=False)
     filler = padding_example(config)
 
     def example(i):
