@@ -19,7 +19,6 @@ import sys
 import time
 from pathlib import Path
 
-import tensorflow as tf
 from tqdm import tqdm
 
 from retinanet_jax import checkpoint, coco_metrics
@@ -296,23 +295,3 @@ class PreemptionHook(Hook):
     def with_state(self, loop: Loop, step: int, state) -> None:
         self.checkpointer.save(step, state)
         raise Preempted(step, self.watcher.signal_name, self.checkpointer.where(step))
-
-
-class MetricWriter:
-    """Scalars and images to TensorBoard event files (tf.summary)."""
-
-    def __init__(self, logdir: Path):
-        self._writer = tf.summary.create_file_writer(str(logdir))
-
-    def write(self, step: int, metrics: dict) -> None:
-        with self._writer.as_default(step=step):
-            for k, v in metrics.items():
-                tf.summary.scalar(k, v)
-        self._writer.flush()
-
-    def images(self, step: int, images: dict) -> None:
-        """{name: uint8 [N, H, W, 3]} as TensorBoard image summaries (all N of each)."""
-        with self._writer.as_default(step=step):
-            for name, batch in images.items():
-                tf.summary.image(name, batch, max_outputs=len(batch))
-        self._writer.flush()

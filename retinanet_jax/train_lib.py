@@ -26,6 +26,7 @@ from retinanet_jax import (
     evaluation,
     hooks,
     inference,
+    metric_writer,
     preemption,
     settings,
     sharding,
@@ -201,7 +202,7 @@ def side_actions(
     s: settings.Settings, workdir, manager, data, evaluate, watcher, start_step, entered
 ) -> dict[str, hooks.Hook]:
     """The loop's side actions, by name, in the order they see each step."""
-    writer = hooks.MetricWriter(workdir / 'logs') if jax.process_index() == 0 else None
+    writer = metric_writer.MetricWriter(workdir / 'logs') if jax.process_index() == 0 else None
     checkpointer = hooks.Checkpointer(manager, s.checkpoint_every, data.order, start_step)
     describe = functools.partial(data.describe, s.data.train_split)
     guard = hooks.NonFiniteGuard(s.skip_nonfinite, checkpointer, describe)
