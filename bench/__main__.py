@@ -19,10 +19,10 @@ BENCHMARKS = {
     'convs': 'bench.convs',
     'race': 'bench.race',
     'faults': 'bench.faults',
+    'fed': 'bench.fed',
 }
 # Not part of `all` (run them by name): each starts or trains whole runs of its own, minutes.
-SLOW = ('startup', 'convs', 'race', 'faults')
-NEEDS_TENSORFLOW = ('input',)  # the GPU machines have no TensorFlow
+SLOW = ('startup', 'convs', 'race', 'faults', 'fed')
 
 
 def main(argv=None) -> int:
@@ -55,8 +55,6 @@ def main(argv=None) -> int:
     from bench.timing import HEADER
 
     names = [n for n in BENCHMARKS if n not in SLOW] if args.name == 'all' else [args.name]
-    if args.device == 'gpu' and args.name == 'all':
-        names = [n for n in names if n not in NEEDS_TENSORFLOW]
     everything = {}
     peak = None
     if args.device == 'cpu':  # every CPU row's GFLOP/s as a share of this, measured now

@@ -2,8 +2,8 @@
 
 Data: a COCO-format folder of 640x480 JPEGs (COCO's typical size; rendered from `shapes`,
 written to a temporary directory), read through the `coco_folder` source and
-`pipeline.train_dataset`, batch 16, with reading threads (the default) and 1 and 2 worker
-processes (config.data.read_workers):
+`pipeline.train_dataset`, batch 16, with reading threads (a CPU run's default) and 1, 2 and
+one per core worker processes (config.data.read_workers; one per core: a GPU run's default):
   640x640    scale jitter 0.8-1.25 + crop, flip, normalise, pad to 640x640
   1024x1024  configs/coco.py's input exactly: short side 800, long side <= 1024, flip, pad
 Reference: the torchvision route a PyTorch user would take on the same files: a DataLoader
@@ -11,8 +11,8 @@ with 2 workers, torchvision.io decode_jpeg, transforms.v2 resizing as ours (Scal
 RandomCrop at 640, Resize(800, max_size=1024) + padding at 1024), RandomHorizontalFlip,
 Normalize.
 
-It ends with the rate a host of N cores would reach at the COCO canvas (the 2-worker rate per
-core times N: workers scale with cores, 2 gave 1.87-2.05x 1 on the 2-core machine) against
+It ends with the rate a host of N cores would reach at the COCO canvas (the most workers' rate
+per core times N: workers scale with cores, 2 gave 1.84-1.96x 1 on the 2-core machine) against
 what N GPUs need at our measured train step (GPU_IMAGES_PER_SECOND).
 """
 
@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 
-def _write_folder(directory: Path, n: int) -> dict:
+def write_folder(directory: Path, n: int) -> dict:
     from PIL import Image
 
     from retinanet_jax.data import shapes
@@ -97,14 +97,14 @@ def run(quick: bool = False, threads: int = 2, device: str = 'cpu') -> list:
                                             max_side=64)}  # fmt: skip
     results, per_core = [], {}
     with tempfile.TemporaryDirectory() as tmp:
-        options = _write_folder(Path(tmp), n)
+        options = write_folder(Path(tmp), n)
         source = sources.make_source('coco_folder', **options)
         for size, config in canvases.items():
             dataset = pipeline.train_dataset(source, config, batch_size)
             ref_name = f'torchvision DataLoader (2 workers): {size}x{size}'
-            # threads in this process (the default), then 1 and 2 worker processes (spawned
+            # threads in this process, then 1, 2 and one per core worker processes (spawned
             # once: their start-up is the warm-up; not in --quick, a smoke test of the code)
-            for workers in (0,) if quick else (0, 1, 2):
+            for workers in (0,) if quick else sorted({0, 1, 2, len(os.sched_getaffinity(0))}):
                 it = pipeline.train_iterator(dataset, workers=workers)
                 rate, warm = _images_per_second(it, batch_size, batches)
                 it.close()  # its reader threads or worker processes stop
