@@ -120,6 +120,16 @@ def test_flip_golden():
     ]
     assert 10 < sum(f == 50.0 for f in flips) < 30  # about half
 
+    class Heads:  # a generator whose draw always flips
+        def random(self):
+            return 0.0
+
+    crop = transforms.random_crop(transforms.init_sizes(rectangle_example()), (40, 50), rng(1))
+    out = transforms.random_horizontal_flip(crop, Heads())  # a strided view, flipped
+    np.testing.assert_array_equal(out['image'], crop['image'][:, ::-1])
+    np.testing.assert_array_equal(crop['boxes'][0], [10 - 38, 20 - 10, 40 - 38, 50 - 10])
+    np.testing.assert_array_equal(out['boxes'][0], [50 - 2, 10, 50 + 28, 40])
+
 
 def test_resize_keep_aspect_scale_golden():
     out = transforms.resize_keep_aspect(transforms.init_sizes(rectangle_example()), 120, 150)
