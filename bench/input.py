@@ -12,7 +12,7 @@ RandomCrop at 640, Resize(800, max_size=1024) + padding at 1024), RandomHorizont
 Normalize.
 
 It ends with the rate a host of N cores would reach at the COCO canvas (the most workers' rate
-per core times N: workers scale with cores, 2 gave 1.84-1.96x 1 on the 2-core machine) against
+per core times N: workers scale with cores, 2 gave 1.81-2.21x 1 in two runs on 2 cores) against
 what N GPUs need at our measured train step (GPU_IMAGES_PER_SECOND).
 """
 
