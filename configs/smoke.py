@@ -17,7 +17,9 @@ def get_config():
     c.model.head_depth = 1
     # Frozen stages, batch norm in the FPN and skipped non-finite steps in every smoke run: the
     # norm-statistics test's train step is then the smoke run's (compiled once, then cached).
-    c.model.freeze_at = 2  # the stem and layer1 frozen, the rest trainable batch norm
+    # The stem and layers 1-3 frozen, layer4 trainable batch norm: a gradient through one stage
+    # only compiles in 8 s instead of 11 (freeze_at=2) and runs in 0.42 s instead of 0.52.
+    c.model.freeze_at = 4
     c.model.fpn_norm = 'batch'
     c.skip_nonfinite = 1
     c.batch_size = 2

@@ -12,6 +12,7 @@ a fresh one (resume_or_create).
 import dataclasses
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
@@ -62,10 +63,13 @@ def train_graph(s: settings.Settings, mesh) -> tuple[TrainGraph, dict]:
     )
 
 
-def create_state(s: settings.Settings, mesh) -> tuple[TrainGraph, dict]:
+def create_state(
+    s: settings.Settings, mesh, graph: TrainGraph | None = None
+) -> tuple[TrainGraph, dict]:
     """(graph, state) of a fresh run, the state created directly as replicated arrays on the
-    mesh (one computation, jit with out_shardings)."""
-    graph, _ = train_graph(s, mesh)
+    mesh (one computation, jit with out_shardings). `graph`: the run's train_graph, where the
+    caller has it already (building it traces the whole model)."""
+    graph = graph or train_graph(s, mesh)[0]
 
     def init():
         model, optimizer = build_modules(s)
@@ -77,10 +81,16 @@ def create_state(s: settings.Settings, mesh) -> tuple[TrainGraph, dict]:
     return graph, restart_ema(state) if s.ema.enabled else state
 
 
+@jax.jit
+def _copy(tree):
+    """Fresh buffers holding the same values (one program, not one per array shape)."""
+    return jax.tree.map(jnp.copy, tree)
+
+
 def restart_ema(state: dict) -> dict:
     """The state with its EMA set to a copy of the model's weights (fresh arrays: the train
     step donates the state, so the two must not share buffers)."""
-    return {**state, 'ema': jax.tree.map(lambda x: x.copy(), state['model'])}
+    return {**state, 'ema': _copy(state['model'])}
 
 
 def abstract_state(state: dict) -> dict:
@@ -115,7 +125,7 @@ def resume_or_create(s: settings.Settings, mesh, manager, order: dict):
     if restored is not None:
         print(f'resumed from {manager.directory} at step {start_step}', flush=True)
         return graph, {k: restored[k] for k in abstract}, start_step
-    graph, state = create_state(s, mesh)
+    graph, state = create_state(s, mesh, graph)
     if s.init_backbone:
         state = init_backbone(graph, state, s.init_backbone, mesh)
         print(f'backbone initialised from {s.init_backbone}')

@@ -32,8 +32,8 @@ from retinanet_jax.models.resnet import ResNet
 
 from .test_models import assert_rel_close, image, nhwc, torchvision_retinanet  # noqa: F401
 
-# The smoke config's model: trainable batch norm in the backbone (the stem and layer1 frozen,
-# freeze_at=2) and in the FPN; one_train_step(BATCH) is then the smoke run's compiled step.
+# The smoke config's model: trainable batch norm in the backbone (the stem and layers 1-3
+# frozen, freeze_at=4) and in the FPN; one_train_step(BATCH) is then the smoke run's compiled step.
 BATCH = settings.from_config(smoke.get_config()).model
 
 
@@ -121,11 +121,11 @@ def test_train_step_updates_statistics_except_in_frozen_stages(tmp_path):
     assert stats
     for path in stats:
         same = np.array_equal(flat_before[path][...], np.asarray(flat_after[path][...]))
-        frozen_stage = path[0] == 'backbone' and (path[1] in ('bn1', 'layer1'))
-        assert same == frozen_stage, path  # freeze_at=2: stem and layer1 keep theirs
+        frozen_stage = path[0] == 'backbone' and path[1] != 'layer4'
+        assert same == frozen_stage, path  # freeze_at=4: the stem and layers 1-3 keep theirs
     frozen = [p for p, v in flat_before.items() if isinstance(v, Frozen)]
     assert all(np.array_equal(flat_before[p][...], np.asarray(flat_after[p][...])) for p in frozen)
-    assert any(p[1] == 'layer2' for p in stats) and any(p[0] == 'fpn' for p in stats)
+    assert any(p[1] == 'layer4' for p in stats) and any(p[0] == 'fpn' for p in stats)
 
     # Eval mode uses the running statistics: the predict graph gives an image the same outputs
     # whatever the other images of its batch (training mode's batch statistics would not).
@@ -155,10 +155,10 @@ def test_group_norm_has_no_statistics_and_its_affine_terms_train():
     grads = nnx.jit(
         nnx.grad(lambda m: jnp.mean(m(x)['cls_logits'] ** 2), argnums=nnx.DiffState(0, nnx.Param))
     )(model)
-    assert np.abs(grads['backbone']['layer3'][0]['bn1']['scale'][...]).sum() > 0
+    assert np.abs(grads['backbone']['layer4'][0]['bn1']['scale'][...]).sum() > 0
     assert np.abs(grads['fpn']['inner_norms'][0]['bias'][...]).sum() > 0
     paths = {path for path, _ in nnx.to_flat_state(grads)}
-    assert ('backbone', 'bn1', 'scale') not in paths  # the stem is frozen (freeze_at=2)
+    assert ('backbone', 'layer3', 0, 'bn1', 'scale') not in paths  # frozen (freeze_at=4)
 
 
 @pytest.mark.parametrize(
