@@ -22,7 +22,7 @@ def run(quick: bool = False, threads: int = 2, device: str = 'cpu') -> list:
     from retinanet_jax.torchvision_weights import retinanet_from_torchvision
 
     torch.set_num_threads(threads)
-    size, runs, batches = (64, 2, (1,)) if quick else (512, 10, (1, 2))
+    size, runs, batches = (64, 1, (1,)) if quick else (512, 10, (1, 2))
     torch.manual_seed(0)
     reference = retinanet_resnet50_fpn(weights=None, weights_backbone=None).eval()
     state_dict = {k: v.numpy() for k, v in reference.state_dict().items()}

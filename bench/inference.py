@@ -29,7 +29,7 @@ def run(quick: bool = False, threads: int = 2, device: str = 'cpu') -> list:
     import torch
     from torchvision.models.detection import retinanet_resnet50_fpn
 
-    size, runs = (64, 2) if quick else (800, 10 if device == 'cpu' else 50)
+    size, runs = (64, 1) if quick else (800, 10 if device == 'cpu' else 50)
     dtype = 'bfloat16' if device == 'gpu' and not quick else 'float32'
     torch.manual_seed(0)
     model = retinanet_resnet50_fpn(weights=None, weights_backbone=None)

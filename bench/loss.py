@@ -58,7 +58,7 @@ def run(quick: bool = False, threads: int = 2, device: str = 'cpu') -> list:
     dev = torch.device('cuda' if device == 'gpu' else 'cpu')
     sync = torch.cuda.synchronize if device == 'gpu' else (lambda: None)
     image_hw, k = ((128, 160), 5) if quick else ((640, 832), 20)
-    runs = 2 if quick else 30
+    runs = 1 if quick else 30
     results = []
     for problem in PROBLEMS:
         inputs = make_problem(image_hw, 2, k, problem)

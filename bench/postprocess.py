@@ -19,7 +19,7 @@ def run(quick: bool = False, threads: int = 2, device: str = 'cpu') -> list:
     from retinanet_jax.testing.torchvision_retinanet import tiny_retinanet
 
     torch.set_num_threads(threads)
-    image_hw, k, runs = ((64, 64), 5, 2) if quick else ((800, 800), 91, 20)
+    image_hw, k, runs = ((64, 64), 5, 1) if quick else ((800, 800), 91, 20)
     cfg = anchor_lib.AnchorConfig.torchvision()
     anchors = np.array(anchor_lib.generate_anchors(image_hw, cfg))
     sizes = list(anchor_lib.anchors_per_level(image_hw, cfg))

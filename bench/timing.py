@@ -39,11 +39,12 @@ def time_fn(
     warmup: int = 2,
     reference: str | None = None,
 ) -> Timing:
-    """Times `fn()` (which must block until its result is ready) `runs` times after warm-up."""
+    """Times `fn()` (which must block until its result is ready) `runs` times after a first
+    call and `warmup` more (at most `runs`: --quick's single run is a check of the code)."""
     start = time.perf_counter()
     fn()
     first = (time.perf_counter() - start) * 1e3
-    for _ in range(warmup):
+    for _ in range(min(warmup, runs)):
         fn()
     samples = []
     for _ in range(runs):

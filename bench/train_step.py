@@ -29,7 +29,7 @@ REFERENCE_NORM = {'frozen': 'frozen', 'batch': 'batch', 'group': 'batch'}  # our
 
 def settings(quick: bool, device: str) -> dict:
     if quick:  # a smoke test of the benchmark: ResNet-18 trunks, tiny images
-        return dict(size=64, batch=2, dtype='float32', runs=2, depth=18)
+        return dict(size=64, batch=2, dtype='float32', runs=1, depth=18)
     if device == 'gpu':
         return dict(size=1024, batch=16, dtype='bfloat16', runs=20, depth=50)
     return dict(size=512, batch=2, dtype='float32', runs=5, depth=50)

@@ -2,9 +2,10 @@
 smoke run.
 
 torch must be imported before tensorflow in one process (tensorflow first segfaults inside
-triton), so it is imported here, where installed, before any test module can pull tensorflow
-in; torchvision too, since torchvision.ops imports torch._dynamo and with it triton, which
-torch alone does not (running test_data.py before test_models.py alone crashed that way).
+triton), so it is imported here (pytest_configure), where installed, before any test module
+can pull tensorflow in; torchvision too, since torchvision.ops imports torch._dynamo and with
+it triton, which torch alone does not (running test_data.py before test_models.py alone
+crashed that way).
 Tests that need torch (or another optional tool) skip where it is missing (helpers.require),
 and fail instead under RETINANET_JAX_NO_SKIPS=1, which .ci/run sets.
 """
@@ -18,14 +19,21 @@ import pytest
 
 from .helpers import NO_SKIPS
 
-try:
-    import torch
-    import torchvision
-    import torchvision.ops  # noqa: F401
-except ImportError:  # the tests that need them skip (helpers.require)
-    pass
-else:
-    torch.set_num_threads(2)
+
+def pytest_configure(config):
+    """torch first, in every process that imports test modules (not pytest-xdist's controller,
+    which only hands tests out: ~3.4 CPU-s saved)."""
+    if config.getoption('numprocesses', None) and not hasattr(config, 'workerinput'):
+        return
+    try:
+        import torch
+        import torchvision
+        import torchvision.ops  # noqa: F401
+    except ImportError:  # the tests that need them skip (helpers.require)
+        pass
+    else:
+        torch.set_num_threads(2)
+
 
 pytest_plugins = ['pytester']  # tests/test_skips.py
 

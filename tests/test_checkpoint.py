@@ -51,6 +51,13 @@ def smoke_state(config_json: str):
     return abstract, order
 
 
+@functools.cache
+def model_sum(run: str, step: int) -> float:
+    """The sum of a run's saved model weights at `step` (read once per process)."""
+    saved = params_of(Path(run), step)
+    return sum(np.sum(v, dtype=np.float64) for k, v in saved.items() if 'model' in k.split('/')[0])
+
+
 def resume(run: Path, config=None):
     """(step, restored items) that a run in `run` would resume from."""
     abstract, order = smoke_state(settings.to_json(config or smoke.get_config()))
@@ -88,8 +95,7 @@ def test_an_unreadable_newest_checkpoint_is_moved_aside_and_the_previous_restore
     assert len(warning.strip().splitlines()) == 1
     assert (run / 'unreadable_checkpoints' / '4').is_dir()  # kept, not deleted
     assert sorted(p.name for p in (run / 'checkpoints').iterdir()) == ['2']
-    saved = params_of(smoke_run[0], 2)  # the restored model is checkpoint 2's
-    want = sum(np.sum(v, dtype=np.float64) for k, v in saved.items() if 'model' in k.split('/')[0])
+    want = model_sum(str(smoke_run[0]), 2)  # the restored model is checkpoint 2's
     assert want == sum(
         np.sum(np.asarray(x), dtype=np.float64) for x in jax.tree.leaves(state['model'])
     )
@@ -193,6 +199,6 @@ def test_keep_best_keeps_the_best_evaluation_and_run_best_loads_it(tmp_path, smo
     with pytest.raises(FileNotFoundError, match='is not a training run'):
         load_predictor(f'{tmp_path / "nothing"}:best')
     bad = smoke.get_config()
-    bad.update(keep_best='mAP')
+    bad.update(keep_best='mAP', eval_every=1)  # named at the first evaluation: step 1's
     with pytest.raises(ValueError, match=r"config\.keep_best='mAP' is not a metric"):
         train_lib.train_and_evaluate(bad, str(tmp_path / 'bad'))
