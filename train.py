@@ -15,11 +15,10 @@ to resume).
 
 import sys
 
-import jax
 from absl import app, flags
 from ml_collections import config_flags
 
-from retinanet_jax import cli, preemption, sharding, train_lib
+from retinanet_jax import cli
 
 config_flags.DEFINE_config_file('config', None, 'path to a configs/*.py file', lock_config=True)
 flags.DEFINE_string('workdir', None, 'directory for checkpoints, logs and metrics')
@@ -35,6 +34,12 @@ flags.mark_flags_as_required(['config', 'workdir'])
 def main(argv) -> None:
     if len(argv) > 1:
         raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+    # JAX and the package load here, after the flags and --config parsed (a bad one is then
+    # named in a fraction of a second).
+    import jax
+
+    from retinanet_jax import preemption, sharding, train_lib
+
     cli.start()
     jax.config.update('jax_threefry_partitionable', True)
     f = flags.FLAGS

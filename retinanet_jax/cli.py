@@ -12,16 +12,11 @@ import sys
 from absl import flags
 from absl import logging as absl_logging
 
-from retinanet_jax import checkpoint, compilation_cache
-
-# CheckpointWriteError: a full disk or no permission, named with the folder and the step.
-KNOWN_ERRORS = (
-    ValueError,
-    FileNotFoundError,
-    FileExistsError,
-    FloatingPointError,
-    checkpoint.CheckpointWriteError,
-)
+# Bad input that ends a tool in one line (exit_on_bad_input), with checkpoint.CheckpointWriteError
+# (a full disk or no permission, named with the folder and the step). This module imports the
+# package's heavy modules (JAX, orbax) only where a function needs them: a bad --config or flag
+# is then reported in a fraction of a second.
+KNOWN_ERRORS = (ValueError, FileNotFoundError, FileExistsError, FloatingPointError)
 
 
 def define_model_flags() -> None:
@@ -75,6 +70,8 @@ def define_cache_flag() -> None:
 def start() -> None:
     """What every tool does first: quiet logging, the compilation cache of --compilation_cache
     (define_cache_flag) switched on."""
+    from retinanet_jax import compilation_cache
+
     absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every step at INFO
     compilation_cache.enable(flags.FLAGS.compilation_cache)
 
@@ -82,9 +79,11 @@ def start() -> None:
 def exit_on_bad_input(prog: str, fn, *args, **kwargs):
     """fn(*args, **kwargs); bad input (a ValueError, a missing file, ...) ends the program
     with `prog: reason` on one line instead of a stack of library internals."""
+    from retinanet_jax import checkpoint
+
     try:
         return fn(*args, **kwargs)
-    except KNOWN_ERRORS as e:
+    except (*KNOWN_ERRORS, checkpoint.CheckpointWriteError) as e:
         sys.exit(f'{prog}: {e}')
 
 
