@@ -26,6 +26,7 @@ Metrics (EvaluationConfig; the defaults are COCO's and give its 12 numbers):
 
 import contextlib
 import dataclasses
+import functools
 import io
 
 import numpy as np
@@ -50,6 +51,7 @@ STAT_NAMES = (
     'ARm',
     'ARl',
 )
+PER_CLASS = (('AP', None), ('AP50', 0.5), ('AP75', 0.75))  # (stat, IoU) of each class
 COCO_AREAS = (
     ('all', 0.0, 1e10),
     ('small', 0.0, 32.0**2),
@@ -184,13 +186,24 @@ class CocoEvaluator:
         have = np.asarray(self.config.iou_thresholds)
         return {t: self.pr_curves(t) for t in ious if np.isclose(have, t).any()}
 
+    def metric_names(self) -> list[str]:
+        """The names that metrics() gives, known before any detection: stat_names, AP / AP50 /
+        AP75 per class (those the IoU thresholds hold) and VOC_AP50 on VOC sources."""
+        per_class = [
+            f'{stat}/{name}'
+            for name in self.dataset_label_map.names
+            for stat, iou in PER_CLASS
+            if iou is None or np.isclose(self.config.iou_thresholds, iou).any()
+        ]
+        return [*stat_names(self.config), *per_class, *(['VOC_AP50'] if self.voc_ap50 else [])]
+
     def _per_class(self, results: dict, category_ids: list[int]) -> dict[str, float]:
         names = dict(
             zip(self.dataset_label_map.category_ids, self.dataset_label_map.names, strict=True)
         )
         out = {}
         for k, category in enumerate(category_ids):
-            for stat, iou in (('AP', None), ('AP50', 0.5), ('AP75', 0.75)):
+            for stat, iou in PER_CLASS:
                 value = _mean_precision(results, self.config, iou=iou, category=k)
                 if value is not None:
                     out[f'{stat}/{names.get(category, category)}'] = value
@@ -199,20 +212,36 @@ class CocoEvaluator:
 
 def coco_stats(results: dict, config: EvaluationConfig) -> dict[str, float]:
     """The summary numbers of pycocotools' accumulated `results` (COCOeval.eval), named after
-    `config`; with the default config these are COCOeval.summarize()'s 12 stats."""
-    stats = {'AP': _mean_precision(results, config)}
-    for iou in (0.5, 0.75):
-        value = _mean_precision(results, config, iou=iou)
-        if value is not None:
-            stats[f'AP{round(iou * 100)}'] = value
+    `config` (stat_names); with the default config these are COCOeval.summarize()'s 12 stats."""
+    return {name: statistic(results) for name, statistic in _statistics(config)}
+
+
+def stat_names(config: EvaluationConfig) -> list[str]:
+    """The names of coco_stats under `config`, known before any evaluation."""
+    return [name for name, _ in _statistics(config)]
+
+
+def _statistics(config: EvaluationConfig) -> list:
+    """(name, results -> value) of each summary number under `config`: AP; AP50 and AP75 where
+    the IoU thresholds hold them; AP per area range; AR at each detection count; AR per area."""
+    has = lambda iou: bool(np.isclose(config.iou_thresholds, iou).any())  # noqa: E731
+    out = [('AP', lambda r: _mean_precision(r, config))]
+    out += [
+        (f'AP{round(iou * 100)}', functools.partial(_mean_precision, config=config, iou=iou))
+        for iou in (0.5, 0.75)
+        if has(iou)
+    ]
     letters = {'small': 's', 'medium': 'm', 'large': 'l'}
-    for a, (name, _, _) in enumerate(config.area_ranges[1:], start=1):
-        stats[f'AP{letters.get(name, "_" + name)}'] = _mean_precision(results, config, area=a)
-    for m, detections in enumerate(config.max_detections):
-        stats[f'AR{detections}'] = _mean_recall(results, area=0, max_index=m)
-    for a, (name, _, _) in enumerate(config.area_ranges[1:], start=1):
-        stats[f'AR{letters.get(name, "_" + name)}'] = _mean_recall(results, area=a, max_index=-1)
-    return stats
+    areas = [
+        (a, letters.get(name, '_' + name)) for a, (name, _, _) in enumerate(config.area_ranges)
+    ][1:]
+    out += [(f'AP{x}', functools.partial(_mean_precision, config=config, area=a)) for a, x in areas]
+    out += [
+        (f'AR{n}', functools.partial(_mean_recall, area=0, max_index=m))
+        for m, n in enumerate(config.max_detections)
+    ]
+    out += [(f'AR{x}', functools.partial(_mean_recall, area=a, max_index=-1)) for a, x in areas]
+    return out
 
 
 def _mean_precision(results, config, *, iou=None, area=0, category=None) -> float | None:

@@ -65,6 +65,9 @@ def evaluate_model(
     return metrics
 
 
+LOSS_NAMES = ('val_loss', 'val_cls_loss', 'val_box_loss')  # evaluate_model with a loss_config
+
+
 def validation_loss(terms: np.ndarray, loss_config) -> dict:
     """{'val_loss', 'val_cls_loss', 'val_box_loss'} of this process's per-image loss terms
     [n, 3] (class sum, box sum, positives) and every other process's."""
@@ -72,11 +75,7 @@ def validation_loss(terms: np.ndarray, loss_config) -> dict:
     loss, cls_loss, box_loss, _ = losses.normalised_loss(
         rows[:, 0], rows[:, 1], rows[:, 2], loss_config
     )
-    return {
-        'val_loss': float(loss),
-        'val_cls_loss': float(cls_loss),
-        'val_box_loss': float(box_loss),
-    }
+    return dict(zip(LOSS_NAMES, map(float, (loss, cls_loss, box_loss)), strict=True))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -271,15 +271,20 @@ class BestCheckpointer(Hook):
 
     def with_state(self, loop: Loop, step: int, state) -> None:
         metrics = self.evaluations.history[step]
-        if self.metric not in metrics:
-            raise ValueError(
-                f"config.keep_best={self.metric!r} is not a metric of this run's evaluation; "
-                f'known: {sorted(k for k in metrics if "/" not in k or k.startswith("ema/"))}'
-            )
+        check_metric(self.metric, metrics)
         checkpoint.save_best(self.manager, step, state, {self.metric: metrics[self.metric]})
 
     def after_train(self, loop: Loop) -> None:
         self.manager.close()
+
+
+def check_metric(metric: str, names) -> None:
+    """ValueError unless `metric` (config.keep_best) is one of an evaluation's `names`."""
+    if metric not in names:
+        raise ValueError(
+            f"config.keep_best={metric!r} is not a metric of this run's evaluation; "
+            f'known: {sorted(k for k in names if "/" not in k or k.startswith("ema/"))}'
+        )
 
 
 class PreemptionHook(Hook):

@@ -155,6 +155,13 @@ class RunEvaluation:
         )
         self.names = data.evaluated.label_map.names
         self.fixed = None  # the pictured batch, read on first use
+        if s.keep_best:  # named now, not at the first evaluation
+            hooks.check_metric(s.keep_best, self.metric_names())
+
+    def metric_names(self) -> list[str]:
+        """The names of the metrics that __call__ gives, before any evaluation."""
+        raw = [*self.evaluator.metric_names(), *evaluation.LOSS_NAMES]
+        return raw + [f'ema/{k}' for k in raw] if self.s.ema.enabled else raw
 
     def weights(self, model_state, progress) -> dict:
         return evaluation.evaluate_model(

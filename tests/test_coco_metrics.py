@@ -123,6 +123,10 @@ def test_settable_parameters_and_the_report():
     at50 = custom.metrics()
     assert at50['AP'] == at50['AP50'] == pytest.approx(metrics['AP50'])
     assert 'AP75' not in at50 and {'AR1', 'AR5', 'AR20', 'AP_tiny', 'AR_tiny'} <= set(at50)
+    # The names are known before any evaluation (config.keep_best is checked against them).
+    assert default.metric_names() == list(metrics) and custom.metric_names() == list(at50)
+    name = LABELS.names[0]
+    assert f'AP75/{name}' in metrics and f'AP75/{name}' not in at50 and f'AP50/{name}' in at50
     table = format_table(metrics)
     assert table.splitlines()[0].split()[:3] == ['AP', 'AP50', 'AP75']
     assert 'class' in table and all(n in table for n in LABELS.names)
@@ -230,6 +234,7 @@ def test_voc_ap50_through_the_evaluator():
     evaluator.add_batch(*detections_from(examples))
     metrics = evaluator.metrics()
     assert metrics['VOC_AP50'] == pytest.approx(1.0) and 'VOC_AP50' in format_table(metrics)
+    assert evaluator.metric_names() == list(metrics)
     with pytest.raises(ValueError, match="voc_ap50 must be None, '11_point' or 'area'"):
         CocoEvaluator(gt, LABELS, voc_ap50='07')
 
