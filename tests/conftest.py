@@ -81,8 +81,11 @@ def pytest_runtest_makereport(item, call):
 
 def pytest_collection_modifyitems(config, items):
     """The long tests (marked slow or multiprocess) spread over the pytest-xdist workers, each
-    worker's share first: worksteal hands each worker a contiguous slice of the queue, and an
-    idle worker steals from the end of another's, so the short tests fill in at the end."""
+    worker's share first, the multiprocess ones (the longest, whose subprocesses the other
+    worker's tests run beside) at the very start: worksteal hands each worker a contiguous
+    slice of the queue, and an idle worker steals from the end of another's, so the short tests
+    fill in at the end. (In file order, the two-process test once started 200 s in, and one
+    worker idled for the last 22 s.)"""
     workers = config.getoption('numprocesses', None) or 1
     workers = workers if isinstance(workers, int) else 2
 
@@ -90,6 +93,7 @@ def pytest_collection_modifyitems(config, items):
         return any(item.iter_markers('slow')) or any(item.iter_markers('multiprocess'))
 
     heavy, light = [i for i in items if long(i)], [i for i in items if not long(i)]
+    heavy.sort(key=lambda i: not any(i.iter_markers('multiprocess')))  # stable
     size = -(-len(items) // workers)  # each worker's slice
     ordered = []
     for w in range(workers):
