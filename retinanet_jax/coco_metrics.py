@@ -224,18 +224,18 @@ def stat_names(config: EvaluationConfig) -> list[str]:
 def _statistics(config: EvaluationConfig) -> list:
     """(name, results -> value) of each summary number under `config`: AP; AP50 and AP75 where
     the IoU thresholds hold them; AP per area range; AR at each detection count; AR per area."""
-    has = lambda iou: bool(np.isclose(config.iou_thresholds, iou).any())  # noqa: E731
-    out = [('AP', lambda r: _mean_precision(r, config))]
+    precision = functools.partial(_mean_precision, config=config)
+    out = [('AP', precision)]
     out += [
-        (f'AP{round(iou * 100)}', functools.partial(_mean_precision, config=config, iou=iou))
+        (f'AP{round(iou * 100)}', functools.partial(precision, iou=iou))
         for iou in (0.5, 0.75)
-        if has(iou)
+        if np.isclose(config.iou_thresholds, iou).any()
     ]
     letters = {'small': 's', 'medium': 'm', 'large': 'l'}
     areas = [
         (a, letters.get(name, '_' + name)) for a, (name, _, _) in enumerate(config.area_ranges)
     ][1:]
-    out += [(f'AP{x}', functools.partial(_mean_precision, config=config, area=a)) for a, x in areas]
+    out += [(f'AP{x}', functools.partial(precision, area=a)) for a, x in areas]
     out += [
         (f'AR{n}', functools.partial(_mean_recall, area=0, max_index=m))
         for m, n in enumerate(config.max_detections)
