@@ -69,7 +69,7 @@ def create_state(
     """(graph, state) of a fresh run, the state created directly as replicated arrays on the
     mesh (one computation, jit with out_shardings). `graph`: the run's train_graph, where the
     caller has it already (building it traces the whole model)."""
-    graph = graph or train_graph(s, mesh)[0]
+    graph = train_graph(s, mesh)[0] if graph is None else graph
 
     def init():
         model, optimizer = build_modules(s)
