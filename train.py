@@ -18,7 +18,7 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-from retinanet_jax import cli
+from retinanet_jax.commands import cli
 
 config_flags.DEFINE_config_file('config', None, 'path to a configs/*.py file', lock_config=True)
 flags.DEFINE_string('workdir', None, 'directory for checkpoints, logs and metrics')
@@ -38,7 +38,9 @@ def main(argv) -> None:
     # named in a fraction of a second).
     import jax
 
-    from retinanet_jax import preemption, sharding, train_lib
+    from retinanet_jax import sharding
+    from retinanet_jax.training import preemption
+    from retinanet_jax.training import trainer as train_lib
 
     cli.start()
     jax.config.update('jax_threefry_partitionable', True)

@@ -41,9 +41,11 @@ def run(quick: bool = False, threads: int = 2, device: str = 'cpu') -> list:
 
     from bench.input import write_folder
     from configs import coco
-    from retinanet_jax import anchors as anchor_lib
-    from retinanet_jax import settings, sharding, train_state, train_step
+    from retinanet_jax import settings, sharding
     from retinanet_jax.data import pipeline
+    from retinanet_jax.ops import anchors as anchor_lib
+    from retinanet_jax.training import state as train_state
+    from retinanet_jax.training import step as train_step
 
     s = settings_for(quick, device)
     with tempfile.TemporaryDirectory() as tmp:

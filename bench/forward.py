@@ -19,7 +19,7 @@ def run(quick: bool = False, threads: int = 2, device: str = 'cpu') -> list:
     from torchvision.models.detection import retinanet_resnet50_fpn
 
     from bench.timing import flops_of, time_fn
-    from retinanet_jax.torchvision_weights import retinanet_from_torchvision
+    from retinanet_jax.models.torchvision_weights import retinanet_from_torchvision
 
     torch.set_num_threads(threads)
     size, runs, batches = (64, 1, (1,)) if quick else (512, 10, (1, 2))

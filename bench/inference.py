@@ -81,8 +81,9 @@ def export_model(weights, image, export_dir):
     import time
 
     from bench.timing import Timing
-    from retinanet_jax import anchors as anchor_lib
-    from retinanet_jax import deploy, inference
+    from retinanet_jax.inference import export as deploy
+    from retinanet_jax.inference import predictor as inference
+    from retinanet_jax.ops import anchors as anchor_lib
 
     predictor = converted_predictor(inference, weights, image.shape[0])
     start = time.perf_counter()
@@ -95,7 +96,7 @@ def export_model(weights, image, export_dir):
 
 def converted_predictor(inference, weights, size):
     """A Predictor of the converted weights with torchvision's post-processing (300 dets)."""
-    from retinanet_jax.postprocess import PostprocessConfig
+    from retinanet_jax.ops.postprocess import PostprocessConfig
 
     predictor = inference.load_predictor(weights, short_side=size, max_side=size)
     return dataclasses.replace(predictor, postprocess=PostprocessConfig.torchvision())
@@ -143,8 +144,9 @@ def ours_inference(weights, image, dtype, runs, device):
     import numpy as np
 
     from bench.timing import flops_of, time_fn
-    from retinanet_jax import inference, sharding
-    from retinanet_jax.postprocess import PostprocessConfig
+    from retinanet_jax import sharding
+    from retinanet_jax.inference import predictor as inference
+    from retinanet_jax.ops.postprocess import PostprocessConfig
 
     size = image.shape[:2]  # the predict step at the image's own size, as torchvision runs it
     predictor = inference.load_predictor(weights, short_side=size[0], max_side=size[1], dtype=dtype)

@@ -30,7 +30,7 @@ PROBLEMS = {
 
 
 def make_problem(image_hw, batch, num_classes, problem='bench', seed=0):
-    from retinanet_jax import anchors as anchor_lib
+    from retinanet_jax.ops import anchors as anchor_lib
 
     anchors = anchor_lib.generate_anchors(image_hw, anchor_lib.AnchorConfig.pytorch_retinanet())
     rng = np.random.default_rng(seed)
@@ -76,7 +76,7 @@ def time_problem(problem, inputs, k, runs, dev, sync) -> list:
     import torch
 
     from bench.timing import time_fn
-    from retinanet_jax.losses import LossConfig, detection_loss
+    from retinanet_jax.ops.losses import LossConfig, detection_loss
     from retinanet_jax.testing.pytorch_retinanet import FocalLoss
     from retinanet_jax.testing.torchvision_retinanet import tiny_retinanet
 

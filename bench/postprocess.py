@@ -14,8 +14,8 @@ def run(quick: bool = False, threads: int = 2, device: str = 'cpu') -> list:
     import torch
 
     from bench.timing import time_fn
-    from retinanet_jax import anchors as anchor_lib
-    from retinanet_jax.postprocess import PostprocessConfig, postprocess
+    from retinanet_jax.ops import anchors as anchor_lib
+    from retinanet_jax.ops.postprocess import PostprocessConfig, postprocess
     from retinanet_jax.testing.torchvision_retinanet import tiny_retinanet
 
     torch.set_num_threads(threads)

@@ -276,7 +276,8 @@ def evaluate_torchvision(model, s) -> dict:
     import numpy as np
     import torch
 
-    from retinanet_jax import coco_metrics, settings
+    from retinanet_jax import settings
+    from retinanet_jax.evaluation import coco_metrics
 
     _, source = settings.make_sources(s)
     split = s.data.eval_split

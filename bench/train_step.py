@@ -110,8 +110,10 @@ def ours_setup(images, boxes, labels, dtype, depth=50, compile=True, norm='froze
     import numpy as np
 
     from configs import coco
-    from retinanet_jax import anchors as anchor_lib
-    from retinanet_jax import settings, sharding, train_state, train_step
+    from retinanet_jax import settings, sharding
+    from retinanet_jax.ops import anchors as anchor_lib
+    from retinanet_jax.training import state as train_state
+    from retinanet_jax.training import step as train_step
 
     batch, size = images.shape[:2]
     config = coco.get_config()

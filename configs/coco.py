@@ -5,8 +5,8 @@
 
 COCO must be prepared for tensorflow-datasets (`tfds build coco/2017`, or set
 --config.data.options.data_dir). The backbone is a torchvision ImageNet ResNet-50 state dict
-(.pth / .safetensors / .npz), loaded through retinanet_jax.convert; without one the run trains
-from scratch (and will not reach the paper's numbers).
+(.pth / .safetensors / .npz), loaded through retinanet_jax.commands.convert; without one the
+run trains from scratch (and will not reach the paper's numbers).
 
 The recipe: SGD momentum 0.9, lr 0.01 (batch 16), weight decay 1e-4 on kernels, linear warmup
 over 1000 iterations from lr/1000, 10x drops at 60k and 80k of 90k iterations, horizontal

@@ -24,16 +24,16 @@ import json
 import os
 from typing import Any
 
-from retinanet_jax.anchors import AnchorConfig
-from retinanet_jax.coco_metrics import EvaluationConfig
 from retinanet_jax.data import sources
 from retinanet_jax.data.bad_records import ON_BAD_RECORD
 from retinanet_jax.data.input_config import InputConfig
-from retinanet_jax.ema import EmaConfig
-from retinanet_jax.losses import LossConfig
+from retinanet_jax.evaluation.coco_metrics import EvaluationConfig
 from retinanet_jax.models import ModelConfig
-from retinanet_jax.optim import OptimConfig
-from retinanet_jax.postprocess import PostprocessConfig
+from retinanet_jax.ops.anchors import AnchorConfig
+from retinanet_jax.ops.losses import LossConfig
+from retinanet_jax.ops.postprocess import PostprocessConfig
+from retinanet_jax.training.ema import EmaConfig
+from retinanet_jax.training.optim import OptimConfig
 
 ANCHOR_PRESETS = ('paper', 'torchvision', 'pytorch_retinanet')
 LOSS_PRESETS = ('paper', 'torchvision', 'torchvision_v2', 'pytorch_retinanet')

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from retinanet_jax.analysis import analyze_run
 from retinanet_jax.data import sources
+from retinanet_jax.evaluation.analysis import analyze_run
 
 
 def test_analyze_writes_every_file_and_agrees_with_evaluate(tmp_path, smoke_run):

@@ -10,11 +10,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from configs import shapes
-from retinanet_jax import anchor_fit, anchors_report
 from retinanet_jax import settings as settings_lib
-from retinanet_jax.anchors import AnchorConfig, generate_anchors
+from retinanet_jax.commands import anchors_report
 from retinanet_jax.data.input_config import InputConfig
-from retinanet_jax.matching import MatcherConfig
+from retinanet_jax.evaluation import anchor_fit
+from retinanet_jax.ops.anchors import AnchorConfig, generate_anchors
+from retinanet_jax.ops.matching import MatcherConfig
 
 
 def brute_best_iou(boxes, image_hw, config):

@@ -12,8 +12,8 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.retinanet import _default_anchorgen
 
-from retinanet_jax import anchors as anchor_lib
-from retinanet_jax.anchors import AnchorConfig
+from retinanet_jax.ops import anchors as anchor_lib
+from retinanet_jax.ops.anchors import AnchorConfig
 from retinanet_jax.testing import pytorch_retinanet
 
 R2 = math.sqrt(2.0)

@@ -76,7 +76,7 @@ def test_skip_stops_past_the_fraction(tmp_path):
 def test_a_run_with_skip_goes_on_and_lists_the_record_in_its_folder(tmp_path, smoke_run):
     """(After the shared smoke run: the same model and batch shapes, so its compiled programs.)"""
     from configs import smoke
-    from retinanet_jax import train_lib
+    from retinanet_jax.training import trainer as train_lib
 
     options = shapes.write_coco_folder(tmp_path / 'data', 8, not_in_validation=(5,))
     config = smoke.get_config()

@@ -12,7 +12,7 @@ from torchvision.models.detection._utils import BoxCoder
 from torchvision.ops import box_iou as tv_box_iou
 from torchvision.ops import generalized_box_iou as tv_giou
 
-from retinanet_jax import boxes as B
+from retinanet_jax.ops import boxes as B
 
 from .helpers import random_boxes
 

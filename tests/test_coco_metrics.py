@@ -6,14 +6,14 @@ import pytest
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from retinanet_jax.coco_metrics import (
+from retinanet_jax.data import label_maps, shapes
+from retinanet_jax.evaluation.coco_metrics import (
     STAT_NAMES,
     CocoEvaluator,
     EvaluationConfig,
     coco_ground_truth,
     format_table,
 )
-from retinanet_jax.data import label_maps, shapes
 
 LABELS = label_maps.LabelMap(('a', 'b', 'c'), (5, 9, 11))  # non-contiguous category ids
 
@@ -218,7 +218,7 @@ def voc_case():
 def test_voc_ap50_golden():
     """By hand: recall 0.5, 0.5, 1, 1 at precision 1, 1/2, 2/3, 1/2.
     11-point: 6 x 1 (recall >= 0 .. 0.5) + 5 x 2/3, over 11. Area: 0.5 x 1 + 0.5 x 2/3."""
-    from retinanet_jax.voc_metric import voc_ap50
+    from retinanet_jax.evaluation.voc_metric import voc_ap50
 
     gt, rows = voc_case()
     np.testing.assert_allclose(voc_ap50(rows, gt, [1, 2], True), (6 + 5 * 2 / 3) / 11)
@@ -240,7 +240,7 @@ def test_voc_ap50_through_the_evaluator():
 
 
 def test_pr_curves_of_the_evaluated_thresholds_only():
-    from retinanet_jax.eval_pictures import pr_curve_picture
+    from retinanet_jax.evaluation.pictures import pr_curve_picture
 
     examples, gt = shapes_ground_truth()
     evaluator = CocoEvaluator(gt, LABELS, config=EvaluationConfig(iou_thresholds=(0.5, 0.6)))

@@ -7,9 +7,9 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
+from retinanet_jax.commands.render import render_batch
 from retinanet_jax.data import label_maps, pipeline, shapes, sources, transforms
-from retinanet_jax.data.render import render_batch
-from retinanet_jax.normalization import (
+from retinanet_jax.ops.normalization import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     PAD_VALUE,

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from retinanet_jax.ema import EmaConfig, ema_decay, update_ema
+from retinanet_jax.training.ema import EmaConfig, ema_decay, update_ema
 
 
 def test_decay_warms_up_as_timm_and_is_capped():

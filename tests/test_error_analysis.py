@@ -11,9 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pycocotools.coco import COCO
 
-from retinanet_jax.coco_metrics import CocoEvaluator, coco_ground_truth
 from retinanet_jax.data import label_maps
-from retinanet_jax.error_analysis import (
+from retinanet_jax.evaluation.coco_metrics import CocoEvaluator, coco_ground_truth
+from retinanet_jax.evaluation.error_analysis import (
     ERROR_TYPES,
     average_precision,
     confusion_matrix,

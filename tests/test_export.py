@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from retinanet_jax import deploy, inference
 from retinanet_jax.data import shapes
+from retinanet_jax.inference import export as deploy
+from retinanet_jax.inference import predictor as inference
 
 from .helpers import require
 
@@ -125,7 +126,7 @@ def test_smoke_model_exports_to_both_formats_and_matches_the_predictor(tmp_path,
     command = [
         sys.executable,
         '-m',
-        'retinanet_jax.export',
+        'retinanet_jax.commands.export',
         f'--model={smoke_run[0]}',
         f'--out={out}',
         '--image_size=128,128',
@@ -185,7 +186,7 @@ def test_export_bad_input_says_why(tmp_path, smoke_run):
         [
             sys.executable,
             '-m',
-            'retinanet_jax.export',
+            'retinanet_jax.commands.export',
             f'--model={empty_run}',
             f'--out={tmp_path / "d"}',
         ],

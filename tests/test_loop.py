@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from retinanet_jax import hooks
-from retinanet_jax.loop import Hook, Loop
+from retinanet_jax.training import hooks
+from retinanet_jax.training.loop import Hook, Loop
 
 
 def fake_step(state, batch):

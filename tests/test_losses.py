@@ -15,9 +15,9 @@ from hypothesis import strategies as st
 from torch import nn
 from torchvision.ops import sigmoid_focal_loss as tv_sigmoid_focal_loss
 
-from retinanet_jax import anchors as anchor_lib
-from retinanet_jax import losses
-from retinanet_jax.losses import LossConfig, detection_loss
+from retinanet_jax.ops import anchors as anchor_lib
+from retinanet_jax.ops import losses
+from retinanet_jax.ops.losses import LossConfig, detection_loss
 from retinanet_jax.testing import pytorch_retinanet
 from retinanet_jax.testing.torchvision_retinanet import tiny_retinanet
 

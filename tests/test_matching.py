@@ -11,8 +11,8 @@ import torch
 from torchvision.models.detection._utils import Matcher
 from torchvision.ops import box_iou
 
-from retinanet_jax import anchors as anchor_lib
-from retinanet_jax.matching import (
+from retinanet_jax.ops import anchors as anchor_lib
+from retinanet_jax.ops.matching import (
     IGNORE,
     NEGATIVE,
     POSITIVE,

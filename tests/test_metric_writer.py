@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from retinanet_jax.metric_writer import MetricWriter
+from retinanet_jax.training.metric_writer import MetricWriter
 
 SCALARS = {
     3: {'loss': 1.25, 'eval/AP': 0.5, 'eval/AP/circle': np.float32(0.125)},
@@ -70,7 +70,7 @@ def test_two_writers_in_one_second_keep_both_files_and_bad_pictures_are_named(tm
 
 def test_a_training_process_does_not_import_tensorflow():
     code = (
-        'import sys; import train; from retinanet_jax import train_lib, metric_writer; '
+        'import sys; import train; from retinanet_jax.training import trainer, metric_writer; '
         'from retinanet_jax.data import pipeline, sources; '
         "print('tensorflow' in sys.modules)"
     )

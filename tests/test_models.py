@@ -18,12 +18,12 @@ from torchvision.models import resnet18, resnet50
 from torchvision.models.detection import retinanet_resnet50_fpn, retinanet_resnet50_fpn_v2
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from retinanet_jax import anchors as anchor_lib
-from retinanet_jax import checkpoint, torchvision_weights
-from retinanet_jax.models import ModelConfig, build_retinanet, layers
+from retinanet_jax import checkpoint
+from retinanet_jax.models import ModelConfig, build_retinanet, layers, torchvision_weights
 from retinanet_jax.models.fpn import upsample_nearest
 from retinanet_jax.models.layers import Frozen
 from retinanet_jax.models.resnet import ResNet
+from retinanet_jax.ops import anchors as anchor_lib
 
 SMALL = ModelConfig(num_classes=3, depth=18, fpn_width=32, head_depth=2)
 

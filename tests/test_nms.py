@@ -13,7 +13,7 @@ import torch
 from torchvision.ops import batched_nms as tv_batched_nms
 from torchvision.ops import nms as tv_nms
 
-from retinanet_jax.nms import batched_nms, batched_nms_op, nms
+from retinanet_jax.ops.nms import batched_nms, batched_nms_op, nms
 
 
 def kept(indices, valid):

@@ -18,17 +18,12 @@ from flax import nnx
 from torchvision.models import resnet18
 
 from configs import smoke
-from retinanet_jax import (
-    checkpoint,
-    settings,
-    sharding,
-    torchvision_weights,
-    train_state,
-    train_step,
-)
-from retinanet_jax.models import ModelConfig, build_retinanet
+from retinanet_jax import checkpoint, settings, sharding
+from retinanet_jax.models import ModelConfig, build_retinanet, torchvision_weights
 from retinanet_jax.models.layers import BatchNorm, Frozen, FrozenBatchNorm
 from retinanet_jax.models.resnet import ResNet
+from retinanet_jax.training import state as train_state
+from retinanet_jax.training import step as train_step
 
 from .test_models import assert_rel_close, image, nhwc, torchvision_retinanet  # noqa: F401
 
@@ -101,8 +96,8 @@ def one_train_step(config: ModelConfig):
     mesh = sharding.make_mesh()
     graph, state = train_state.create_state(s, mesh)
     before = jax.tree.map(np.asarray, state)
-    from retinanet_jax import anchors as anchor_lib
     from retinanet_jax.data import pipeline
+    from retinanet_jax.ops import anchors as anchor_lib
 
     source, _ = settings.make_sources(s)
     batch = pipeline.train_dataset(source, s.input, 2)[0]

@@ -3,7 +3,8 @@
 import numpy as np
 
 from configs import smoke
-from retinanet_jax import optim, settings
+from retinanet_jax import settings
+from retinanet_jax.training import optim
 
 
 def test_schedule_golden():

@@ -8,8 +8,8 @@ require('torch', 'torchvision')
 
 import torch
 
-from retinanet_jax import anchors as anchor_lib
-from retinanet_jax.postprocess import PostprocessConfig, boxes_to_original, postprocess
+from retinanet_jax.ops import anchors as anchor_lib
+from retinanet_jax.ops.postprocess import PostprocessConfig, boxes_to_original, postprocess
 from retinanet_jax.testing.torchvision_retinanet import tiny_retinanet
 
 

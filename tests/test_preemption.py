@@ -7,7 +7,7 @@ import signal
 
 import pytest
 
-from retinanet_jax.preemption import Preempted, PreemptionWatcher
+from retinanet_jax.training.preemption import Preempted, PreemptionWatcher
 
 
 def test_a_signal_is_a_flag_read_after_the_step_a_repeat_is_ignored_ctrl_c_twice_stops(capsys):

@@ -7,12 +7,13 @@ import os
 import pytest
 
 from configs import smoke
-from retinanet_jax import settings, train_lib
+from retinanet_jax import settings
+from retinanet_jax.training import trainer as train_lib
 
 
 def test_presets_take_changes_and_refuse_unknown_keys():
-    from retinanet_jax.anchors import AnchorConfig
-    from retinanet_jax.losses import LossConfig
+    from retinanet_jax.ops.anchors import AnchorConfig
+    from retinanet_jax.ops.losses import LossConfig
 
     config = smoke.get_config().to_dict()  # plain dicts: the preset fields change type
     config['anchors'] = {'preset': 'paper', 'sizes': (16.0, 32.0, 64.0, 128.0, 256.0)}

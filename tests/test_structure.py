@@ -51,7 +51,7 @@ GRAPH = {name: imported_modules(name) for name in MODULES}
 
 
 def is_command(name: str) -> bool:
-    if name == 'retinanet_jax.cli':
+    if name == 'retinanet_jax.commands.cli':
         return True
     for node in TREES[name].body:
         if isinstance(node, ast.If) and '__main__' in ast.unparse(node.test):
@@ -60,9 +60,11 @@ def is_command(name: str) -> bool:
 
 
 def test_the_checks_see_the_package():
-    assert {'retinanet_jax.train_lib', 'retinanet_jax.data.pipeline'} <= set(MODULES)
-    assert 'retinanet_jax.nms' in GRAPH['retinanet_jax.postprocess']
-    assert is_command('retinanet_jax.predict') and not is_command('retinanet_jax.inference')
+    assert {'retinanet_jax.training.trainer', 'retinanet_jax.data.pipeline'} <= set(MODULES)
+    assert 'retinanet_jax.ops.nms' in GRAPH['retinanet_jax.ops.postprocess']
+    assert is_command('retinanet_jax.commands.predict') and not is_command(
+        'retinanet_jax.inference.predictor'
+    )
 
 
 def test_no_import_cycle():

@@ -12,8 +12,11 @@ import numpy as np
 import pytest
 
 from configs import smoke
-from retinanet_jax import anchors as anchor_lib
-from retinanet_jax import settings, train_lib, train_state, train_step
+from retinanet_jax import settings
+from retinanet_jax.ops import anchors as anchor_lib
+from retinanet_jax.training import state as train_state
+from retinanet_jax.training import step as train_step
+from retinanet_jax.training import trainer as train_lib
 
 from .helpers import require, xla_flags
 
@@ -78,7 +81,7 @@ def test_smoke_run_trains_evaluates_and_its_checkpoint_predicts(tmp_path, smoke_
     from PIL import Image
 
     from retinanet_jax.data import shapes
-    from retinanet_jax.inference import load_predictor, predict_files
+    from retinanet_jax.inference.predictor import load_predictor, predict_files
 
     images = tmp_path / 'images'
     images.mkdir()
@@ -98,7 +101,7 @@ def test_smoke_run_trains_evaluates_and_its_checkpoint_predicts(tmp_path, smoke_
 
     # The evaluate command on the same checkpoint reproduces the training's final evaluation,
     # of the EMA weights by default (the smoke config keeps an EMA) and of the raw ones on ask.
-    from retinanet_jax.evaluation import evaluate_run
+    from retinanet_jax.evaluation.split_evaluation import evaluate_run
 
     assert predictor.description.endswith('(EMA weights)')
     stats = ('AP', 'AP50', 'AR100')
@@ -135,9 +138,14 @@ TWO_PROCESSES = textwrap.dedent("""
     import numpy as np
     import jax
     from configs import smoke
-    from retinanet_jax import anchors as anchor_lib, coco_metrics, evaluation, inference, settings
+    from retinanet_jax.ops import anchors as anchor_lib
+    from retinanet_jax.evaluation import coco_metrics
+    from retinanet_jax.evaluation import split_evaluation as evaluation
+    from retinanet_jax.inference import predictor as inference
+    from retinanet_jax import settings
     from retinanet_jax import sharding
-    from retinanet_jax import train_state, train_step
+    from retinanet_jax.training import state as train_state
+    from retinanet_jax.training import step as train_step
     from retinanet_jax.data import pipeline
     pid, port, out = int(sys.argv[1]), sys.argv[2], sys.argv[3]
     if pid >= 0:  # two processes of 4 simulated devices each: a mesh of 8
@@ -209,7 +217,7 @@ TWO_PROCESSES = textwrap.dedent("""
     preempted_at = None
     if pid >= 0:
         import os, signal, time
-        from retinanet_jax.preemption import PreemptionWatcher
+        from retinanet_jax.training.preemption import PreemptionWatcher
         with PreemptionWatcher() as watcher:
             for i in range(1, 500):
                 if pid == 1 and i == 3:
@@ -424,7 +432,7 @@ def test_configs_train_end_to_end_under_mock_tfds(tmp_path, dataset):
         summary = train_lib.train_and_evaluate(config, str(tmp_path))
     assert summary['step'] == 2 and 0.0 <= summary['AP'] <= 1.0
     assert ('VOC_AP50' in summary) == (dataset == 'voc')
-    from retinanet_jax import coco_metrics
+    from retinanet_jax.evaluation import coco_metrics
 
     with mock_tfds(coco=dataset == 'coco'):
         source, evaluated = settings.make_sources(settings.from_config(config))

@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image
 
 from retinanet_jax.data.input_config import keep_aspect_size
-from retinanet_jax.normalization import PAD_VALUE
+from retinanet_jax.ops.normalization import PAD_VALUE
 
 
 def init_sizes(example: dict) -> dict:

@@ -19,8 +19,8 @@ POISON_LABEL = -7
 
 @contextlib.contextmanager
 def non_finite_steps(steps):
-    from retinanet_jax import losses
     from retinanet_jax.data import pipeline
+    from retinanet_jax.ops import losses
 
     steps = set(steps)
     real_loss, real_iterator = losses.detection_loss, pipeline.train_iterator

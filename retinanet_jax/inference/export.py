@@ -40,13 +40,13 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from retinanet_jax import anchors as anchor_lib
-from retinanet_jax import nms, postprocess
 from retinanet_jax.models import build_retinanet
-from retinanet_jax.normalization import PAD_VALUE, normalize_images
+from retinanet_jax.ops import anchors as anchor_lib
+from retinanet_jax.ops import nms, postprocess
+from retinanet_jax.ops.normalization import PAD_VALUE, normalize_images
 
 # The stand-alone runner copied into every export as detect.py (a command of its own: not imported).
-DETECT_SCRIPT = Path(__file__).with_name('exported_detect.py')
+DETECT_SCRIPT = Path(__file__).with_name('detect_template.py')
 OUTPUT_NAMES = ('boxes', 'scores', 'labels', 'num_detections')
 INPUT_NAME = 'images'
 

@@ -1,4 +1,4 @@
-"""`python -m retinanet_jax.convert --input=F --variant=v1 --output=DIR [--num_classes=N]
+"""`python -m retinanet_jax.commands.convert --input=F --variant=v1 --output=DIR [--num_classes=N]
 [--norm=frozen|batch]`: a torchvision RetinaNet state dict -> a model directory that predict,
 evaluate, export and training (init.model) take (torchvision_weights.py does the work)."""
 
@@ -9,11 +9,11 @@ from absl import logging as absl_logging
 
 from retinanet_jax.checkpoint import save_model
 from retinanet_jax.models import ModelConfig
-from retinanet_jax.torchvision_weights import load_state_dict, retinanet_from_torchvision
+from retinanet_jax.models.torchvision_weights import load_state_dict, retinanet_from_torchvision
 
 
 def main(argv) -> None:
-    """`python -m retinanet_jax.convert --input=F --variant=v1 --output=DIR [--num_classes=N]`"""
+    """`python -m retinanet_jax.commands.convert --input=F --variant=v1 --output=DIR`"""
     del argv
     absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every step at INFO
     f = flags.FLAGS

@@ -1,6 +1,7 @@
 """Detect objects in image files; write COCO-style JSON and pictures.
 
-  python -m retinanet_jax.predict --model=/tmp/shapes --images=photos/ --out=/tmp/predictions
+  python -m retinanet_jax.commands.predict --model=/tmp/shapes --images=photos/ \
+      --out=/tmp/predictions
 
 --model is a training run, a model directory or a torchvision state dict (see inference.py).
 Writes <out>/detections.json (COCO results: file_name, category_id, bbox xywh in original
@@ -15,7 +16,8 @@ from pathlib import Path
 
 from absl import app, flags
 
-from retinanet_jax import cli, inference
+from retinanet_jax.commands import cli
+from retinanet_jax.inference import predictor as inference
 
 
 def main(argv) -> None:

@@ -27,8 +27,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from retinanet_jax import boxes as box_lib
-from retinanet_jax import matching
+from retinanet_jax.ops import boxes as box_lib
+from retinanet_jax.ops import matching
 
 
 @dataclasses.dataclass(frozen=True)

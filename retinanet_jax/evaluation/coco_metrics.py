@@ -35,7 +35,7 @@ from pycocotools.cocoeval import COCOeval
 
 from retinanet_jax import sharding
 from retinanet_jax.data.label_maps import LabelMap
-from retinanet_jax.voc_metric import voc_ap50
+from retinanet_jax.evaluation.voc_metric import voc_ap50
 
 STAT_NAMES = (
     'AP',

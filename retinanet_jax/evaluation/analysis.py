@@ -1,5 +1,5 @@
 """Why a model misses, as files: the analysis of a model on a dataset split, what
-`python -m retinanet_jax.analyze` writes.
+`python -m retinanet_jax.commands.analyze` writes.
 
 analyze_run(model, split, out=DIR, score_threshold=0.3, iou=0.5, worst=16, ...) -> summary,
 writing into DIR:
@@ -27,8 +27,9 @@ import jax
 import numpy as np
 from PIL import Image
 
-from retinanet_jax import eval_pictures, evaluation
-from retinanet_jax.error_analysis import ERROR_TYPES, confusion_matrix, tide_errors
+from retinanet_jax.evaluation import pictures as eval_pictures
+from retinanet_jax.evaluation import split_evaluation as evaluation
+from retinanet_jax.evaluation.error_analysis import ERROR_TYPES, confusion_matrix, tide_errors
 
 
 def analyze_run(

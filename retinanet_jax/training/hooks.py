@@ -21,9 +21,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from retinanet_jax import checkpoint, coco_metrics
-from retinanet_jax.loop import Hook, Loop, StepResult
-from retinanet_jax.preemption import Preempted, PreemptionWatcher
+from retinanet_jax import checkpoint
+from retinanet_jax.evaluation import coco_metrics
+from retinanet_jax.training.loop import Hook, Loop, StepResult
+from retinanet_jax.training.preemption import Preempted, PreemptionWatcher
 
 
 def is_due(step: int, every: int, total: int) -> bool:

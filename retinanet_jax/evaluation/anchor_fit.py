@@ -1,5 +1,5 @@
 """How well a config's anchors cover its data, and anchors that cover it better (what
-`python -m retinanet_jax.anchors_report` prints).
+`python -m retinanet_jax.commands.anchors_report` prints).
 
 Boxes: float [N, 4] xyxy in network-input pixels (`input_boxes`: a split's non-crowd ground
 truth, resized as evaluation resizes it; training's scale jitter moves sizes within its range
@@ -26,10 +26,10 @@ import itertools
 
 import numpy as np
 
-from retinanet_jax import anchors as anchor_lib
 from retinanet_jax import settings as settings_lib
 from retinanet_jax.data.input_config import keep_aspect_size
-from retinanet_jax.matching import MatcherConfig
+from retinanet_jax.ops import anchors as anchor_lib
+from retinanet_jax.ops.matching import MatcherConfig
 
 SIZE_RANGES = ((0, 16), (16, 32), (32, 64), (64, 128), (128, 256), (256, 512), (512, np.inf))
 

@@ -28,7 +28,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from retinanet_jax import boxes as box_lib
+from retinanet_jax.ops import boxes as box_lib
 
 POSITIVE = 1
 NEGATIVE = 0

@@ -1,6 +1,6 @@
 """Export a trained detector (pre-processing, network, decoding, NMS) to run outside JAX.
 
-  python -m retinanet_jax.export --model=RUN_OR_MODEL --out=DIR [--format=stablehlo,onnx]
+  python -m retinanet_jax.commands.export --model=RUN_OR_MODEL --out=DIR [--format=stablehlo,onnx]
       [--image_size=H,W] [--batch=N|dynamic] [--overwrite]
 
 --model is a training run, a model directory or a torchvision state dict (see inference.py).
@@ -21,7 +21,9 @@ import dataclasses
 
 from absl import app, flags
 
-from retinanet_jax import cli, deploy, inference
+from retinanet_jax.commands import cli
+from retinanet_jax.inference import export as deploy
+from retinanet_jax.inference import predictor as inference
 
 
 def main(argv) -> None:

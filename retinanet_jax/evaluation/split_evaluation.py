@@ -8,7 +8,7 @@ prepare(model, split, dataset=..., ...) -> Evaluation: the predictor, source, ev
 evaluate_run(model, split, dataset=..., ...) -> {'model', 'step', 'dataset', 'split',
     **metrics}: a training run, a model directory or a torchvision state dict (as
     inference.load_predictor takes) on a split, printed as a table and written as JSON;
-    what `python -m retinanet_jax.evaluate` runs
+    what `python -m retinanet_jax.commands.evaluate` runs
 """
 
 import dataclasses
@@ -19,8 +19,11 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from retinanet_jax import coco_metrics, inference, losses, sharding
+from retinanet_jax import sharding
 from retinanet_jax.data import pipeline, sources
+from retinanet_jax.evaluation import coco_metrics
+from retinanet_jax.inference import predictor as inference
+from retinanet_jax.ops import losses
 
 
 def evaluate_model(

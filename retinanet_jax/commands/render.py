@@ -1,7 +1,7 @@
 """Render what the model is fed: one input batch with its ground-truth boxes, to PNG.
 
-  python -m retinanet_jax.data.render --dataset=shapes --split=train --out=/tmp/batch.png
-  python -m retinanet_jax.data.render --dataset=coco_folder --annotations=val.json \
+  python -m retinanet_jax.commands.render --dataset=shapes --split=train --out=/tmp/batch.png
+  python -m retinanet_jax.commands.render --dataset=coco_folder --annotations=val.json \
       --image_dir=images/ --split=train --size=512 --out=/tmp/batch.png
 """
 

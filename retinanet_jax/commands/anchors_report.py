@@ -1,8 +1,8 @@
 """Anchor coverage of a config's training data, and anchors that cover it better
 (retinanet_jax/anchor_fit.py has the method).
 
-  python -m retinanet_jax.anchors_report --config=configs/shapes.py
-  python -m retinanet_jax.anchors_report --config=configs/coco.py --max_images=5000 \
+  python -m retinanet_jax.commands.anchors_report --config=configs/shapes.py
+  python -m retinanet_jax.commands.anchors_report --config=configs/coco.py --max_images=5000 \
       [--split=train] [--out=report.json] [--config.input.image_size='(1344,1344)' ...]
 
 Prints, for the boxes of --split (default: the config's training split) at the evaluation
@@ -16,8 +16,9 @@ import json
 from absl import app, flags
 from ml_collections import config_flags
 
-from retinanet_jax import anchor_fit, cli
 from retinanet_jax import settings as settings_lib
+from retinanet_jax.commands import cli
+from retinanet_jax.evaluation import anchor_fit
 
 
 def run(config, split, max_images, out) -> None:

@@ -1,10 +1,10 @@
 """Why a model misses: a confusion matrix, PR curves, a TIDE error breakdown per class and the
 worst images drawn, written into --out (retinanet_jax/analysis.py has the files).
 
-  python -m retinanet_jax.analyze --model=/tmp/shapes --out=/tmp/shapes/analysis
-  python -m retinanet_jax.analyze --model=/tmp/shapes:best --split=validation --out=DIR \
+  python -m retinanet_jax.commands.analyze --model=/tmp/shapes --out=/tmp/shapes/analysis
+  python -m retinanet_jax.commands.analyze --model=/tmp/shapes:best --split=validation --out=DIR \
       [--score_threshold=0.3] [--iou=0.5] [--worst=16]
-  python -m retinanet_jax.analyze --model=retinanet_resnet50_fpn_coco.pth \
+  python -m retinanet_jax.commands.analyze --model=retinanet_resnet50_fpn_coco.pth \
       --dataset=coco/2017 --split=validation --out=DIR
 
 --model is anything `evaluate` takes (a training run, RUN:best, a model directory, a
@@ -14,7 +14,8 @@ DIR/metrics.json beside the analysis.
 
 from absl import app, flags
 
-from retinanet_jax import analysis, cli
+from retinanet_jax.commands import cli
+from retinanet_jax.evaluation import analysis
 
 
 def main(argv) -> None:

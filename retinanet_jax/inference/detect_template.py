@@ -2,12 +2,13 @@
 
   python detect.py photo.jpg [more.png ...] [--format onnx|stablehlo]
 
-`python -m retinanet_jax.export` copies this file into every export folder as detect.py, next
-to export.json, detector.onnx and / or detector.stablehlo. It imports nothing of retinanet_jax:
-only numpy, PIL, and onnxruntime (ONNX) or jax (StableHLO). It letterboxes each image to the
-export's static size (resize keeping the aspect ratio, pad bottom / right with the mean
-colour), runs the detector, maps boxes back to the image's pixels and prints one JSON line per
-image: {"file", "detections": [{"label", "category_id", "score", "box": [x1, y1, x2, y2]}]}.
+`python -m retinanet_jax.commands.export` copies this file into every export folder as
+detect.py, next to export.json, detector.onnx and / or detector.stablehlo. It imports nothing
+of retinanet_jax: only numpy, PIL, and onnxruntime (ONNX) or jax (StableHLO). It letterboxes
+each image to the export's static size (resize keeping the aspect ratio, pad bottom / right
+with the mean colour), runs the detector, maps boxes back to the image's pixels and prints one
+JSON line per image:
+{"file", "detections": [{"label", "category_id", "score", "box": [x1, y1, x2, y2]}]}.
 """
 
 import json

@@ -25,8 +25,8 @@ import math
 import jax
 import jax.numpy as jnp
 
-from retinanet_jax import boxes as box_lib
-from retinanet_jax import nms as nms_lib
+from retinanet_jax.ops import boxes as box_lib
+from retinanet_jax.ops import nms as nms_lib
 
 
 @dataclasses.dataclass(frozen=True)

@@ -15,7 +15,7 @@ import jax.extend
 import jax.numpy as jnp
 from jax.interpreters import batching, mlir
 
-from retinanet_jax import boxes as box_lib
+from retinanet_jax.ops import boxes as box_lib
 
 
 def nms(

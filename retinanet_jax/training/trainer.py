@@ -18,24 +18,18 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from retinanet_jax import anchors as anchor_lib
-from retinanet_jax import (
-    checkpoint,
-    coco_metrics,
-    eval_pictures,
-    evaluation,
-    hooks,
-    inference,
-    metric_writer,
-    preemption,
-    settings,
-    sharding,
-    train_state,
-)
+from retinanet_jax import checkpoint, settings, sharding
 from retinanet_jax.data import pipeline
 from retinanet_jax.data.bad_records import BadRecords
-from retinanet_jax.loop import Loop
-from retinanet_jax.train_step import make_train_step
+from retinanet_jax.evaluation import coco_metrics
+from retinanet_jax.evaluation import pictures as eval_pictures
+from retinanet_jax.evaluation import split_evaluation as evaluation
+from retinanet_jax.inference import predictor as inference
+from retinanet_jax.ops import anchors as anchor_lib
+from retinanet_jax.training import hooks, metric_writer, preemption
+from retinanet_jax.training import state as train_state
+from retinanet_jax.training.loop import Loop
+from retinanet_jax.training.step import make_train_step
 
 
 def train_and_evaluate(config, workdir: str) -> dict:

@@ -16,7 +16,7 @@ Name mapping (ours -> torchvision), layouts OIHW -> HWIO for convolution kernels
                              -> head.regression_head.conv.i.0 / .1 / bbox_reg
   kernel, scale, bias, mean, var -> weight, weight, bias, running_mean, running_var
 torch is imported only to read .pth files (torch alone is safe after tensorflow; torchvision is
-not, and is never imported here). The command: `python -m retinanet_jax.convert` (convert.py).
+not, and is never imported here). The command: commands/convert.py.
 """
 
 import dataclasses

@@ -16,10 +16,12 @@ import numpy as np
 import optax
 from flax import nnx
 
-from retinanet_jax import compiler_options, losses, optim, settings, sharding
-from retinanet_jax.ema import ema_decay, update_ema
-from retinanet_jax.normalization import normalize_images
-from retinanet_jax.train_state import TrainGraph
+from retinanet_jax import compiler_options, settings, sharding
+from retinanet_jax.ops import losses
+from retinanet_jax.ops.normalization import normalize_images
+from retinanet_jax.training import optim
+from retinanet_jax.training.ema import ema_decay, update_ema
+from retinanet_jax.training.state import TrainGraph
 
 
 def make_train_step(graph: TrainGraph, anchors: np.ndarray, s: settings.Settings, mesh):

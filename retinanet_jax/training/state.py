@@ -16,17 +16,11 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from retinanet_jax import (
-    checkpoint,
-    compiler_options,
-    inference,
-    optim,
-    settings,
-    sharding,
-    torchvision_weights,
-)
+from retinanet_jax import checkpoint, compiler_options, settings, sharding
 from retinanet_jax.data import pipeline
-from retinanet_jax.models import build_retinanet
+from retinanet_jax.inference import predictor as inference
+from retinanet_jax.models import build_retinanet, torchvision_weights
+from retinanet_jax.training import optim
 
 
 @dataclasses.dataclass(frozen=True)

@@ -14,7 +14,7 @@ bool [D] (False: an empty slot), D = postprocess max_detections, best first.
 `path` is one of:
   a training run directory   (config.json + checkpoints/): its latest checkpoint's model, its
                               input size, anchors, post-processing and classes
-  a model directory          (model_config.json + state/, from `python -m retinanet_jax.convert`)
+  a model directory          (model_config.json + state/, from the convert command)
   a torchvision state dict   (retinanet_resnet50_fpn(_v2) .pth / .safetensors / .npz, `variant`)
 The last two are torchvision models: torchvision's anchors and resizing (short side
 `short_side`, long side at most `max_side`, on a static canvas of max_side rounded up to 128),
@@ -34,22 +34,15 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from retinanet_jax import anchors as anchor_lib
-from retinanet_jax import (
-    checkpoint,
-    compiler_options,
-    losses,
-    postprocess,
-    sharding,
-    torchvision_weights,
-    visualize,
-)
+from retinanet_jax import checkpoint, compiler_options, sharding, visualize
 from retinanet_jax import settings as settings_lib
 from retinanet_jax.data import images, label_maps, pipeline
 from retinanet_jax.data.input_config import InputConfig
 from retinanet_jax.data.label_maps import LabelMap
-from retinanet_jax.models import ModelConfig, RetinaNet, build_retinanet
-from retinanet_jax.normalization import normalize_images
+from retinanet_jax.models import ModelConfig, RetinaNet, build_retinanet, torchvision_weights
+from retinanet_jax.ops import anchors as anchor_lib
+from retinanet_jax.ops import losses, postprocess
+from retinanet_jax.ops.normalization import normalize_images
 
 
 def eval_graphdef(model_config: ModelConfig) -> nnx.GraphDef:
