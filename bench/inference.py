@@ -81,8 +81,8 @@ def export_model(weights, image, export_dir):
     import time
 
     from bench.timing import Timing
+    from retinanet_jax import inference
     from retinanet_jax.inference import export as deploy
-    from retinanet_jax.inference import predictor as inference
     from retinanet_jax.ops import anchors as anchor_lib
 
     predictor = converted_predictor(inference, weights, image.shape[0])
@@ -144,8 +144,7 @@ def ours_inference(weights, image, dtype, runs, device):
     import numpy as np
 
     from bench.timing import flops_of, time_fn
-    from retinanet_jax import sharding
-    from retinanet_jax.inference import predictor as inference
+    from retinanet_jax import inference, sharding
     from retinanet_jax.ops.postprocess import PostprocessConfig
 
     size = image.shape[:2]  # the predict step at the image's own size, as torchvision runs it

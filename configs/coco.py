@@ -5,7 +5,7 @@
 
 COCO must be prepared for tensorflow-datasets (`tfds build coco/2017`, or set
 --config.data.options.data_dir). The backbone is a torchvision ImageNet ResNet-50 state dict
-(.pth / .safetensors / .npz), loaded through retinanet_jax.commands.convert; without one the
+(.pth / .safetensors / .npz), loaded through the convert command; without one the
 run trains from scratch (and will not reach the paper's numbers).
 
 The recipe: SGD momentum 0.9, lr 0.01 (batch 16), weight decay 1e-4 on kernels, linear warmup

@@ -18,6 +18,7 @@ import orbax.checkpoint as ocp
 from flax import nnx
 from jax.experimental import multihost_utils
 
+from retinanet_jax.errors import AlreadyExists, MissingFile, UserError
 from retinanet_jax.models import ModelConfig, RetinaNet, build_retinanet
 
 
@@ -25,7 +26,7 @@ def save_model(directory: str | Path, model: RetinaNet, config: ModelConfig) -> 
     """Writes `model` and `config` under `directory` (which must not hold a model already)."""
     directory = Path(directory).absolute()
     if (directory / 'state').exists():
-        raise FileExistsError(f'{directory} already holds a saved model; choose a new directory')
+        raise AlreadyExists(f'{directory} already holds a saved model; choose a new directory')
     directory.mkdir(parents=True, exist_ok=True)
     with ocp.StandardCheckpointer() as checkpointer:
         checkpointer.save(directory / 'state', nnx.state(model))
@@ -38,17 +39,17 @@ def load_model(directory: str | Path) -> tuple[RetinaNet, ModelConfig]:
     directory = Path(directory).absolute()
     config_file = directory / 'model_config.json'
     if not config_file.is_file() or not (directory / 'state').is_dir():
-        raise FileNotFoundError(f'{directory} is not a saved model (no model_config.json / state)')
+        raise MissingFile(f'{directory} is not a saved model (no model_config.json / state)')
     try:
         config = ModelConfig(**json.loads(config_file.read_text()))
     except (TypeError, ValueError) as e:
-        raise ValueError(f'{config_file}: not a valid model config: {e}') from e
+        raise UserError(f'{config_file}: not a valid model config: {e}') from e
     graphdef, abstract_state = nnx.split(nnx.eval_shape(lambda: build_retinanet(config)))
     try:
         with ocp.StandardCheckpointer() as checkpointer:
             state = checkpointer.restore(directory / 'state', abstract_state)
     except (ValueError, KeyError) as e:
-        raise ValueError(f'{directory}/state does not match {config}: {e}') from e
+        raise UserError(f'{directory}/state does not match {config}: {e}') from e
     return nnx.merge(graphdef, state), config
 
 
@@ -114,13 +115,13 @@ def _registry():
     return registry
 
 
-class UnreadableCheckpoint(ValueError):
+class UnreadableCheckpoint(UserError):
     """A checkpoint whose files cannot be read (truncated or missing array files, a missing
     item, an unreadable input position): a fault to fall back from, unlike a readable
     checkpoint of another model or input order, which is a configuration error."""
 
 
-class CheckpointWriteError(OSError):
+class CheckpointWriteError(UserError, OSError):
     """A checkpoint that could not be written (a full disk, no permission); the earlier ones
     are intact, and orbax never restores the half-written one (its temporary directory)."""
 
@@ -164,9 +165,9 @@ def restore_run(
     differences = []
     for name, tree in abstract.items():
         if metadata.get(name) is None and name == 'ema' and metadata.get('model') is not None:
-            raise ValueError(
+            raise UserError(
                 f'{where} was written without config.ema (no EMA of the weights); resume it '
-                'with config.ema.decay=0 or use a new --workdir'
+                'with config.ema.decay=0 or use a new workdir'
             )
         if metadata.get(name) is None:
             raise UnreadableCheckpoint(f'{where} has no {name!r} item')
@@ -177,8 +178,8 @@ def restore_run(
             if stored.get(k) != wanted.get(k)
         )
     if differences:
-        raise ValueError(
-            f'{where} does not match this config (another model?); use a new --workdir. '
+        raise UserError(
+            f'{where} does not match this config (another model?); use a new workdir. '
             f'{len(differences)} difference(s), e.g. {differences[:3]}'
         )
     items = {name: ocp.args.StandardRestore(tree) for name, tree in abstract.items()}
@@ -235,16 +236,16 @@ def restore_newest_readable(
             flush=True,
         )
     if reasons:
-        raise ValueError(
+        raise UserError(
             f'{manager.directory}: no checkpoint restores; moved aside: {"; ".join(reasons)}. '
-            'Restore a copy of a checkpoint there, or use a new --workdir'
+            'Restore a copy of a checkpoint there, or use a new workdir'
         )
     aside = Path(manager.directory).parent / 'unreadable_checkpoints'
     if aside.is_dir() and any(aside.iterdir()):  # an earlier attempt moved them all aside
-        raise ValueError(
+        raise UserError(
             f'{manager.directory} holds no checkpoint, and {aside} holds '
             f'{sorted(p.name for p in aside.iterdir())} that could not be restored: the run '
-            'does not start over by itself; restore a copy of a checkpoint, or use a new --workdir'
+            'does not start over by itself; restore a copy of a checkpoint, or use a new workdir'
         )
     return None, 0
 

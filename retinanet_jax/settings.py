@@ -27,6 +27,7 @@ from typing import Any
 from retinanet_jax.data import sources
 from retinanet_jax.data.bad_records import ON_BAD_RECORD
 from retinanet_jax.data.input_config import InputConfig
+from retinanet_jax.errors import UserError
 from retinanet_jax.evaluation.coco_metrics import EvaluationConfig
 from retinanet_jax.models import ModelConfig
 from retinanet_jax.ops.anchors import AnchorConfig
@@ -66,19 +67,19 @@ class DataConfig:
         for name, least in (('read_threads', 0), ('read_workers', -1)):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < least:
-                raise ValueError(f'DataConfig.{name} must be an integer >= {least}, got {value!r}')
+                raise UserError(f'DataConfig.{name} must be an integer >= {least}, got {value!r}')
         if self.read_workers > 0 and self.on_bad_record == 'skip':
-            raise ValueError(
+            raise UserError(
                 "DataConfig.read_workers > 0 needs on_bad_record='stop': the list of skipped "
                 'records is kept in this process'
             )
         if self.on_bad_record not in ON_BAD_RECORD:
-            raise ValueError(
+            raise UserError(
                 f'DataConfig.on_bad_record must be one of {ON_BAD_RECORD}, got '
                 f'{self.on_bad_record!r}'
             )
         if not 0 <= self.max_bad_fraction <= 1:
-            raise ValueError(
+            raise UserError(
                 f'DataConfig.max_bad_fraction must be in [0, 1], got {self.max_bad_fraction!r}'
             )
 
@@ -146,31 +147,31 @@ def from_config(config) -> Settings:
     }
     unknown = sorted(set(c) - top - {'init'})
     if unknown:
-        raise ValueError(f'the config has unknown keys {unknown}; known: {sorted(top | {"init"})}')
+        raise UserError(f'the config has unknown keys {unknown}; known: {sorted(top | {"init"})}')
     missing = sorted(k for k in ('model', 'data', 'batch_size', 'train_steps') if k not in c)
     if missing:
-        raise ValueError(f'the config lacks {missing}')
+        raise UserError(f'the config lacks {missing}')
     seed = c.get('seed', 0)
     init = c.get('init') or {}
     if set(init) - {'backbone'}:
-        raise ValueError(f'config.init has unknown keys {sorted(set(init) - {"backbone"})}')
+        raise UserError(f'config.init has unknown keys {sorted(set(init) - {"backbone"})}')
     for key in ('batch_size', 'train_steps', 'log_every', 'eval_every', 'checkpoint_every'):
         if key in c and (not isinstance(c[key], int) or c[key] < 1):
-            raise ValueError(f'config.{key} must be a positive integer, got {c[key]!r}')
+            raise UserError(f'config.{key} must be a positive integer, got {c[key]!r}')
     if not isinstance(c.get('keep_best', ''), str):
-        raise ValueError(f"config.keep_best must be a metric name or '', got {c['keep_best']!r}")
+        raise UserError(f"config.keep_best must be a metric name or '', got {c['keep_best']!r}")
     skip = c.get('skip_nonfinite', 0)
     if not isinstance(skip, int) or skip < 0:
-        raise ValueError(f'config.skip_nonfinite must be an integer >= 0, got {skip!r}')
+        raise UserError(f'config.skip_nonfinite must be an integer >= 0, got {skip!r}')
     model = _section(ModelConfig, 'model', c['model'])
     anchors = _preset(AnchorConfig, 'anchors', c.get('anchors', 'paper'), ANCHOR_PRESETS)
     if anchors.num_anchors_per_location != model.num_anchors:
-        raise ValueError(
+        raise UserError(
             f'config.anchors has {anchors.num_anchors_per_location} anchors per location '
             f'(scales x aspect ratios) but config.model.num_anchors is {model.num_anchors}'
         )
     if anchors.levels != (3, 4, 5, 6, 7):
-        raise ValueError(
+        raise UserError(
             f'config.anchors levels must be 3..7 (the FPN gives P3-P7), got '
             f'{anchors.min_level}..{anchors.max_level}'
         )
@@ -196,7 +197,7 @@ def make_sources(settings: Settings):
     d = settings.data
     source = _make_source(d.dataset, d.options, 'config.data.options')
     if source.label_map.num_classes != settings.model.num_classes:
-        raise ValueError(
+        raise UserError(
             f'config.model.num_classes is {settings.model.num_classes} but dataset '
             f'{d.dataset!r} has {source.label_map.num_classes} classes'
         )
@@ -204,7 +205,7 @@ def make_sources(settings: Settings):
         return source, source
     evaluated = _make_source(d.eval_dataset, d.eval_options, 'config.data.eval_options')
     if evaluated.label_map.names != source.label_map.names:
-        raise ValueError(
+        raise UserError(
             f'config.data.eval_dataset {d.eval_dataset!r} has other classes than {d.dataset!r}'
         )
     return source, evaluated
@@ -214,7 +215,7 @@ def _make_source(name: str, options: dict, key: str):
     try:
         return sources.make_source(name, **options)
     except TypeError as e:  # an option the source does not take
-        raise ValueError(f'{key} for dataset {name!r}: {e}') from None
+        raise UserError(f'{key} for dataset {name!r}: {e}') from None
 
 
 def _plain(value) -> Any:
@@ -232,11 +233,11 @@ def _plain(value) -> Any:
 def _section(cls, name: str, values):
     """cls(**values), with every error naming config.<name>.<field>."""
     if not isinstance(values, dict):
-        raise ValueError(f'config.{name} must be a dict of settings, got {values!r}')
+        raise UserError(f'config.{name} must be a dict of settings, got {values!r}')
     fields = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - fields)
     if unknown:
-        raise ValueError(
+        raise UserError(
             f'config.{name} has unknown keys {unknown}; known: {sorted(fields - {"seed"})}'
         )
     if cls is DataConfig:  # unset placeholders (e.g. data_dir) are not options
@@ -250,7 +251,7 @@ def _section(cls, name: str, values):
         message = str(e).replace(f'{cls.__name__}.', f'config.{name}.')
         if f'config.{name}' not in message:
             message = f'config.{name}: {message}'
-        raise ValueError(message) from None
+        raise UserError(message) from None
 
 
 def _preset(cls, name: str, value, presets: tuple[str, ...]):
@@ -261,16 +262,16 @@ def _preset(cls, name: str, value, presets: tuple[str, ...]):
         changes = dict(value)
         value = changes.pop('preset', 'paper')
     if value not in presets:
-        raise ValueError(f'config.{name} must be one of {presets}, got {value!r}')
+        raise UserError(f'config.{name} must be one of {presets}, got {value!r}')
     base = getattr(cls, value)()
     fields = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(changes) - fields)
     if unknown:
-        raise ValueError(f'config.{name} has unknown keys {unknown}; known: {sorted(fields)}')
+        raise UserError(f'config.{name} has unknown keys {unknown}; known: {sorted(fields)}')
     try:
         return dataclasses.replace(base, **changes)
     except (TypeError, ValueError) as e:
-        raise ValueError(str(e).replace(f'{cls.__name__}', f'config.{name}')) from None
+        raise UserError(str(e).replace(f'{cls.__name__}', f'config.{name}')) from None
 
 
 def to_json(config) -> str:

@@ -12,6 +12,8 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from retinanet_jax.errors import UserError
+
 DATA = 'data'
 
 
@@ -31,7 +33,7 @@ def local_batch_size(global_batch_size: int) -> int:
     """This process's share of the global batch; a clear error if it does not divide."""
     devices, processes = jax.device_count(), jax.process_count()
     if global_batch_size % devices:
-        raise ValueError(
+        raise UserError(
             f'batch size {global_batch_size} is not divisible by the number of devices '
             f'({devices}); choose a multiple of {devices}'
         )
@@ -87,13 +89,13 @@ def initialize_distributed(
     cluster = all(v in os.environ for v in slurm) and (_int_env('SLURM_NTASKS') or 1) > 1
     if address is None and not cluster:
         if num not in (None, 1) or pid not in (None, 0):
-            raise ValueError(
+            raise UserError(
                 f'num_processes={num} / process_id={pid} given without a coordinator '
                 'address (--coordinator_address or JAX_COORDINATOR_ADDRESS)'
             )
         return
     if num is not None and pid is not None and not 0 <= pid < num:
-        raise ValueError(f'process_id must be in [0, {num}), got {pid}')
+        raise UserError(f'process_id must be in [0, {num}), got {pid}')
     jax.config.update('jax_cpu_collectives_implementation', 'gloo')  # used by CPU devices only
     jax.distributed.initialize(address, num, pid)
 
@@ -105,4 +107,4 @@ def _int_env(name: str) -> int | None:
     try:
         return int(value)
     except ValueError:
-        raise ValueError(f'environment variable {name} must be an integer, got {value!r}') from None
+        raise UserError(f'environment variable {name} must be an integer, got {value!r}') from None

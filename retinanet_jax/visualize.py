@@ -11,6 +11,8 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from retinanet_jax.errors import UserError
+
 _PALETTE = [
     (230, 25, 75),
     (60, 180, 75),
@@ -97,7 +99,7 @@ def _text_size(draw, text, font) -> tuple[float, float]:
 def grid(images: Sequence[Image.Image], columns: int = 4) -> Image.Image:
     """Tiles equally sized images row-major into one image."""
     if not images:
-        raise ValueError('grid: no images to tile')
+        raise UserError('grid: no images to tile')
     w, h = images[0].size
     rows = -(-len(images) // columns)
     out = Image.new('RGB', (w * min(columns, len(images)), h * rows), (255, 255, 255))

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from configs import shapes
 from retinanet_jax import settings as settings_lib
-from retinanet_jax.commands import anchors_report
+from retinanet_jax.commands import anchors as anchors_command
 from retinanet_jax.data.input_config import InputConfig
 from retinanet_jax.evaluation import anchor_fit
 from retinanet_jax.ops.anchors import AnchorConfig, generate_anchors
@@ -105,7 +105,7 @@ def test_on_shapes_the_paper_anchors_lead_to_the_demos_hand_chosen_ones(capsys):
     assert demo_report['proposed']['score'] >= demo_report['current']['score']
     assert demo_report['current']['score'][0] >= 0.98 > report['current']['score'][0]
 
-    anchors_report.run(config, None, 300, None)  # the command's text, pasted back in
+    anchors_command.report(config, None, 300, None)  # the command's text, pasted back in
     text = capsys.readouterr().out
     snippet = text.split('(get_config):\n')[1].splitlines()[0].strip()
     assert snippet.startswith('c.anchors = ml_collections.ConfigDict(')

@@ -175,7 +175,7 @@ def test_a_failed_write_names_folder_and_step_and_keeps_the_earlier_checkpoints(
 def test_keep_best_keeps_the_best_evaluation_and_run_best_loads_it(tmp_path, smoke_run):
     """config.keep_best (a metric): DIR/best holds the one checkpoint of the best evaluation beside
     the newest ones; `RUN:best` loads it, `RUN` the newest. (The smoke run's programs.)"""
-    from retinanet_jax.inference.predictor import load_predictor
+    from retinanet_jax.inference.loading import load_predictor
 
     config = smoke.get_config()
     config.update(eval_every=2, keep_best='val_loss')  # the lowest (a loss); AP is 0 this early

@@ -78,18 +78,18 @@ def test_predict_and_evaluate_commands_bad_input_say_why(tmp_path, smoke_run):
     config = json.loads((other / 'config.json').read_text())
     config['model']['fpn_width'] = 64
     (other / 'config.json').write_text(json.dumps(config))
-    predict = ['-m', 'retinanet_jax.commands.predict', f'--out={tmp_path / "out"}']
-    analyze = ['-m', 'retinanet_jax.commands.analyze', f'--out={tmp_path / "analysis"}']
+    predict = ['-m', 'retinanet_jax', 'predict', f'--out={tmp_path / "out"}']
+    analyze = ['-m', 'retinanet_jax', 'analyze', f'--out={tmp_path / "analysis"}']
     no_images, no_model, evaluated, bad_iou = run_commands(
         ((*predict, f'--model={smoke_run[0]}', f'--images={tmp_path / "empty"}'), None),
         ((*predict, f'--model={tmp_path / "nothing"}', f'--images={tmp_path}'), None),
-        (('-m', 'retinanet_jax.commands.evaluate', f'--model={other}'), None),
+        (('-m', 'retinanet_jax', 'evaluate', f'--model={other}'), None),
         ((*analyze, f'--model={smoke_run[0]}', '--iou=1.5'), None),
     )
     assert_clear_failure(no_images, 'predict: no image files found', 'empty')
     assert_clear_failure(no_model, 'nothing: no such file or directory')
     assert_clear_failure(evaluated, 'evaluate: ', 'does not match this config')
-    assert_clear_failure(bad_iou, 'analyze: --iou must be in (0, 1), got 1.5')
+    assert_clear_failure(bad_iou, 'analyze: iou must be in (0, 1), got 1.5')
     assert not (tmp_path / 'analysis').exists()
 
 
@@ -102,9 +102,10 @@ def test_predict_and_evaluate_torchvision_weights(tmp_path):
     from PIL import Image
     from torchvision.models.detection import retinanet_resnet50_fpn
 
+    from retinanet_jax.commands.evaluate import evaluate_run
+    from retinanet_jax.commands.predict import predict_files
     from retinanet_jax.data import label_maps, shapes
-    from retinanet_jax.evaluation.split_evaluation import evaluate_run
-    from retinanet_jax.inference.predictor import load_predictor, predict_files
+    from retinanet_jax.inference.loading import load_predictor
 
     torch.manual_seed(0)
     reference = retinanet_resnet50_fpn(weights=None, weights_backbone=None)
@@ -113,7 +114,8 @@ def test_predict_and_evaluate_torchvision_weights(tmp_path):
     torch.save(reference.state_dict(), tmp_path / 'retinanet.pth')
     converted = run_command(
         '-m',
-        'retinanet_jax.commands.convert',
+        'retinanet_jax',
+        'convert',
         f'--input={tmp_path / "retinanet.pth"}',
         '--variant=v1',
         f'--output={tmp_path / "model"}',

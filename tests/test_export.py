@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from retinanet_jax import inference
 from retinanet_jax.data import shapes
 from retinanet_jax.inference import export as deploy
-from retinanet_jax.inference import predictor as inference
 
 from .helpers import require
 
@@ -126,7 +126,8 @@ def test_smoke_model_exports_to_both_formats_and_matches_the_predictor(tmp_path,
     command = [
         sys.executable,
         '-m',
-        'retinanet_jax.commands.export',
+        'retinanet_jax',
+        'export',
         f'--model={smoke_run[0]}',
         f'--out={out}',
         '--image_size=128,128',
@@ -163,7 +164,7 @@ def test_smoke_model_exports_to_both_formats_and_matches_the_predictor(tmp_path,
             assert_same_detections({k: v[:n] for k, v in want.items()}, got, f'{fmt}_{n}')
 
     # Another export into the same folder is refused, unless asked for.
-    with pytest.raises(ValueError, match=r'holds another export .* --overwrite'):
+    with pytest.raises(ValueError, match=r'holds another export .* overwrite=True'):
         deploy.export_model(predictor, out, ('stablehlo',), (128, 128), 2)
     deploy.export_model(predictor, out, ('stablehlo',), (128, 128), 2, overwrite=True)
     assert json.loads((out / 'export.json').read_text())['batch'] == 2
@@ -171,7 +172,7 @@ def test_smoke_model_exports_to_both_formats_and_matches_the_predictor(tmp_path,
 
 def test_export_bad_input_says_why(tmp_path, smoke_run):
     predictor = inference.load_predictor(smoke_run[0])
-    with pytest.raises(ValueError, match=r"--format: unknown \['tflite'\]; known: stablehlo, onnx"):
+    with pytest.raises(ValueError, match=r"formats: unknown \['tflite'\]; known: stablehlo, onnx"):
         deploy.export_model(predictor, tmp_path / 'a', ('tflite',))
     with pytest.raises(ValueError, match=r'image size 100x128: .*multiple of 128.*e\.g\. 128,128'):
         deploy.export_model(predictor, tmp_path / 'b', ('stablehlo',), (100, 128))
@@ -186,7 +187,8 @@ def test_export_bad_input_says_why(tmp_path, smoke_run):
         [
             sys.executable,
             '-m',
-            'retinanet_jax.commands.export',
+            'retinanet_jax',
+            'export',
             f'--model={empty_run}',
             f'--out={tmp_path / "d"}',
         ],

@@ -1,9 +1,10 @@
-"""The package's shape (README, "Layout"), checked on the source: imports run one way with no
-cycle (imports inside functions count), no library module imports a command, no module is
-longer than 400 lines and no function longer than 80.
+"""The package's shape (README, "Layout"), checked on the source: imports run one way, by layer
+(ops <- models <- data <- inference / evaluation / training <- commands, with no cycle between
+subpackages), no cycle between modules (imports inside functions count), no library module
+imports a command, no module is longer than 400 lines and no function longer than 80.
 
-A command is a module with a `__main__` block (predict.py, evaluate.py, ...), or cli.py, which
-only the commands use."""
+A command is a module of retinanet_jax/commands/, or retinanet_jax/__main__.py. The few
+cross-cutting modules at the top have layers of their own (TOP)."""
 
 import ast
 from pathlib import Path
@@ -51,12 +52,80 @@ GRAPH = {name: imported_modules(name) for name in MODULES}
 
 
 def is_command(name: str) -> bool:
-    if name == 'retinanet_jax.commands.cli':
-        return True
-    for node in TREES[name].body:
-        if isinstance(node, ast.If) and '__main__' in ast.unparse(node.test):
-            return True
-    return False
+    return name.startswith('retinanet_jax.commands') or name == 'retinanet_jax.__main__'
+
+
+# Each subpackage's layer: a module may import its own subpackage and those of lower layers;
+# those of one layer may import each other as long as no cycle forms between subpackages.
+LAYERS = {
+    'ops': 0,
+    'models': 1,
+    'data': 2,
+    'inference': 3,
+    'evaluation': 3,
+    'training': 3,
+    'testing': 3,
+    'commands': 4,
+}
+# The cross-cutting modules at the top, and their layers: the base ones (-1) import nothing of
+# the package but each other, and anything may import them; checkpoint reads model directories
+# (models, 1); settings is the one translation of a run's config into every part's settings
+# (data's, ops', models', and the config classes of training and evaluation: 3).
+BASE = -1
+TOP = {
+    'retinanet_jax': BASE,
+    'retinanet_jax.errors': BASE,
+    'retinanet_jax.compiler_options': BASE,
+    'retinanet_jax.compilation_cache': BASE,
+    'retinanet_jax.sharding': BASE,
+    'retinanet_jax.visualize': BASE,
+    'retinanet_jax.checkpoint': 1,
+    'retinanet_jax.settings': 3,
+    'retinanet_jax.__main__': 4,
+}
+
+
+def group(name: str) -> str:
+    """A module's subpackage (e.g. 'ops'), or the module itself where it is at the top."""
+    return name if name in TOP else name.split('.')[1]
+
+
+def layer(name: str) -> int:
+    if name in TOP:
+        return TOP[name]
+    return LAYERS[name.split('.')[1]]
+
+
+def layer_violations(graph: dict[str, set[str]]) -> list[str]:
+    """Imports against the layers: upward, from a base module into the package, or forming a
+    cycle between subpackages."""
+    wrong = []
+    for name, others in graph.items():
+        for other in sorted(others):
+            if layer(other) > layer(name) or (layer(name) == BASE and layer(other) != BASE):
+                wrong.append(f'{name} (layer {layer(name)}) imports {other} (layer {layer(other)})')
+    edges = {}
+    for name, others in graph.items():
+        for other in others:
+            if name not in TOP and other not in TOP and group(name) != group(other):
+                edges.setdefault(group(name), set()).add(group(other))
+    for a, targets in edges.items():
+        for b in targets:
+            if a in reachable(edges, b):
+                wrong.append(
+                    f'subpackages {a} and {b} import each other (through {b} -> ... -> {a})'
+                )
+    return wrong
+
+
+def reachable(edges: dict[str, set[str]], start: str) -> set[str]:
+    seen, todo = set(), [start]
+    while todo:
+        for nxt in edges.get(todo.pop(), ()):
+            if nxt not in seen:
+                seen.add(nxt)
+                todo.append(nxt)
+    return seen
 
 
 def test_the_checks_see_the_package():
@@ -65,6 +134,28 @@ def test_the_checks_see_the_package():
     assert is_command('retinanet_jax.commands.predict') and not is_command(
         'retinanet_jax.inference.predictor'
     )
+    # every module has a layer: a new subpackage or top-level module is placed on purpose
+    assert all(isinstance(layer(name), int) for name in MODULES)
+
+
+def test_imports_follow_the_layers():
+    assert not layer_violations(GRAPH), '\n'.join(layer_violations(GRAPH))
+
+
+@pytest.mark.parametrize(
+    'importer, imported',
+    [
+        ('retinanet_jax.ops.boxes', 'retinanet_jax.training.loop'),  # upward
+        ('retinanet_jax.models.fpn', 'retinanet_jax.data.pipeline'),  # upward
+        ('retinanet_jax.inference.predictor', 'retinanet_jax.training.step'),  # a peer cycle
+        ('retinanet_jax.sharding', 'retinanet_jax.ops.boxes'),  # a base module into the package
+        ('retinanet_jax.training.hooks', 'retinanet_jax.commands.train'),  # a command
+    ],
+)
+def test_the_layer_check_catches_an_import_added_by_hand(importer, imported):
+    graph = {name: set(others) for name, others in GRAPH.items()}
+    graph[importer].add(imported)
+    assert any(imported in v or 'import each other' in v for v in layer_violations(graph))
 
 
 def test_no_import_cycle():

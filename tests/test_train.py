@@ -80,8 +80,9 @@ def test_smoke_run_trains_evaluates_and_its_checkpoint_predicts(tmp_path, smoke_
     # The predict command on the trained run: pictures and JSON; unreadable files are skipped.
     from PIL import Image
 
+    from retinanet_jax.commands.predict import predict_files
     from retinanet_jax.data import shapes
-    from retinanet_jax.inference.predictor import load_predictor, predict_files
+    from retinanet_jax.inference.loading import load_predictor
 
     images = tmp_path / 'images'
     images.mkdir()
@@ -101,7 +102,7 @@ def test_smoke_run_trains_evaluates_and_its_checkpoint_predicts(tmp_path, smoke_
 
     # The evaluate command on the same checkpoint reproduces the training's final evaluation,
     # of the EMA weights by default (the smoke config keeps an EMA) and of the raw ones on ask.
-    from retinanet_jax.evaluation.split_evaluation import evaluate_run
+    from retinanet_jax.commands.evaluate import evaluate_run
 
     assert predictor.description.endswith('(EMA weights)')
     stats = ('AP', 'AP50', 'AR100')
@@ -141,7 +142,7 @@ TWO_PROCESSES = textwrap.dedent("""
     from retinanet_jax.ops import anchors as anchor_lib
     from retinanet_jax.evaluation import coco_metrics
     from retinanet_jax.evaluation import split_evaluation as evaluation
-    from retinanet_jax.inference import predictor as inference
+    from retinanet_jax import inference
     from retinanet_jax import settings
     from retinanet_jax import sharding
     from retinanet_jax.training import state as train_state

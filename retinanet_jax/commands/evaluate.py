@@ -1,43 +1,60 @@
-"""Evaluate a model on a dataset split: the 12 COCO stats as a table and as JSON.
+"""Evaluate a model on a dataset split: COCO metrics and validation loss, as a table and JSON.
 
-  python -m retinanet_jax.commands.evaluate --model=/tmp/shapes [--split=validation]
-  python -m retinanet_jax.commands.evaluate --model=retinanet_resnet50_fpn_coco.pth \
+  python -m retinanet_jax evaluate --model=/tmp/shapes [--split=validation]
+  python -m retinanet_jax evaluate --model=/tmp/shapes:best
+  python -m retinanet_jax evaluate --model=retinanet_resnet50_fpn_coco.pth \
       --dataset=coco/2017 --split=validation [--dataset_options='{"data_dir": "..."}'] \
       [--out=eval.json]
 
---model is a training run directory (its latest checkpoint on its own dataset; a workdir whose
-checkpoints do not match its config is refused with a reason), a model directory from
-`python -m retinanet_jax.commands.convert`, or a torchvision state dict file (see
-inference.py; these need --dataset). Every image of the split is evaluated once (progress
-bar); the metrics are printed and written to --out (default for a training run:
+--model is a training run directory (its newest checkpoint, or with :best its best, on its own
+dataset; a workdir whose checkpoints do not match its config is refused with a reason), a model
+directory from the convert command, or a torchvision state dict file (these need --dataset and
+--split). Every image of the split is evaluated once (progress bar), as training evaluates: the
+metrics are printed and written to --out (default for a training run:
 <workdir>/eval_<split>.json).
 """
 
-from absl import app, flags
+import json
+from pathlib import Path
 
-from retinanet_jax.commands import cli
-from retinanet_jax.evaluation import split_evaluation as evaluation
+import jax
+from absl import flags
 
-
-def main(argv) -> None:
-    del argv
-    cli.start()
-    f = flags.FLAGS
-    cli.exit_on_bad_input(
-        'evaluate',
-        evaluation.evaluate_run,
-        f.model,
-        f.split,
-        **cli.split_options('evaluate'),
-        out=f.out,
-        **cli.model_options(),
-    )
+from retinanet_jax.commands import command
+from retinanet_jax.evaluation import coco_metrics, split_evaluation
 
 
-if __name__ == '__main__':
-    cli.define_model_flags()
-    cli.define_cache_flag()
-    cli.define_split_flags()
-    flags.DEFINE_string('out', None, 'write the metrics here as JSON')
-    flags.mark_flags_as_required(['model'])
-    app.run(main)
+def define_flags(fv: flags.FlagValues) -> None:
+    command.define_model_flags(fv)
+    command.define_cache_flag(fv)
+    command.define_split_flags(fv)
+    flags.DEFINE_string('out', None, 'write the metrics here as JSON', flag_values=fv)
+    flags.mark_flags_as_required(['model'], flag_values=fv)
+
+
+def main(f: flags.FlagValues) -> None:
+    options = command.split_options(f) | command.model_options(f)
+    evaluate_run(f.model, f.split, out=f.out, **options)
+
+
+def evaluate_run(model: str | Path, split: str | None = None, *, out=None, **options) -> dict:
+    """The metrics of `model` on a split (split_evaluation.prepare's arguments), printed as a
+    table and written as JSON to `out` (a training run: <workdir>/eval_<split>.json by
+    default)."""
+    evaluation = split_evaluation.prepare(model, split, **options)
+    metrics = evaluation.run()
+    result = {
+        'model': str(model),
+        'step': evaluation.predictor.step,
+        'dataset': evaluation.dataset,
+        'split': evaluation.split,
+        **metrics,
+    }
+    out = out or evaluation.default_out
+    if jax.process_index() == 0:
+        print(f'{evaluation.predictor.description} on {evaluation.dataset} {evaluation.split}:')
+        print(coco_metrics.format_table(metrics))
+        if out is not None:
+            Path(out).write_text(json.dumps(result, indent=1))
+            print(f'wrote {out}')
+    return result

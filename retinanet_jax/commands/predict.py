@@ -1,45 +1,114 @@
 """Detect objects in image files; write COCO-style JSON and pictures.
 
-  python -m retinanet_jax.commands.predict --model=/tmp/shapes --images=photos/ \
-      --out=/tmp/predictions
+  python -m retinanet_jax predict --model=/tmp/shapes --images=photos/ --out=/tmp/predictions
 
---model is a training run, a model directory or a torchvision state dict (see inference.py).
-Writes <out>/detections.json (COCO results: file_name, category_id, bbox xywh in original
-pixels, score) and <out>/<name>.png with boxes, class names and scores drawn (from
---min_score). Any image file kind is read as RGB (data/images.py: grayscale, palette, RGBA,
-16-bit, CMYK); JPEGs are turned upright by their EXIF orientation first (--exif=apply, the
-default: boxes refer to the picture as a viewer shows it; --exif=ignore: to the stored
-pixels). Unreadable files are skipped with a warning naming them; the rest are still written.
+--model is a training run (RUN or RUN:best), a model directory or a torchvision state dict
+(inference/model_path.py). Writes <out>/detections.json (COCO results: file_name, category_id,
+bbox xywh in original pixels, score) and <out>/<name>.png with boxes, class names and scores
+drawn (from --min_score). Any image file kind is read as RGB (data/images.py: grayscale,
+palette, RGBA, 16-bit, CMYK); JPEGs are turned upright by their EXIF orientation first
+(--exif=apply, the default: boxes refer to the picture as a viewer shows it; --exif=ignore: to
+the stored pixels). Unreadable files are skipped with a warning naming them; the rest are
+still written.
 """
 
+import json
+import logging
 from pathlib import Path
 
-from absl import app, flags
+from absl import flags
 
-from retinanet_jax.commands import cli
-from retinanet_jax.inference import predictor as inference
+from retinanet_jax import visualize
+from retinanet_jax.commands import command
+from retinanet_jax.data import images
+from retinanet_jax.errors import MissingFile, UserError
+from retinanet_jax.inference.loading import load_predictor
+from retinanet_jax.inference.predictor import Predictor
+
+IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.webp')
 
 
-def main(argv) -> None:
-    del argv
-    cli.start()
-    f = flags.FLAGS
-    predictor = cli.exit_on_bad_input(
-        'predict', inference.load_predictor, f.model, **cli.model_options()
+def define_flags(fv: flags.FlagValues) -> None:
+    command.define_model_flags(fv)
+    command.define_cache_flag(fv)
+    flags.DEFINE_list('images', None, 'image files and / or folders', flag_values=fv)
+    flags.DEFINE_string(
+        'out', None, 'output folder for detections.json and pictures', flag_values=fv
     )
-    cli.exit_on_bad_input(
-        'predict', inference.predict_files, predictor, f.images, Path(f.out), f.min_score, f.exif
+    flags.DEFINE_float(
+        'min_score', 0.3, 'draw detections from this score (the JSON has all)', flag_values=fv
     )
-
-
-if __name__ == '__main__':
-    cli.define_model_flags()
-    cli.define_cache_flag()
-    flags.DEFINE_list('images', None, 'image files and / or folders')
-    flags.DEFINE_string('out', None, 'output folder for detections.json and pictures')
-    flags.DEFINE_float('min_score', 0.3, 'draw detections from this score (the JSON has all)')
     flags.DEFINE_enum(
-        'exif', 'apply', ['apply', 'ignore'], 'EXIF orientation: apply it (upright) or ignore it'
+        'exif',
+        'apply',
+        ['apply', 'ignore'],
+        'EXIF orientation: apply it (upright) or ignore it',
+        flag_values=fv,
     )
-    flags.mark_flags_as_required(['model', 'images', 'out'])
-    app.run(main)
+    flags.mark_flags_as_required(['model', 'images', 'out'], flag_values=fv)
+
+
+def main(f: flags.FlagValues) -> None:
+    predictor = load_predictor(f.model, **command.model_options(f))
+    predict_files(predictor, f.images, Path(f.out), f.min_score, f.exif)
+
+
+def image_files(paths: list[str]) -> list[Path]:
+    """The image files of `paths`: files as given, folders' images (by suffix) sorted."""
+    files = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            files += sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+        elif p.exists():
+            files.append(p)
+        else:
+            raise MissingFile(f'no such image file or folder: {p}')
+    if not files:
+        raise UserError(f'no image files found in {paths}')
+    return files
+
+
+def predict_files(
+    predictor: Predictor,
+    paths: list[str],
+    out: Path,
+    min_score: float = 0.3,
+    exif: str = 'apply',
+) -> list[dict]:
+    """Detections of every image file under `paths` (see the module docstring); `exif`: see
+    data/images.py ('apply': boxes refer to the upright picture a viewer shows)."""
+    p = predictor
+    names, category_ids = p.label_map.names, p.label_map.category_ids
+    files = image_files(paths)
+    out.mkdir(parents=True, exist_ok=True)
+    results, skipped = [], []
+    for path in files:
+        try:
+            image = images.read_image(path, exif)
+        except ValueError as e:
+            logging.warning('skipping %s', e)
+            skipped.append(str(path))
+            continue
+        dets = p.predict_image(image)
+        keep = dets['valid']
+        boxes, scores, labels = dets['boxes'][keep], dets['scores'][keep], dets['labels'][keep]
+        shown = scores >= min_score
+        picture = visualize.draw_boxes(image, boxes[shown], labels[shown], names, scores[shown])
+        picture.save(out / f'{path.stem}.png')
+        for box, score, label in zip(boxes, scores, labels, strict=True):
+            x1, y1, x2, y2 = (float(v) for v in box)
+            results.append(
+                {
+                    'file_name': path.name,
+                    'category_id': int(category_ids[label]),
+                    'bbox': [x1, y1, x2 - x1, y2 - y1],
+                    'score': float(score),
+                }
+            )
+    (out / 'detections.json').write_text(json.dumps(results, indent=1))
+    note = f'; skipped {len(skipped)} unreadable: {skipped}' if skipped else ''
+    print(
+        f'{p.description}: {len(results)} detections in {len(files) - len(skipped)} '
+        f'image(s) -> {out}{note}'
+    )
+    return results

@@ -17,11 +17,13 @@ import sys
 import threading
 from pathlib import Path
 
+from retinanet_jax.errors import UserError
+
 ON_BAD_RECORD = ('stop', 'skip')
 
 
-class TooManyBadRecords(ValueError):
-    pass
+class TooManyBadRecords(UserError):
+    """More records of the split went bad than data.max_bad_fraction allows."""
 
 
 @dataclasses.dataclass

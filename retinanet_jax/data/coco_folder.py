@@ -36,6 +36,7 @@ import numpy as np
 
 from retinanet_jax.data import images, label_maps
 from retinanet_jax.data.source import Source
+from retinanet_jax.errors import UserError
 
 
 @dataclasses.dataclass
@@ -49,11 +50,11 @@ class CocoFolderSource(Source):
 
     def __post_init__(self):
         if not isinstance(self.annotations, dict) or not self.annotations:
-            raise ValueError(
+            raise UserError(
                 f'coco_folder: annotations must map split -> json file, got {self.annotations!r}'
             )
         if self.exif not in images.EXIF_MODES:
-            raise ValueError(
+            raise UserError(
                 f'coco_folder: exif must be one of {images.EXIF_MODES}, got {self.exif!r}'
             )
         self._cache = {}
@@ -64,7 +65,7 @@ class CocoFolderSource(Source):
         if split in self._cache:
             return self._cache[split]
         if split not in self.annotations:
-            raise ValueError(
+            raise UserError(
                 f'coco_folder: no annotation file for split {split!r}; '
                 f'known: {sorted(self.annotations)}'
             )
@@ -72,17 +73,17 @@ class CocoFolderSource(Source):
         try:
             data = json.loads(path.read_text())
         except (OSError, ValueError) as e:
-            raise ValueError(f'coco_folder: cannot read annotation file {path}: {e}') from e
+            raise UserError(f'coco_folder: cannot read annotation file {path}: {e}') from e
         if not isinstance(data, dict):
-            raise ValueError(f'{path}: not a COCO annotation file (not a JSON object)')
+            raise UserError(f'{path}: not a COCO annotation file (not a JSON object)')
         for key in ('images', 'categories'):
             if not isinstance(data.get(key), list):
-                raise ValueError(f'{path}: not a COCO annotation file (no {key!r} list)')
+                raise UserError(f'{path}: not a COCO annotation file (no {key!r} list)')
         label_map = _label_map(path, data['categories'])
         image_dir = self.image_dir
         if isinstance(image_dir, dict):
             if split not in image_dir:
-                raise ValueError(
+                raise UserError(
                     f'coco_folder: no image_dir for split {split!r}; known: {sorted(image_dir)}'
                 )
             image_dir = image_dir[split]
@@ -96,7 +97,7 @@ class CocoFolderSource(Source):
     def _check_files(self, path: Path, records: dict) -> dict:
         missing = [str(r['file']) for r in records.values() if not r['file'].is_file()]
         if missing:
-            raise ValueError(f'{path}: {len(missing)} image file(s) missing: {missing[:10]}')
+            raise UserError(f'{path}: {len(missing)} image file(s) missing: {missing[:10]}')
         if not self.verify_images:
             return records
         bad = {}
@@ -105,7 +106,7 @@ class CocoFolderSource(Source):
             if reason is not None:
                 bad[image_id] = f'{r["file"]} ({reason})'
         if bad and not self.skip_bad_images:
-            raise ValueError(
+            raise UserError(
                 f'{path}: {len(bad)} unreadable image file(s): {list(bad.values())[:10]} '
                 '(skip_bad_images=True leaves them out)'
             )
@@ -120,7 +121,7 @@ class CocoFolderSource(Source):
         r = self._load(split)['records'][index]
         image = images.read_image(r['file'], self.exif)
         if r['height'] is not None and image.shape[:2] != (r['height'], r['width']):
-            raise ValueError(
+            raise UserError(
                 f'{r["file"]}: decodes to {image.shape[0]}x{image.shape[1]} but its annotations '
                 f'say {r["height"]}x{r["width"]} (EXIF rotation? see the exif option)'
             )
@@ -156,13 +157,13 @@ def _label_map(path: Path, categories: list) -> label_maps.LabelMap:
     ids = []
     for c in categories:
         if not isinstance(c, dict) or not isinstance(c.get('id'), int):
-            raise ValueError(f'{path}: category {c!r} has no integer id')
+            raise UserError(f'{path}: category {c!r} has no integer id')
         ids.append(c['id'])
     duplicates = sorted({i for i in ids if ids.count(i) > 1})
     if duplicates:
-        raise ValueError(f'{path}: duplicate category ids {duplicates}')
+        raise UserError(f'{path}: duplicate category ids {duplicates}')
     if not ids:
-        raise ValueError(f'{path}: the categories list is empty')
+        raise UserError(f'{path}: the categories list is empty')
     ordered = sorted(categories, key=lambda c: c['id'])
     return label_maps.LabelMap(
         tuple(str(c.get('name', c['id'])) for c in ordered), tuple(c['id'] for c in ordered)
@@ -173,9 +174,9 @@ def _images(path: Path, entries: list, image_dir: Path) -> dict:
     records = {}
     for im in entries:
         if not isinstance(im, dict) or 'id' not in im or 'file_name' not in im:
-            raise ValueError(f'{path}: image record {im!r} lacks an id or a file_name')
+            raise UserError(f'{path}: image record {im!r} lacks an id or a file_name')
         if im['id'] in records:
-            raise ValueError(f'{path}: duplicate image id {im["id"]}')
+            raise UserError(f'{path}: duplicate image id {im["id"]}')
         h, w = im.get('height'), im.get('width')
         records[im['id']] = {
             'id': im['id'],
@@ -193,27 +194,27 @@ def _add_objects(path: Path, annotations: list, records: dict, label_map) -> Non
         where = f'{path}: annotation id {ann.get("id")}'
         record = records.get(ann.get('image_id'))
         if record is None:
-            raise ValueError(f'{where} points to unknown image id {ann.get("image_id")}')
+            raise UserError(f'{where} points to unknown image id {ann.get("image_id")}')
         bbox = ann.get('bbox')
         if (
             not isinstance(bbox, list)
             or len(bbox) != 4
             or not all(isinstance(v, int | float) and np.isfinite(v) for v in bbox)
         ):
-            raise ValueError(f'{where} has a malformed bbox {bbox!r} (want [x, y, w, h])')
+            raise UserError(f'{where} has a malformed bbox {bbox!r} (want [x, y, w, h])')
         if bbox[2] < 0 or bbox[3] < 0:
-            raise ValueError(f'{where} has a negative-size box {bbox}')
+            raise UserError(f'{where} has a negative-size box {bbox}')
         try:
             label = label_map.label_of(ann.get('category_id'))
         except ValueError as e:
-            raise ValueError(f'{where}: {e}') from None
+            raise UserError(f'{where}: {e}') from None
         x, y, w, h = (float(v) for v in bbox)
         if (
             record['height'] is not None
             and (x >= record['width'] or y >= record['height'] or x + w <= 0 or y + h <= 0)
             and w * h > 0
         ):
-            raise ValueError(
+            raise UserError(
                 f'{where}: box {bbox} lies entirely outside its '
                 f'{record["height"]}x{record["width"]} image'
             )

@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from retinanet_jax.errors import UserError
+
 EXIF_MODES = ('ignore', 'apply')
 _ORIENTATION = 0x0112  # the EXIF tag
 _SWAPS_AXES = (5, 6, 7, 8)  # orientations that transpose the image
@@ -36,7 +38,7 @@ def read_image(path: str | Path, exif: str = 'ignore') -> np.ndarray:
             image = ImageOps.exif_transpose(f) if exif == 'apply' else f
             return to_rgb(image)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise ValueError(f'{path}: not a readable image ({type(e).__name__}: {e})') from None
+        raise UserError(f'{path}: not a readable image ({type(e).__name__}: {e})') from None
 
 
 def to_rgb(image: Image.Image) -> np.ndarray:
@@ -66,7 +68,7 @@ def image_size(path: str | Path, exif: str = 'ignore') -> tuple[int, int]:
                 w, h = h, w
             return h, w
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise ValueError(f'{path}: not a readable image ({type(e).__name__}: {e})') from None
+        raise UserError(f'{path}: not a readable image ({type(e).__name__}: {e})') from None
 
 
 def verify_image(path: str | Path) -> str | None:
@@ -82,4 +84,4 @@ def verify_image(path: str | Path) -> str | None:
 
 def _check_exif(exif: str) -> None:
     if exif not in EXIF_MODES:
-        raise ValueError(f'exif must be one of {EXIF_MODES}, got {exif!r}')
+        raise UserError(f'exif must be one of {EXIF_MODES}, got {exif!r}')

@@ -6,6 +6,8 @@ from typing import Literal
 
 import numpy as np
 
+from retinanet_jax.errors import UserError
+
 
 @dataclasses.dataclass(frozen=True)
 class InputConfig:
@@ -23,16 +25,16 @@ class InputConfig:
 
     def __post_init__(self):
         if self.resize not in ('keep_aspect', 'square'):
-            raise ValueError(
+            raise UserError(
                 f"InputConfig.resize must be 'keep_aspect' or 'square': {self.resize!r}"
             )
         if self.resize == 'keep_aspect' and self.max_side > max(self.image_size):
-            raise ValueError(
+            raise UserError(
                 f'InputConfig.max_side {self.max_side} exceeds the static image_size '
                 f'{self.image_size}: images would not fit'
             )
         if self.max_boxes < 1:
-            raise ValueError(f'InputConfig.max_boxes must be >= 1, got {self.max_boxes}')
+            raise UserError(f'InputConfig.max_boxes must be >= 1, got {self.max_boxes}')
 
 
 def keep_aspect_size(hw, short_side: float, max_side: float) -> np.ndarray:

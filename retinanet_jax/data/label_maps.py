@@ -7,6 +7,8 @@ predictions back with `LabelMap.category_ids`.
 
 import dataclasses
 
+from retinanet_jax.errors import UserError
+
 COCO_NAMES = (
     'person',
     'bicycle',
@@ -205,11 +207,11 @@ class LabelMap:
 
     def __post_init__(self):
         if len(self.names) != len(self.category_ids):
-            raise ValueError(
+            raise UserError(
                 f'LabelMap: {len(self.names)} names but {len(self.category_ids)} category ids'
             )
         if len(set(self.category_ids)) != len(self.category_ids):
-            raise ValueError(f'LabelMap: duplicate category ids in {self.category_ids}')
+            raise UserError(f'LabelMap: duplicate category ids in {self.category_ids}')
 
     @property
     def num_classes(self) -> int:
@@ -220,7 +222,7 @@ class LabelMap:
         try:
             return self.category_ids.index(category_id)
         except ValueError:
-            raise ValueError(
+            raise UserError(
                 f'unknown category id {category_id}; known: {self.category_ids}'
             ) from None
 

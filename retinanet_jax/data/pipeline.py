@@ -45,6 +45,7 @@ from retinanet_jax.data import transforms
 from retinanet_jax.data.bad_records import BadRecords, SkippingRecords
 from retinanet_jax.data.input_config import InputConfig
 from retinanet_jax.data.source import Source
+from retinanet_jax.errors import UserError
 
 RAW_KEYS = ('image', 'image_id', 'boxes', 'labels', 'is_crowd')
 
@@ -123,7 +124,7 @@ def train_dataset(
     n = len(records)
     per_epoch = n - n % process_count
     if per_epoch == 0:
-        raise ValueError(
+        raise UserError(
             f'{source.name} {split} has {n} examples: too few for {process_count} process(es)'
         )
     prep = Preprocessor(config, train=True)
@@ -189,7 +190,7 @@ def order_of(
     }
 
 
-class CorruptPosition(ValueError):
+class CorruptPosition(UserError):
     """A checkpoint's input position that is not what train_lib wrote (check_position)."""
 
 
@@ -219,10 +220,10 @@ def check_position(saved, order: dict, step: int, where: str) -> None:
         if saved['order'].get(k) != v
     ]
     if changed:
-        raise ValueError(
+        raise UserError(
             f'{where}: the training data order has changed since this checkpoint '
             f'({"; ".join(changed)}), so resuming would not continue its epoch; restore those '
-            'settings or use a new --workdir'
+            'settings or use a new workdir'
         )
 
 

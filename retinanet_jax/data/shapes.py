@@ -23,6 +23,7 @@ from PIL import Image
 
 from retinanet_jax.data import label_maps
 from retinanet_jax.data.source import Source
+from retinanet_jax.errors import UserError
 
 SPLITS = {'train': 0, 'validation': 1, 'test': 2}
 NUM_CLASSES = 3
@@ -90,9 +91,9 @@ def generate_example(
     """Example `index` of `split`; see the module docstring. Boxes are the exact pixel extent
     of each drawn shape (before occlusion by later shapes)."""
     if split not in SPLITS:
-        raise ValueError(f'shapes: unknown split {split!r}; known: {sorted(SPLITS)}')
+        raise UserError(f'shapes: unknown split {split!r}; known: {sorted(SPLITS)}')
     if image_size < 32:
-        raise ValueError(f'shapes: image_size must be >= 32, got {image_size}')
+        raise UserError(f'shapes: image_size must be >= 32, got {image_size}')
     rng = np.random.default_rng([seed, SPLITS[split], index])
     size = image_size
     image = _background(rng, size)
@@ -187,7 +188,7 @@ class ShapesSource(Source):
 
     def num_examples(self, split):
         if split not in self.sizes:
-            raise ValueError(f'shapes: unknown split {split!r}; known: {sorted(self.sizes)}')
+            raise UserError(f'shapes: unknown split {split!r}; known: {sorted(self.sizes)}')
         return self.sizes[split]
 
     def example(self, split, index):

@@ -29,6 +29,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from retinanet_jax.data import label_maps
+from retinanet_jax.errors import UserError
 
 
 class Source:
@@ -95,17 +96,17 @@ def check_example(example: dict, where: str, num_classes: int) -> dict:
     where = f'{where} (image id {example.get("image_id")})'
     image = np.asarray(example['image'])
     if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
-        raise ValueError(f'{where}: image must be uint8 [H, W, 3], got {image.dtype} {image.shape}')
+        raise UserError(f'{where}: image must be uint8 [H, W, 3], got {image.dtype} {image.shape}')
     boxes = np.asarray(example['boxes'], np.float32).reshape(-1, 4)
     labels = np.asarray(example['labels'], np.int32).reshape(-1)
     crowd = np.asarray(example['is_crowd'], bool).reshape(-1)
     if not len(boxes) == len(labels) == len(crowd):
-        raise ValueError(f'{where}: {len(boxes)} boxes, {len(labels)} labels, {len(crowd)} flags')
+        raise UserError(f'{where}: {len(boxes)} boxes, {len(labels)} labels, {len(crowd)} flags')
     bad = labels[(labels < 0) | (labels >= num_classes)]
     if len(bad):
-        raise ValueError(f'{where}: label {int(bad[0])} outside [0, {num_classes})')
+        raise UserError(f'{where}: label {int(bad[0])} outside [0, {num_classes})')
     if not np.isfinite(boxes).all() or (boxes[:, 2:] < boxes[:, :2]).any():
-        raise ValueError(f'{where}: a box with negative size or a non-finite coordinate')
+        raise UserError(f'{where}: a box with negative size or a non-finite coordinate')
     return {
         'image': image,
         'image_id': np.int64(example['image_id']),

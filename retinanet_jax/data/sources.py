@@ -11,6 +11,7 @@ from retinanet_jax.data.shapes import ShapesSource
 from retinanet_jax.data.source import Source
 from retinanet_jax.data.tfds_sources import NAMES as TFDS_NAMES
 from retinanet_jax.data.tfds_sources import TfdsSource
+from retinanet_jax.errors import UserError
 
 KNOWN = (*TFDS_NAMES, 'coco_folder', 'shapes')
 
@@ -23,4 +24,4 @@ def make_source(name: str, **options) -> Source:
         return CocoFolderSource(**options)
     if name in TFDS_NAMES:
         return TfdsSource(name, **options)
-    raise ValueError(f'unknown dataset {name!r}; known: {", ".join(KNOWN)}')
+    raise UserError(f'unknown dataset {name!r}; known: {", ".join(KNOWN)}')

@@ -25,6 +25,7 @@ import numpy as np
 
 from retinanet_jax.data import label_maps
 from retinanet_jax.data.source import Source
+from retinanet_jax.errors import UserError
 
 NAMES = ('coco/2017', 'voc/2007', 'voc/2012', 'voc/2007+2012')
 
@@ -36,7 +37,7 @@ class TfdsSource(Source):
 
     def __post_init__(self):
         if self.name not in NAMES:
-            raise ValueError(f'unknown tfds dataset {self.name!r}; known: {NAMES}')
+            raise UserError(f'unknown tfds dataset {self.name!r}; known: {NAMES}')
         self.coco = self.name.startswith('coco')
         self.label_map = label_maps.COCO if self.coco else label_maps.VOC
         if not self.coco:  # VOC 2007's 11-point AP, the area under the curve after
@@ -64,14 +65,14 @@ class TfdsSource(Source):
             reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             prepared = builder.is_prepared()
             if isinstance(e, NotImplementedError) and prepared:
-                raise ValueError(
+                raise UserError(
                     f'{part} in {builder.data_dir} is prepared as TFRecord, which has no random '
                     f'access; convert it once: tfds convert_format '
                     f'--dataset_version_dir={builder.data_dir} --out_file_format=array_record'
                 ) from None
             if not prepared:
                 reason = 'not prepared'
-            raise ValueError(
+            raise UserError(
                 f'{part} split {split!r}: no data in {builder.data_dir} ({reason}). '
                 f'Either prepare it: `tfds build {part} --file_format=array_record` (or set '
                 f'data_dir to where it is), or train from the COCO files you have with the '

@@ -24,6 +24,7 @@ import numpy as np
 from PIL import Image
 
 from retinanet_jax.data.input_config import keep_aspect_size
+from retinanet_jax.errors import UserError
 from retinanet_jax.ops.normalization import PAD_VALUE
 
 
@@ -130,7 +131,7 @@ def pad(example: dict, image_hw: tuple[int, int], max_boxes: int) -> dict:
     image = example['image']
     h, w = image.shape[:2]
     if h > image_hw[0] or w > image_hw[1]:
-        raise ValueError(f'pad: image {h}x{w} larger than the static image size {image_hw}')
+        raise UserError(f'pad: image {h}x{w} larger than the static image size {image_hw}')
     canvas = np.empty((*image_hw, 3), np.uint8)
     canvas[:h, :w] = image
     canvas[:h, w:] = PAD_VALUE

@@ -1,5 +1,5 @@
 """Why a model misses, as files: the analysis of a model on a dataset split, what
-`python -m retinanet_jax.commands.analyze` writes.
+`python -m retinanet_jax analyze` writes.
 
 analyze_run(model, split, out=DIR, score_threshold=0.3, iou=0.5, worst=16, ...) -> summary,
 writing into DIR:
@@ -27,6 +27,7 @@ import jax
 import numpy as np
 from PIL import Image
 
+from retinanet_jax.errors import UserError
 from retinanet_jax.evaluation import pictures as eval_pictures
 from retinanet_jax.evaluation import split_evaluation as evaluation
 from retinanet_jax.evaluation.error_analysis import ERROR_TYPES, confusion_matrix, tide_errors
@@ -45,11 +46,11 @@ def analyze_run(
     """Evaluates `model` on a split (evaluation.prepare's options) and writes the analysis
     files into `out` (module docstring); returns {'metrics', 'confusion_matrix', 'errors'}."""
     if not 0 < iou < 1:
-        raise ValueError(f'--iou must be in (0, 1), got {iou}')
+        raise UserError(f'iou must be in (0, 1), got {iou}')
     if not 0 <= score_threshold <= 1:
-        raise ValueError(f'--score_threshold must be in [0, 1], got {score_threshold}')
+        raise UserError(f'score_threshold must be in [0, 1], got {score_threshold}')
     if worst < 0:
-        raise ValueError(f'--worst must be >= 0, got {worst}')
+        raise UserError(f'worst must be >= 0, got {worst}')
     e = evaluation.prepare(model, split, **options)
     metrics = e.run()
     rows, image_ids = e.evaluator.detections()

@@ -1,5 +1,5 @@
 """How well a config's anchors cover its data, and anchors that cover it better (what
-`python -m retinanet_jax.commands.anchors_report` prints).
+`python -m retinanet_jax anchors` prints).
 
 Boxes: float [N, 4] xyxy in network-input pixels (`input_boxes`: a split's non-crowd ground
 truth, resized as evaluation resizes it; training's scale jitter moves sizes within its range
@@ -28,6 +28,7 @@ import numpy as np
 
 from retinanet_jax import settings as settings_lib
 from retinanet_jax.data.input_config import keep_aspect_size
+from retinanet_jax.errors import UserError
 from retinanet_jax.ops import anchors as anchor_lib
 from retinanet_jax.ops.matching import MatcherConfig
 
@@ -156,7 +157,7 @@ def report(settings, split: str | None = None, max_images: int | None = 10_000) 
     records = list(itertools.islice(source.ground_truth(split), max_images))
     boxes = input_boxes(records, settings.input)
     if not len(boxes):
-        raise ValueError(f'anchors_report: split {split!r} of {source.name!r} has no boxes')
+        raise UserError(f'split {split!r} of {source.name!r} has no boxes')
     matcher, hw = settings.loss.matcher, settings.image_hw
     proposed, _ = propose(boxes, hw, settings.anchors, matcher)
     out = {'dataset': settings.data.dataset, 'split': split, 'images': len(records)}

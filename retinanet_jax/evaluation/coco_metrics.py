@@ -35,6 +35,7 @@ from pycocotools.cocoeval import COCOeval
 
 from retinanet_jax import sharding
 from retinanet_jax.data.label_maps import LabelMap
+from retinanet_jax.errors import UserError
 from retinanet_jax.evaluation.voc_metric import voc_ap50
 
 STAT_NAMES = (
@@ -70,13 +71,13 @@ class EvaluationConfig:
 
     def __post_init__(self):
         if not self.iou_thresholds or not all(0 < t < 1 for t in self.iou_thresholds):
-            raise ValueError(
+            raise UserError(
                 f'EvaluationConfig.iou_thresholds must be in (0, 1): {self.iou_thresholds}'
             )
         if not self.max_detections or min(self.max_detections) < 1:
-            raise ValueError(f'EvaluationConfig.max_detections must be >= 1: {self.max_detections}')
+            raise UserError(f'EvaluationConfig.max_detections must be >= 1: {self.max_detections}')
         if not self.area_ranges or self.area_ranges[0][0] != 'all':
-            raise ValueError("EvaluationConfig.area_ranges must start with ('all', 0, 1e10)")
+            raise UserError("EvaluationConfig.area_ranges must start with ('all', 0, 1e10)")
 
 
 class CocoEvaluator:
@@ -94,7 +95,7 @@ class CocoEvaluator:
         'area' (VOC 2010+) adds 'VOC_AP50', PASCAL VOC's own metric (voc_metric.py)."""
 
         if voc_ap50 not in (None, '11_point', 'area'):
-            raise ValueError(f"voc_ap50 must be None, '11_point' or 'area', got {voc_ap50!r}")
+            raise UserError(f"voc_ap50 must be None, '11_point' or 'area', got {voc_ap50!r}")
         self.voc_ap50 = voc_ap50
         self.config = config
         self.label_map = detection_label_map or label_map
@@ -116,7 +117,7 @@ class CocoEvaluator:
         image_ids = np.asarray(batch['image_id'])[examples]
         unknown = [int(i) for i in image_ids if int(i) not in self._known_ids]
         if unknown:
-            raise ValueError(f'evaluation: image id {unknown[0]} is not in the ground truth')
+            raise UserError(f'evaluation: image id {unknown[0]} is not in the ground truth')
         self._image_ids.extend(int(i) for i in image_ids)
         keep = np.asarray(detections['valid'], bool)[examples]
         boxes = np.asarray(detections['boxes'], np.float64)[examples][keep]
@@ -169,7 +170,7 @@ class CocoEvaluator:
         results, config = self.last_results, self.config
         t = int(np.argmin(np.abs(np.asarray(config.iou_thresholds) - iou)))
         if not np.isclose(config.iou_thresholds[t], iou):
-            raise ValueError(f'IoU {iou} is not one of config.iou_thresholds')
+            raise UserError(f'IoU {iou} is not one of config.iou_thresholds')
         recall = np.asarray(results['params'].recThrs)
         names = dict(
             zip(self.dataset_label_map.category_ids, self.dataset_label_map.names, strict=True)
@@ -267,14 +268,14 @@ def _mean_recall(results, *, area: int, max_index: int) -> float:
 def _check_detections(ids, boxes, labels, scores, num_classes: int) -> None:
     bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
     if len(bad):
-        raise ValueError(
+        raise UserError(
             f'evaluation: image id {int(ids[bad[0]])} has a detection with label '
             f'{int(labels[bad[0]])}, outside [0, {num_classes})'
         )
     bad = np.flatnonzero(~np.isfinite(boxes).all(axis=1) | ~np.isfinite(scores))
     if len(bad):
         i = bad[0]
-        raise ValueError(
+        raise UserError(
             f'evaluation: image id {int(ids[i])} has a detection with a non-finite '
             f'box {boxes[i].tolist()} or score {scores[i]}'
         )
@@ -317,14 +318,14 @@ def coco_ground_truth(records, label_map: LabelMap) -> dict:
     for r in records:
         image_id = int(r['image_id'])
         if image_id in seen:
-            raise ValueError(f'ground truth: image id {image_id} appears twice')
+            raise UserError(f'ground truth: image id {image_id} appears twice')
         seen.add(image_id)
         images.append({'id': image_id, 'height': int(r['height']), 'width': int(r['width'])})
         boxes = np.asarray(r['boxes'], np.float64).reshape(-1, 4)
         labels = np.asarray(r['labels']).reshape(-1)
         bad = labels[(labels < 0) | (labels >= num_classes)]
         if len(bad):
-            raise ValueError(
+            raise UserError(
                 f'ground truth of image id {image_id}: label {int(bad[0])} outside '
                 f'[0, {num_classes})'
             )

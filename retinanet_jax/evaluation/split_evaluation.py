@@ -1,18 +1,21 @@
-"""Evaluation of a model on a dataset split: COCO metrics (coco_metrics.py) of its detections.
+"""A model's evaluation on a dataset split: the COCO metrics of its detections (coco_metrics.py)
+and its validation loss. Training's periodic evaluation and the evaluate and analyze commands
+all evaluate through SplitEvaluation, so they report the same metrics of the same weights.
 
-evaluate_model(predict, model_state, batches, num_batches, evaluator, mesh, progress)
-    -> metrics: a jitted predict step (inference.make_predict_step) over evaluation batches
-    (pipeline.eval_batches); each process predicts its share, the evaluator gathers them
-prepare(model, split, dataset=..., ...) -> Evaluation: the predictor, source, evaluator and
-    batches of a model on a split; Evaluation.run() -> metrics
-evaluate_run(model, split, dataset=..., ...) -> {'model', 'step', 'dataset', 'split',
-    **metrics}: a training run, a model directory or a torchvision state dict (as
-    inference.load_predictor takes) on a split, printed as a table and written as JSON;
-    what `python -m retinanet_jax.commands.evaluate` runs
+  evaluation = SplitEvaluation.make(graphdef, input_config, anchors, postprocess, loss,
+                                    source, split, batch_size, mesh, config)
+  metrics = evaluation(model_state, progress=tqdm)   # {'AP', ..., 'val_loss', ...}
+  evaluation.metric_names()                          # those keys, before any evaluation
+  prepared = prepare(model, split, dataset=..., ...) # a model path on a split (the commands)
+  metrics = prepared.run()
+
+Every image of the split is predicted once (each process its share, in fixed-size batches
+whose padding is masked), and the evaluator (CocoEvaluator) gathers the detections across
+processes. The validation loss ('val_loss', 'val_cls_loss', 'val_box_loss') is the training
+loss of the same batches, normalised over the whole split (losses.normalised_loss).
 """
 
 import dataclasses
-import json
 from pathlib import Path
 
 import jax
@@ -21,9 +24,79 @@ from tqdm import tqdm
 
 from retinanet_jax import sharding
 from retinanet_jax.data import pipeline, sources
+from retinanet_jax.data.input_config import InputConfig
+from retinanet_jax.data.label_maps import LabelMap
+from retinanet_jax.errors import UserError
 from retinanet_jax.evaluation import coco_metrics
-from retinanet_jax.inference import predictor as inference
+from retinanet_jax.inference import loading, model_path
+from retinanet_jax.inference.predictor import Predictor, make_predict_step
 from retinanet_jax.ops import losses
+from retinanet_jax.ops.anchors import AnchorConfig
+from retinanet_jax.ops.postprocess import PostprocessConfig
+
+LOSS_NAMES = ('val_loss', 'val_cls_loss', 'val_box_loss')
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitEvaluation:
+    """Evaluates model states on one split: `evaluation(model_state) -> metrics`."""
+
+    predict: object  # make_predict_step(..., loss_config=loss): detections and loss terms
+    dataset: object  # the split's evaluation batches (pipeline.eval_dataset), this process's
+    num_batches: int
+    evaluator: coco_metrics.CocoEvaluator  # keeps the last evaluation's detections
+    loss: losses.LossConfig
+    mesh: jax.sharding.Mesh
+
+    @classmethod
+    def make(
+        cls,
+        graphdef,
+        input_config: InputConfig,
+        anchors: AnchorConfig,
+        postprocess: PostprocessConfig,
+        loss: losses.LossConfig,
+        source,
+        split: str,
+        batch_size: int,
+        mesh: jax.sharding.Mesh,
+        config: coco_metrics.EvaluationConfig,
+        detection_labels: LabelMap | None = None,
+    ) -> 'SplitEvaluation':
+        """The evaluation of models of `graphdef` (eval mode) on `source`'s `split`, in global
+        batches of `batch_size`; `detection_labels`: the model's classes where they are not
+        the source's (they are matched by name)."""
+        process = dict(process_index=jax.process_index(), process_count=jax.process_count())
+        local_batch = sharding.local_batch_size(batch_size)
+        dataset, num_batches = pipeline.eval_dataset(
+            source, input_config, local_batch, split=split, **process
+        )
+        image_hw = tuple(input_config.image_size)
+        predict = make_predict_step(graphdef, image_hw, anchors, postprocess, mesh, loss)
+        evaluator = coco_metrics.make_evaluator(source, split, detection_labels, config)
+        return cls(predict, dataset, num_batches, evaluator, loss, mesh)
+
+    def batches(self):
+        """The split's batches (numpy), in order."""
+        return pipeline.eval_batches(self.dataset)
+
+    def metric_names(self) -> list[str]:
+        """The names of the metrics that a call gives, before any evaluation."""
+        return [*self.evaluator.metric_names(), *LOSS_NAMES]
+
+    def __call__(self, model_state, progress=None) -> dict:
+        """The metrics of `model_state` (the nnx state of the model; a progress bar class such
+        as tqdm is optional)."""
+        return evaluate_model(
+            self.predict,
+            model_state,
+            self.batches(),
+            self.num_batches,
+            self.evaluator,
+            self.mesh,
+            progress,
+            loss_config=self.loss,
+        )
 
 
 def evaluate_model(
@@ -33,8 +106,8 @@ def evaluate_model(
     iterable of numpy batches, e.g. pipeline.eval_batches) and returns the evaluator's metrics.
     `progress`: an optional progress-bar class (tqdm); a batch counts once its detections are
     on the host, so the bar's rate and ETA come from finished work. With `loss_config` (and a
-    predict step made with it) the metrics also hold the validation loss: 'val_loss',
-    'val_cls_loss', 'val_box_loss', normalised as in training over the whole split's images."""
+    predict step made with it) the metrics also hold the validation loss (LOSS_NAMES),
+    normalised as in training over the whole split's images."""
     evaluator.reset()
     pending = None  # the previous batch, whose detections are still being computed
     terms = []
@@ -68,9 +141,6 @@ def evaluate_model(
     return metrics
 
 
-LOSS_NAMES = ('val_loss', 'val_cls_loss', 'val_box_loss')  # evaluate_model with a loss_config
-
-
 def validation_loss(terms: np.ndarray, loss_config) -> dict:
     """{'val_loss', 'val_cls_loss', 'val_box_loss'} of this process's per-image loss terms
     [n, 3] (class sum, box sum, positives) and every other process's."""
@@ -82,26 +152,24 @@ def validation_loss(terms: np.ndarray, loss_config) -> dict:
 
 
 @dataclasses.dataclass(frozen=True)
-class Evaluation:
-    """What evaluating a model on a split takes (`prepare`): the predictor, the split's source
-    and name, an evaluator of its ground truth, and its batches."""
+class Prepared:
+    """A model (a path's predictor) and its SplitEvaluation on a named split (`prepare`)."""
 
-    predictor: inference.Predictor
+    predictor: Predictor
+    evaluation: SplitEvaluation
     source: object  # data.source.Source
     dataset: str
     split: str
-    evaluator: coco_metrics.CocoEvaluator
-    batches: object  # an iterable of numpy batches
-    num_batches: int
     default_out: Path | None  # a training run's <workdir>/eval_<split>.json
 
+    @property
+    def evaluator(self) -> coco_metrics.CocoEvaluator:
+        return self.evaluation.evaluator
+
     def run(self) -> dict:
-        """The metrics (evaluate_model, with a progress bar); the evaluator keeps the
-        detections (`evaluator.detections()`)."""
-        p = self.predictor
-        return evaluate_model(
-            p.predict, p.state, self.batches, self.num_batches, self.evaluator, p.mesh, tqdm
-        )
+        """The metrics, with a progress bar; the evaluator keeps the detections
+        (`evaluator.detections()`)."""
+        return self.evaluation(self.predictor.state, tqdm)
 
 
 def prepare(
@@ -112,53 +180,37 @@ def prepare(
     dataset_options: dict | None = None,
     batch_size: int | None = None,
     **predictor_options,
-) -> Evaluation:
-    """An Evaluation of `model` (a training run: on its own evaluation data unless `dataset`
-    is given; anything else inference.load_predictor takes needs `dataset` and `split`)."""
-    model = Path(model)
-    run = (model / 'config.json').is_file()
-    if not run and (dataset is None or split is None):
-        raise ValueError(f'--model {model} is not a training run: give --dataset and --split')
-    p = inference.load_predictor(model, **predictor_options)
+) -> Prepared:
+    """`model` (model_path.resolve) ready to evaluate on a split: a training run on its own
+    evaluation data unless `dataset` is given; any other model needs `dataset` and `split`.
+    `predictor_options`: loading.load_predictor's."""
+    where = model_path.resolve(model)
+    if not where.is_run and (dataset is None or split is None):
+        raise UserError(f'model {model} is not a training run: give its dataset and split')
+    p = loading.load_predictor(model, **predictor_options)
     out = None
-    if run and dataset is None:  # the run's own evaluation data
+    if where.is_run and dataset is None:  # the run's own evaluation data
         source = p.sources[1]
         split = split or p.settings.data.eval_split
         batch_size = batch_size or p.settings.batch_size
         name = p.settings.data.evaluated
-        out = model / f'eval_{split}.json'
+        out = where.path / f'eval_{split}.json'
     else:
         source, name = sources.make_source(dataset, **(dataset_options or {})), dataset
         batch_size = batch_size or jax.device_count()
-    process = dict(process_index=jax.process_index(), process_count=jax.process_count())
-    local_batch = sharding.local_batch_size(batch_size)
-    eval_ds, num_batches = pipeline.eval_dataset(
-        source, p.input, local_batch, split=split, **process
-    )
     detection_labels = None if p.label_map == source.label_map else p.label_map
     config = p.settings.evaluation if p.settings else coco_metrics.EvaluationConfig()
-    evaluator = coco_metrics.make_evaluator(source, split, detection_labels, config)
-    batches = pipeline.eval_batches(eval_ds)
-    return Evaluation(p, source, name, split, evaluator, batches, num_batches, out)
-
-
-def evaluate_run(model: str | Path, split: str | None = None, *, out=None, **options) -> dict:
-    """The metrics of `model` on a split (prepare's arguments), printed as a table and
-    written as JSON to `out` (a training run: <workdir>/eval_<split>.json by default)."""
-    e = prepare(model, split, **options)
-    metrics = e.run()
-    result = {
-        'model': str(model),
-        'step': e.predictor.step,
-        'dataset': e.dataset,
-        'split': e.split,
-        **metrics,
-    }
-    out = out or e.default_out
-    if jax.process_index() == 0:
-        print(f'{e.predictor.description} on {e.dataset} {e.split}:')
-        print(coco_metrics.format_table(metrics))
-        if out is not None:
-            Path(out).write_text(json.dumps(result, indent=1))
-            print(f'wrote {out}')
-    return result
+    evaluation = SplitEvaluation.make(
+        p.graphdef,
+        p.input,
+        p.anchors,
+        p.postprocess,
+        p.loss,
+        source,
+        split,
+        batch_size,
+        p.mesh,
+        config,
+        detection_labels,
+    )
+    return Prepared(p, evaluation, source, name, split, out)

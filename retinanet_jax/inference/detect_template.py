@@ -2,7 +2,7 @@
 
   python detect.py photo.jpg [more.png ...] [--format onnx|stablehlo]
 
-`python -m retinanet_jax.commands.export` copies this file into every export folder as
+`python -m retinanet_jax export` copies this file into every export folder as
 detect.py, next to export.json, detector.onnx and / or detector.stablehlo. It imports nothing
 of retinanet_jax: only numpy, PIL, and onnxruntime (ONNX) or jax (StableHLO). It letterboxes
 each image to the export's static size (resize keeping the aspect ratio, pad bottom / right

@@ -40,6 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from retinanet_jax.errors import UserError
 from retinanet_jax.models import build_retinanet
 from retinanet_jax.ops import anchors as anchor_lib
 from retinanet_jax.ops import nms, postprocess
@@ -131,7 +132,7 @@ def _jax2onnx():
     try:
         import jax2onnx
     except ImportError:
-        raise ValueError(
+        raise UserError(
             'ONNX export needs jax2onnx: pip install onnx onnx-ir onnxruntime && '
             'pip install --no-deps -r requirements-nodeps.txt (jax2onnx==0.17.1)'
         ) from None
@@ -268,22 +269,22 @@ def export_model(
     `overwrite`; `batch` None: a symbolic batch dimension."""
     unknown = sorted(set(formats) - set(FORMATS))
     if unknown or not formats:
-        raise ValueError(f'--format: unknown {unknown or formats}; known: {", ".join(FORMATS)}')
+        raise UserError(f'formats: unknown {unknown or formats}; known: {", ".join(FORMATS)}')
     image_hw = tuple(image_hw or predictor.image_hw)
     anchor_lib.check_image_size(image_hw)
     if batch is not None and batch < 1:
-        raise ValueError(f'--batch must be >= 1 or dynamic, got {batch}')
+        raise UserError(f'batch must be >= 1 or dynamic, got {batch}')
     out = Path(out)
     spec = manifest(predictor, formats, image_hw, batch)
     existing = out / 'export.json'
     if existing.is_file() and not overwrite:
         if json.loads(existing.read_text()) != json.loads(json.dumps(spec)):
-            raise ValueError(
-                f'--out {out} holds another export ({existing}); pass --overwrite '
+            raise UserError(
+                f'out {out} holds another export ({existing}); pass overwrite=True '
                 'to replace it or choose another folder'
             )
     elif out.exists() and any(out.iterdir()) and not existing.is_file() and not overwrite:
-        raise ValueError(f'--out {out} is not empty and holds no export; choose another folder')
+        raise UserError(f'out {out} is not empty and holds no export; choose another folder')
     out.mkdir(parents=True, exist_ok=True)
     detect = detector_function(predictor, image_hw)
     for fmt in formats:

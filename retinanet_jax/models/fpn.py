@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from retinanet_jax.errors import UserError
 from retinanet_jax.models.layers import conv, make_norm
 
 FPN_NORMS = ('none', 'group', 'batch')
@@ -44,9 +45,9 @@ class FPN(nnx.Module):
         rngs: nnx.Rngs,
     ):
         if p6_from not in ('c5', 'p5'):
-            raise ValueError(f"p6_from must be 'c5' or 'p5', got {p6_from!r}")
+            raise UserError(f"p6_from must be 'c5' or 'p5', got {p6_from!r}")
         if norm not in FPN_NORMS:
-            raise ValueError(f'FPN norm must be one of {FPN_NORMS}, got {norm!r}')
+            raise UserError(f'FPN norm must be one of {FPN_NORMS}, got {norm!r}')
         self.p6_from = p6_from
         n = dict(dtype=dtype, rngs=rngs)
         bias = norm == 'none'

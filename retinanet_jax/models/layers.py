@@ -26,6 +26,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from retinanet_jax.errors import UserError
+
 # torchvision's FPN init: kaiming_uniform_(a=1), i.e. uniform with variance 1 / fan_in.
 KAIMING_UNIFORM_A1 = nnx.initializers.variance_scaling(1.0, 'fan_in', 'uniform')
 ZEROS = nnx.initializers.zeros_init()
@@ -59,7 +61,7 @@ def conv(
     mixed = {}
     if output_dtype is not None and jnp.dtype(output_dtype) != jnp.dtype(dtype):
         if not use_bias:  # the bias add is what makes the result output_dtype
-            raise ValueError('conv: output_dtype other than dtype needs use_bias=True')
+            raise UserError('conv: output_dtype other than dtype needs use_bias=True')
         mixed = dict(promote_dtype=_operands_in(dtype))
         dtype = output_dtype
     return nnx.Conv(
@@ -222,7 +224,7 @@ def make_norm(kind: str, features: int, *, dtype=jnp.float32, rngs: nnx.Rngs) ->
         return BatchNorm(features)
     if kind == 'group':
         if features % GROUPS:
-            raise ValueError(f'GroupNorm needs channels divisible by {GROUPS}, got {features}')
+            raise UserError(f'GroupNorm needs channels divisible by {GROUPS}, got {features}')
         return nnx.GroupNorm(
             features,
             num_groups=GROUPS,
@@ -231,7 +233,7 @@ def make_norm(kind: str, features: int, *, dtype=jnp.float32, rngs: nnx.Rngs) ->
             param_dtype=jnp.float32,
             rngs=rngs,
         )
-    raise ValueError(f'unknown norm {kind!r}; known: {NORMS}')
+    raise UserError(f'unknown norm {kind!r}; known: {NORMS}')
 
 
 @jax.custom_vjp

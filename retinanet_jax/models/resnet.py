@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from retinanet_jax.errors import UserError
 from retinanet_jax.models.layers import conv, freeze, make_norm, max_pool_3x3_s2
 
 # depth -> (block type, blocks per stage)
@@ -105,9 +106,9 @@ class ResNet(nnx.Module):
         rngs: nnx.Rngs,
     ):
         if depth not in SPECS:
-            raise ValueError(f'ResNet depth must be one of {sorted(SPECS)}, got {depth}')
+            raise UserError(f'ResNet depth must be one of {sorted(SPECS)}, got {depth}')
         if not 0 <= freeze_at <= 5:
-            raise ValueError(f'freeze_at must be in 0..5, got {freeze_at}')
+            raise UserError(f'freeze_at must be in 0..5, got {freeze_at}')
         kind, blocks = SPECS[depth]
         block = BasicBlock if kind == 'basic' else Bottleneck
 

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from retinanet_jax import compiler_options
+from retinanet_jax.errors import UserError
 from retinanet_jax.models.fpn import FPN, FPN_NORMS
 from retinanet_jax.models.heads import Subnet, class_prior_bias
 from retinanet_jax.models.layers import GROUPS, NORMS
@@ -57,9 +58,9 @@ class RetinaNet(nnx.Module):
 def _check_images(images) -> None:
     shape = getattr(images, 'shape', None)
     if shape is None or len(shape) != 4 or shape[-1] != 3:
-        raise ValueError(f'RetinaNet expects images of shape [B, H, W, 3] (NHWC, RGB), got {shape}')
+        raise UserError(f'RetinaNet expects images of shape [B, H, W, 3] (NHWC, RGB), got {shape}')
     if not jnp.issubdtype(images.dtype, jnp.floating):
-        raise ValueError(
+        raise UserError(
             f'RetinaNet expects floating-point, normalised images, got dtype {images.dtype} '
             '(convert and normalise uint8 images first)'
         )
@@ -92,7 +93,7 @@ class ModelConfig:
     def __post_init__(self):
         def check(ok: bool, field: str, message: str):
             if not ok:
-                raise ValueError(f'ModelConfig.{field} {message}, got {getattr(self, field)!r}')
+                raise UserError(f'ModelConfig.{field} {message}, got {getattr(self, field)!r}')
 
         check(self.num_classes >= 1, 'num_classes', 'must be >= 1')
         check(self.depth in SPECS, 'depth', f'must be one of {sorted(SPECS)}')
@@ -112,7 +113,7 @@ class ModelConfig:
         ]
         for key in grouped:
             if self.fpn_width % GROUPS:
-                raise ValueError(
+                raise UserError(
                     f'ModelConfig.{key} uses GroupNorm with {GROUPS} groups: fpn_width must be a '
                     f'multiple of {GROUPS}, got {self.fpn_width}'
                 )

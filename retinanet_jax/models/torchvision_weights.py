@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from retinanet_jax.errors import MissingFile, UserError
 from retinanet_jax.models import ModelConfig, RetinaNet, build_retinanet
 from retinanet_jax.models.heads import class_prior_bias
 from retinanet_jax.models.layers import conv
@@ -77,7 +78,7 @@ def _to_ours(name: str, value, leaf: str) -> np.ndarray:
     array = np.asarray(value, dtype=np.float32)
     if leaf == 'kernel':
         if array.ndim != 4:
-            raise ValueError(f'{name}: expected a 4-d OIHW conv weight, got shape {array.shape}')
+            raise UserError(f'{name}: expected a 4-d OIHW conv weight, got shape {array.shape}')
         array = array.transpose(2, 3, 1, 0)  # OIHW -> HWIO
     return array
 
@@ -123,7 +124,7 @@ def load_into(
     if unexpected:
         problems.append(f'unexpected keys ({len(unexpected)}): {unexpected[:20]}')
     if problems:
-        raise ValueError(
+        raise UserError(
             'state dict does not match the model (another architecture, variant or depth?):\n  '
             + '\n  '.join(problems)
         )
@@ -160,9 +161,9 @@ def retinanet_from_torchvision(
     loaded; that conv is freshly initialised (prior bias) and a warning says so.
     """
     if variant not in ('v1', 'v2'):
-        raise ValueError(f"variant must be 'v1' or 'v2', got {variant!r}")
+        raise UserError(f"variant must be 'v1' or 'v2', got {variant!r}")
     if CLASS_OUTPUT_KEYS[1] not in state_dict:
-        raise ValueError(
+        raise UserError(
             f'not a torchvision RetinaNet state dict: no {CLASS_OUTPUT_KEYS[1]!r} '
             f'(first keys: {list(state_dict)[:5]})'
         )
@@ -170,7 +171,7 @@ def retinanet_from_torchvision(
     num_classes = file_classes if num_classes is None else num_classes
     preset = ModelConfig.torchvision_v1 if variant == 'v1' else ModelConfig.torchvision_v2
     if norm not in ('frozen', 'batch'):
-        raise ValueError(f"norm must be 'frozen' or 'batch' for torchvision weights, got {norm!r}")
+        raise UserError(f"norm must be 'frozen' or 'batch' for torchvision weights, got {norm!r}")
     config = dataclasses.replace(preset(num_classes), dtype=dtype, norm=norm)
     model = nnx.eval_shape(lambda: build_retinanet(config))
     skip = CLASS_OUTPUT_KEYS if num_classes != file_classes else ()
@@ -203,7 +204,7 @@ def load_state_dict(path: str | Path) -> dict[str, np.ndarray]:
     arbitrary unpickling), .safetensors, or .npz (allow_pickle=False)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f'state dict file not found: {path}')
+        raise MissingFile(f'state dict file not found: {path}')
     suffix = path.suffix.lower()
     try:
         if suffix in TORCH_SUFFIXES:
@@ -214,7 +215,7 @@ def load_state_dict(path: str | Path) -> dict[str, np.ndarray]:
                 if isinstance(data, dict) and isinstance(data.get(wrapper), dict):
                     data = data[wrapper]
             if not isinstance(data, dict):
-                raise ValueError(f'expected a dict of tensors, found {type(data).__name__}')
+                raise UserError(f'expected a dict of tensors, found {type(data).__name__}')
             return {k: v.detach().cpu().numpy() for k, v in data.items() if hasattr(v, 'numpy')}
         if suffix == '.safetensors':
             from safetensors.numpy import load_file
@@ -224,5 +225,5 @@ def load_state_dict(path: str | Path) -> dict[str, np.ndarray]:
             with np.load(path, allow_pickle=False) as data:
                 return {k: data[k] for k in data.files}
     except (ValueError, RuntimeError, OSError, EOFError, pickle.UnpicklingError) as e:
-        raise ValueError(f'cannot read state dict {path}: {e}') from e
-    raise ValueError(f'{path}: unknown state-dict format {suffix!r} (use .pth, .safetensors, .npz)')
+        raise UserError(f'cannot read state dict {path}: {e}') from e
+    raise UserError(f'{path}: unknown state-dict format {suffix!r} (use .pth, .safetensors, .npz)')

@@ -25,6 +25,8 @@ import functools
 
 import numpy as np
 
+from retinanet_jax.errors import UserError
+
 
 @dataclasses.dataclass(frozen=True)
 class AnchorConfig:
@@ -44,18 +46,18 @@ class AnchorConfig:
     def __post_init__(self):
         num_levels = self.max_level - self.min_level + 1
         if num_levels < 1:
-            raise ValueError(
+            raise UserError(
                 f'AnchorConfig: max_level ({self.max_level}) < min_level ({self.min_level})'
             )
         if len(self.sizes) != num_levels:
-            raise ValueError(
+            raise UserError(
                 f'AnchorConfig.sizes has {len(self.sizes)} entries; levels '
                 f'{self.min_level}..{self.max_level} need {num_levels}'
             )
         if not self.scales or not self.aspect_ratios:
-            raise ValueError('AnchorConfig.scales and AnchorConfig.aspect_ratios must be non-empty')
+            raise UserError('AnchorConfig.scales and AnchorConfig.aspect_ratios must be non-empty')
         if min(self.sizes) <= 0 or min(self.scales) <= 0 or min(self.aspect_ratios) <= 0:
-            raise ValueError('AnchorConfig sizes, scales and aspect_ratios must all be positive')
+            raise UserError('AnchorConfig sizes, scales and aspect_ratios must all be positive')
 
     @property
     def num_anchors_per_location(self) -> int:
@@ -163,7 +165,7 @@ def check_image_size(image_hw, config: AnchorConfig = AnchorConfig()) -> tuple[i
     stride = 2**config.max_level
     if h % stride or w % stride:
         up = padded_size((h, w), config)
-        raise ValueError(
+        raise UserError(
             f'image size {h}x{w}: each side must be a multiple of {stride}, the largest stride '
             f'(P{config.max_level}); e.g. {up[0]},{up[1]}'
         )
@@ -182,7 +184,7 @@ def _check_image_hw(image_hw) -> tuple[int, int]:
     try:
         h, w = (int(v) for v in image_hw)
     except (TypeError, ValueError):
-        raise ValueError(f'image_hw must be (height, width) integers, got {image_hw!r}') from None
+        raise UserError(f'image_hw must be (height, width) integers, got {image_hw!r}') from None
     if h <= 0 or w <= 0 or (h, w) != tuple(image_hw):
-        raise ValueError(f'image_hw must be positive integers (height, width), got {image_hw!r}')
+        raise UserError(f'image_hw must be positive integers (height, width), got {image_hw!r}')
     return h, w

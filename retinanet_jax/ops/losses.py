@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from retinanet_jax.errors import UserError
 from retinanet_jax.ops import boxes as box_lib
 from retinanet_jax.ops import matching
 
@@ -53,19 +54,19 @@ class LossConfig:
 
     def __post_init__(self):
         if self.box_loss not in ('smooth_l1', 'l1', 'giou'):
-            raise ValueError(
+            raise UserError(
                 f"LossConfig.box_loss must be 'smooth_l1', 'l1' or 'giou', got {self.box_loss!r}"
             )
         if self.normalizer not in ('batch', 'per_image'):
-            raise ValueError(
+            raise UserError(
                 f"LossConfig.normalizer must be 'batch' or 'per_image', got {self.normalizer!r}"
             )
         if self.gamma < 0:
-            raise ValueError(f'LossConfig.gamma must be >= 0, got {self.gamma}')
+            raise UserError(f'LossConfig.gamma must be >= 0, got {self.gamma}')
         if self.box_loss == 'smooth_l1' and self.smooth_l1_beta < 0:
-            raise ValueError(f'LossConfig.smooth_l1_beta must be >= 0, got {self.smooth_l1_beta}')
+            raise UserError(f'LossConfig.smooth_l1_beta must be >= 0, got {self.smooth_l1_beta}')
         if len(self.box_weights) != 4 or min(self.box_weights) <= 0:
-            raise ValueError(
+            raise UserError(
                 f'LossConfig.box_weights must be 4 positive numbers: {self.box_weights}'
             )
 
@@ -343,7 +344,7 @@ def _check_inputs(cls_logits, box_deltas, anchors, gt_boxes, gt_labels) -> None:
     for name, value, ndim in [('cls_logits', cls_logits, 3), ('gt_boxes', gt_boxes, 3)]:
         if not hasattr(value, 'shape') or len(value.shape) != ndim:
             got = getattr(value, 'shape', type(value).__name__)
-            raise ValueError(f'detection_loss: {name} must have rank {ndim}, got shape {got}')
+            raise UserError(f'detection_loss: {name} must have rank {ndim}, got shape {got}')
     b, r, k = cls_logits.shape
     m = gt_boxes.shape[1]
     expected = {
@@ -355,14 +356,14 @@ def _check_inputs(cls_logits, box_deltas, anchors, gt_boxes, gt_labels) -> None:
     for name, (value, dims, want) in expected.items():
         got = tuple(getattr(value, 'shape', ()))
         if got != want:
-            raise ValueError(
+            raise UserError(
                 f'detection_loss: {name} has shape {got}, expected {dims} = {want} '
                 f'(B, R, K from cls_logits {tuple(cls_logits.shape)}, M from gt_boxes)'
             )
     if k < 1:
-        raise ValueError(f'detection_loss: cls_logits needs K >= 1 classes, got shape {(b, r, k)}')
+        raise UserError(f'detection_loss: cls_logits needs K >= 1 classes, got shape {(b, r, k)}')
     if not jnp.issubdtype(gt_labels.dtype, jnp.integer):
-        raise ValueError(
+        raise UserError(
             f'detection_loss: gt_labels must be an integer array (-1 = padding), '
             f'got {gt_labels.dtype}'
         )
@@ -373,4 +374,4 @@ def _check_inputs(cls_logits, box_deltas, anchors, gt_boxes, gt_labels) -> None:
         ('gt_boxes', gt_boxes),
     ]:
         if not jnp.issubdtype(value.dtype, jnp.floating):
-            raise ValueError(f'detection_loss: {name} must be floating point, got {value.dtype}')
+            raise UserError(f'detection_loss: {name} must be floating point, got {value.dtype}')

@@ -28,6 +28,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
+from retinanet_jax.errors import UserError
 from retinanet_jax.ops import boxes as box_lib
 
 POSITIVE = 1
@@ -44,7 +45,7 @@ class MatcherConfig:
 
     def __post_init__(self):
         if self.negative_threshold > self.positive_threshold:
-            raise ValueError(
+            raise UserError(
                 f'MatcherConfig.negative_threshold ({self.negative_threshold}) must be <= '
                 f'positive_threshold ({self.positive_threshold})'
             )

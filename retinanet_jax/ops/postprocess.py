@@ -25,6 +25,7 @@ import math
 import jax
 import jax.numpy as jnp
 
+from retinanet_jax.errors import UserError
 from retinanet_jax.ops import boxes as box_lib
 from retinanet_jax.ops import nms as nms_lib
 
@@ -39,19 +40,17 @@ class PostprocessConfig:
 
     def __post_init__(self):
         if not 0 <= self.score_threshold < 1:
-            raise ValueError(
+            raise UserError(
                 f'PostprocessConfig.score_threshold must be in [0, 1), got {self.score_threshold}'
             )
         if not 0 <= self.nms_iou_threshold <= 1:
-            raise ValueError(
+            raise UserError(
                 f'PostprocessConfig.nms_iou_threshold must be in [0, 1], '
                 f'got {self.nms_iou_threshold}'
             )
         for name in ('topk_candidates', 'max_detections'):
             if getattr(self, name) < 1:
-                raise ValueError(
-                    f'PostprocessConfig.{name} must be >= 1, got {getattr(self, name)}'
-                )
+                raise UserError(f'PostprocessConfig.{name} must be >= 1, got {getattr(self, name)}')
 
     @classmethod
     def torchvision(cls) -> 'PostprocessConfig':
@@ -87,7 +86,7 @@ def postprocess_image(
         cand_label.append(idx - anchor * num_classes)
         start += size
     if start != cls_logits.shape[0]:
-        raise ValueError(
+        raise UserError(
             f'postprocess: anchors_per_level sum to {start}, but R = {cls_logits.shape[0]}'
         )
     logits = jnp.concatenate(cand_logits)

@@ -20,6 +20,8 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
+from retinanet_jax.errors import UserError
+
 
 @dataclasses.dataclass(frozen=True)
 class EmaConfig:
@@ -28,9 +30,9 @@ class EmaConfig:
 
     def __post_init__(self):
         if not 0 <= self.decay < 1:
-            raise ValueError(f'EmaConfig.decay must be in [0, 1) (0: off), got {self.decay!r}')
+            raise UserError(f'EmaConfig.decay must be in [0, 1) (0: off), got {self.decay!r}')
         if self.warmup_power < 0:
-            raise ValueError(f'EmaConfig.warmup_power must be >= 0, got {self.warmup_power!r}')
+            raise UserError(f'EmaConfig.warmup_power must be >= 0, got {self.warmup_power!r}')
 
     @property
     def enabled(self) -> bool:

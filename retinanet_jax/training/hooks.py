@@ -22,9 +22,15 @@ from pathlib import Path
 from tqdm import tqdm
 
 from retinanet_jax import checkpoint
+from retinanet_jax.errors import UserError
 from retinanet_jax.evaluation import coco_metrics
 from retinanet_jax.training.loop import Hook, Loop, StepResult
 from retinanet_jax.training.preemption import Preempted, PreemptionWatcher
+
+
+class NonFiniteStep(UserError, FloatingPointError):
+    """A non-finite loss or gradient stopped the run (NonFiniteGuard): the message names the
+    step, its images and the last good checkpoint."""
 
 
 def is_due(step: int, every: int, total: int) -> bool:
@@ -82,7 +88,7 @@ class NonFiniteGuard(Hook):
         )
         if not self.skip_limit:
             last = self.checkpointer.where(self.checkpointer.last_saved)
-            raise FloatingPointError(
+            raise NonFiniteStep(
                 f'{what}; the last good checkpoint: {last} (config.skip_nonfinite=N skips such '
                 'updates)'
             )
@@ -94,7 +100,7 @@ class NonFiniteGuard(Hook):
             flush=True,
         )
         if self.in_a_row > self.skip_limit:
-            raise FloatingPointError(
+            raise NonFiniteStep(
                 f'{what}: {self.in_a_row} non-finite steps in a row (config.skip_nonfinite='
                 f'{self.skip_limit}); the last checkpoint: '
                 f'{self.checkpointer.where(self.checkpointer.last_saved)}'
@@ -282,7 +288,7 @@ class BestCheckpointer(Hook):
 def check_metric(metric: str, names) -> None:
     """ValueError unless `metric` (config.keep_best) is one of an evaluation's `names`."""
     if metric not in names:
-        raise ValueError(
+        raise UserError(
             f"config.keep_best={metric!r} is not a metric of this run's evaluation; "
             f'known: {sorted(k for k in names if "/" not in k or k.startswith("ema/"))}'
         )

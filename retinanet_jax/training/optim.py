@@ -16,6 +16,8 @@ from typing import Literal
 import jax
 import optax
 
+from retinanet_jax.errors import UserError
+
 
 @dataclasses.dataclass(frozen=True)
 class OptimConfig:
@@ -31,17 +33,17 @@ class OptimConfig:
 
     def __post_init__(self):
         if self.name not in ('sgd', 'adamw'):
-            raise ValueError(f"OptimConfig.name must be 'sgd' or 'adamw', got {self.name!r}")
+            raise UserError(f"OptimConfig.name must be 'sgd' or 'adamw', got {self.name!r}")
         if self.schedule not in ('steps', 'cosine'):
-            raise ValueError(
+            raise UserError(
                 f"OptimConfig.schedule must be 'steps' or 'cosine', got {self.schedule!r}"
             )
         if self.lr <= 0:
-            raise ValueError(f'OptimConfig.lr must be > 0, got {self.lr}')
+            raise UserError(f'OptimConfig.lr must be > 0, got {self.lr}')
         if self.warmup_steps < 0:
-            raise ValueError(f'OptimConfig.warmup_steps must be >= 0, got {self.warmup_steps}')
+            raise UserError(f'OptimConfig.warmup_steps must be >= 0, got {self.warmup_steps}')
         if any(not 0 < b <= 1 for b in self.decay_at):
-            raise ValueError(f'OptimConfig.decay_at must be fractions in (0, 1]: {self.decay_at}')
+            raise UserError(f'OptimConfig.decay_at must be fractions in (0, 1]: {self.decay_at}')
 
 
 def make_schedule(config: OptimConfig, train_steps: int) -> optax.Schedule:

@@ -18,6 +18,7 @@ from flax import nnx
 
 from retinanet_jax import checkpoint, compiler_options, settings, sharding
 from retinanet_jax.data import pipeline
+from retinanet_jax.errors import UserError
 from retinanet_jax.inference import predictor as inference
 from retinanet_jax.models import build_retinanet, torchvision_weights
 from retinanet_jax.training import optim
@@ -102,7 +103,7 @@ def init_backbone(graph: TrainGraph, state: dict, path: str, mesh) -> dict:
         weights = torchvision_weights.load_state_dict(path)
         torchvision_weights.load_resnet_from_torchvision(model, weights)
     except ValueError as e:
-        raise ValueError(f'config.init.backbone={path}: {e}') from None
+        raise UserError(f'config.init.backbone={path}: {e}') from None
     rep = sharding.replicated(mesh)
     model_state = jax.tree.map(
         lambda x: jax.make_array_from_process_local_data(rep, np.asarray(x)), nnx.state(model)

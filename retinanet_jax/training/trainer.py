@@ -21,10 +21,8 @@ from tqdm import tqdm
 from retinanet_jax import checkpoint, settings, sharding
 from retinanet_jax.data import pipeline
 from retinanet_jax.data.bad_records import BadRecords
-from retinanet_jax.evaluation import coco_metrics
+from retinanet_jax.evaluation import coco_metrics, split_evaluation
 from retinanet_jax.evaluation import pictures as eval_pictures
-from retinanet_jax.evaluation import split_evaluation as evaluation
-from retinanet_jax.inference import predictor as inference
 from retinanet_jax.ops import anchors as anchor_lib
 from retinanet_jax.training import hooks, metric_writer, preemption
 from retinanet_jax.training import state as train_state
@@ -52,7 +50,7 @@ def train_with(watcher: preemption.PreemptionWatcher, config, workdir: str) -> d
     graph, state, start_step = train_state.resume_or_create(s, mesh, manager, data.order)
     if jax.process_index() == 0:  # only once the workdir is known to be this run's
         (workdir / 'config.json').write_text(settings.to_json(config))
-    evaluate = RunEvaluation(s, graph, data, mesh)
+    evaluate = TrainEvaluation(s, graph, data, mesh)
     actions = side_actions(s, workdir, manager, data, evaluate, watcher, start_step, entered)
     anchors = np.asarray(anchor_lib.generate_anchors(s.image_hw, s.anchors))
     start = time.time()
@@ -90,16 +88,14 @@ def train_with(watcher: preemption.PreemptionWatcher, config, workdir: str) -> d
 
 @dataclasses.dataclass(frozen=True)
 class TrainingData:
-    """A run's input on this process: its share of the training batches (a grain MapDataset,
-    batch k = step k), the order they follow (what a checkpoint records), the evaluation
-    batches, and the bad-record log of data.on_bad_record='skip' (else None)."""
+    """A run's training input on this process: its share of the training batches (a grain
+    MapDataset, batch k = step k), the order they follow (what a checkpoint records), the
+    source evaluated on, and the bad-record log of data.on_bad_record='skip' (else None)."""
 
     source: object  # data.source.Source of the training split
     train: object
     order: dict
     evaluated: object  # the Source evaluated on
-    eval: object
-    eval_batches: int
     bad: BadRecords | None
 
     @classmethod
@@ -118,10 +114,7 @@ class TrainingData:
         order = pipeline.order_of(
             source, s.input, local_batch, split=split, process_count=jax.process_count()
         )
-        eval_ds, eval_batches = pipeline.eval_dataset(
-            evaluated, s.input, local_batch, split=s.data.eval_split, **process
-        )
-        return cls(source, train, order, evaluated, eval_ds, eval_batches, bad)
+        return cls(source, train, order, evaluated, bad)
 
     def describe(self, split: str, ids) -> str:
         """The files of a batch's images, where the source reads files (for messages)."""
@@ -129,23 +122,30 @@ class TrainingData:
         return f' (files {files})' if files else ''
 
 
-class RunEvaluation:
-    """A run's evaluation of a train state on its evaluation split.
+class TrainEvaluation:
+    """The run's evaluation of a train state on its evaluation split (a SplitEvaluation, as
+    the evaluate command's), with its EMA and pictures.
 
-    evaluation(state, progress=tqdm) -> metrics: COCO metrics and the validation loss of the
+    evaluate(state, progress=tqdm) -> metrics: COCO metrics and the validation loss of the
         raw weights and, with an EMA ('ema' in state), 'ema/...' those of the EMA weights
-    evaluation.pictures(state) -> {name: uint8 [N, H, W, 3]}: the PR curves of the last
+    evaluate.pictures(state) -> {name: uint8 [N, H, W, 3]}: the PR curves of the last
         evaluation's weights, and the detections of a fixed set of validation images (the
         first evaluation batch of this process, the weights predict takes) beside their
         ground truth"""
 
     def __init__(self, s: settings.Settings, graph, data: TrainingData, mesh):
-        self.s, self.data, self.mesh = s, data, mesh
-        self.predict = inference.make_predict_step(
-            graph.eval_model, s.image_hw, s.anchors, s.postprocess, mesh, loss_config=s.loss
-        )
-        self.evaluator = coco_metrics.make_evaluator(
-            data.evaluated, s.data.eval_split, config=s.evaluation
+        self.s, self.mesh = s, mesh
+        self.split = split_evaluation.SplitEvaluation.make(
+            graph.eval_model,
+            s.input,
+            s.anchors,
+            s.postprocess,
+            s.loss,
+            data.evaluated,
+            s.data.eval_split,
+            s.batch_size,
+            mesh,
+            s.evaluation,
         )
         self.names = data.evaluated.label_map.names
         self.fixed = None  # the pictured batch, read on first use
@@ -154,36 +154,26 @@ class RunEvaluation:
 
     def metric_names(self) -> list[str]:
         """The names of the metrics that __call__ gives, before any evaluation."""
-        raw = [*self.evaluator.metric_names(), *evaluation.LOSS_NAMES]
+        raw = self.split.metric_names()
         return raw + [f'ema/{k}' for k in raw] if self.s.ema.enabled else raw
 
-    def weights(self, model_state, progress) -> dict:
-        return evaluation.evaluate_model(
-            self.predict,
-            model_state,
-            pipeline.eval_batches(self.data.eval),
-            self.data.eval_batches,
-            self.evaluator,
-            self.mesh,
-            progress,
-            loss_config=self.s.loss,
-        )
-
     def __call__(self, state, progress=tqdm) -> dict:
-        metrics = self.weights(state['model'], progress)
+        metrics = self.split(state['model'], progress)
         if 'ema' in state:
-            ema = self.weights(state['ema'], progress)
+            ema = self.split(state['ema'], progress)
             metrics |= {f'ema/{k}': v for k, v in ema.items()}
         # the curves of the weights evaluated last: the EMA's where there is one, as pictured
-        self.curves = self.evaluator.pr_curves_at((0.5, 0.75))
+        self.curves = self.split.evaluator.pr_curves_at((0.5, 0.75))
         return metrics
 
     def pictures(self, state) -> dict[str, np.ndarray]:
         if self.fixed is None:
-            self.fixed = next(iter(pipeline.eval_batches(self.data.eval)))
+            self.fixed = next(iter(self.split.batches()))
         batch = self.fixed
-        dets = self.predict(state.get('ema', state['model']), sharding.to_global(batch, self.mesh))
+        weights = state.get('ema', state['model'])
+        dets = self.split.predict(weights, sharding.to_global(batch, self.mesh))
         dets = sharding.to_local(dets, self.mesh)
+        dets.pop('loss_terms')
         sy, sx = batch['scale'][:, 0, None], batch['scale'][:, 1, None]  # to the resized image
         dets['boxes'] = dets['boxes'] * np.stack([sx, sy, sx, sy], axis=-1)
         shown = np.asarray(batch['valid'])
