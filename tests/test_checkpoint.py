@@ -171,16 +171,32 @@ def test_a_failed_write_names_folder_and_step_and_keeps_the_earlier_checkpoints(
     assert json.loads((run / 'checkpoints' / '4' / 'data' / 'metadata').read_text())['order']
 
 
+@pytest.fixture(scope='module')
+def best_run(tmp_path_factory, smoke_run):
+    """The smoke config evaluated every 2 steps, keeping the best by val_loss (the lowest; AP is
+    0 this early): (workdir, summary). (The smoke run's programs.)"""
+    config = smoke.get_config()
+    config.update(eval_every=2, keep_best='val_loss')
+    workdir = tmp_path_factory.mktemp('best') / 'run'
+    return workdir, train_lib.train_and_evaluate(config, str(workdir))
+
+
+def eval_scores(workdir: Path, tag: str) -> dict[int, float]:
+    """The evaluations' `tag` by step, as training wrote them to TensorBoard."""
+    import tensorflow as tf
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(workdir / 'logs'), size_guidance={'tensors': 0}).Reload()
+    return {e.step: float(tf.make_ndarray(e.tensor_proto)) for e in events.Tensors(tag)}
+
+
 @pytest.mark.slow
-def test_keep_best_keeps_the_best_evaluation_and_run_best_loads_it(tmp_path, smoke_run):
+def test_keep_best_keeps_the_best_evaluation_and_run_best_loads_it(tmp_path, best_run):
     """config.keep_best (a metric): DIR/best holds the one checkpoint of the best evaluation beside
-    the newest ones; `RUN:best` loads it, `RUN` the newest. (The smoke run's programs.)"""
+    the newest ones; `RUN:best` loads it, `RUN` the newest."""
     from retinanet_jax.inference.loading import load_predictor
 
-    config = smoke.get_config()
-    config.update(eval_every=2, keep_best='val_loss')  # the lowest (a loss); AP is 0 this early
-    workdir = tmp_path / 'run'
-    summary = train_lib.train_and_evaluate(config, str(workdir))
+    workdir, summary = best_run
     assert summary['step'] == 4
     best_dirs = [p.name for p in (workdir / 'best').iterdir() if p.name.isdigit()]
     assert len(best_dirs) == 1
@@ -189,13 +205,7 @@ def test_keep_best_keeps_the_best_evaluation_and_run_best_loads_it(tmp_path, smo
     assert best.description.startswith(f'checkpoint step {best_dirs[0]} of {workdir} (best by')
     assert newest.step == 4 and best.step == int(best_dirs[0])
     # The kept one is the better of the two evaluations (TensorBoard holds each one's).
-    import tensorflow as tf
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    events = EventAccumulator(str(workdir / 'logs'), size_guidance={'tensors': 0}).Reload()
-    scores = {
-        e.step: float(tf.make_ndarray(e.tensor_proto)) for e in events.Tensors('eval/val_loss')
-    }
+    scores = eval_scores(workdir, 'eval/val_loss')
     assert sorted(scores) == [2, 4]
     assert scores[best.step] == min(scores.values()) and len(set(scores.values())) > 1
     with pytest.raises(FileNotFoundError, match='is not a training run'):
@@ -205,3 +215,42 @@ def test_keep_best_keeps_the_best_evaluation_and_run_best_loads_it(tmp_path, smo
     with pytest.raises(ValueError, match=r"config\.keep_best='mAP' is not a metric.*'ema/AP'"):
         train_lib.train_and_evaluate(bad, str(tmp_path / 'bad'))
     assert not list((tmp_path / 'bad' / 'checkpoints').iterdir())  # named before step 1
+
+
+@pytest.mark.slow
+def test_every_command_that_takes_a_model_takes_run_best(tmp_path, best_run, capsys):
+    """predict, evaluate, analyze and export take --model=RUN:best (the one model-path reading,
+    inference/model_path.py), run as a user runs them (commands/command.py, in this process).
+    evaluate reports the validation loss as training's evaluation did for the same weights."""
+    from PIL import Image
+
+    from retinanet_jax.commands import analyze, command, evaluate, export, predict
+
+    workdir, _ = best_run
+    best = f'{workdir}:best'
+    scores = eval_scores(workdir, 'eval/val_loss')
+    best_step = min(scores, key=scores.get)
+    images = tmp_path / 'images'
+    images.mkdir()
+    Image.new('RGB', (80, 60), (90, 120, 200)).save(images / 'a.png')
+    runs = {
+        'predict': (predict, [f'--images={images}', f'--out={tmp_path / "predicted"}']),
+        'evaluate': (evaluate, [f'--out={tmp_path / "eval.json"}', '--weights=raw']),
+        'analyze': (analyze, [f'--out={tmp_path / "analysis"}', '--worst=1']),
+        'export': (
+            export,
+            [f'--out={tmp_path / "export"}', '--format=stablehlo', '--image_size=128,128'],
+        ),
+    }
+    for name, (module, flags) in runs.items():
+        assert command.run(module, [name, f'--model={best}', *flags], name) == 0, name
+    out = capsys.readouterr().out
+    assert f'checkpoint step {best_step} of {workdir} (best by' in out
+    assert json.loads((tmp_path / 'predicted' / 'detections.json').read_text()) is not None
+    evaluated = json.loads((tmp_path / 'eval.json').read_text())
+    assert evaluated['step'] == best_step and evaluated['model'] == best
+    np.testing.assert_allclose(evaluated['val_loss'], scores[best_step], rtol=1e-5)
+    analysed = json.loads((tmp_path / 'analysis' / 'metrics.json').read_text())
+    assert {'AP', 'val_loss'} <= set(analysed)
+    manifest = json.loads((tmp_path / 'export' / 'export.json').read_text())
+    assert list(manifest['files']) == ['stablehlo']

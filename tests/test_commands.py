@@ -186,3 +186,92 @@ def test_predict_and_evaluate_torchvision_weights(tmp_path):
     assert metrics['dataset'] == 'coco_folder' and metrics['step'] is None
     np.testing.assert_allclose([metrics['AP'], metrics['AP50'], metrics['AP75']], 1.0)
     assert json.loads((tmp_path / 'eval.json').read_text())['AP'] == metrics['AP']
+
+
+def command_help(name: str) -> tuple[str, set[str]]:
+    """A command's --help text (commands/command.py, in this process) and the flags it takes."""
+    import contextlib
+    import importlib
+    import io
+
+    from absl import flags
+
+    from retinanet_jax.commands import command
+
+    module = importlib.import_module(f'retinanet_jax.commands.{name}')
+    text = io.StringIO()
+    with contextlib.redirect_stdout(text):
+        assert command.run(module, [name, '--help'], name) == 0
+    fv = flags.FlagValues()
+    if getattr(module, 'TAKES_CONFIG', False):
+        command.define_config_flag(fv, [name])
+    module.define_flags(fv)
+    return text.getvalue(), {fv[f].name for f in fv}
+
+
+SHARED = {  # the shared flags each command takes (commands/command.py)
+    'train': {'config', 'workdir', 'compilation_cache'},
+    'predict': {'model', 'weights', 'variant', 'short_side', 'max_side', 'compilation_cache'},
+    'evaluate': {'model', 'weights', 'split', 'dataset', 'dataset_options', 'batch_size'},
+    'analyze': {'model', 'weights', 'split', 'dataset', 'dataset_options', 'compilation_cache'},
+    'export': {'model', 'weights', 'variant', 'compilation_cache'},
+    'convert': {'input', 'output', 'variant'},
+    'anchors': {'config', 'split', 'max_images'},
+    'render': {'dataset', 'split', 'out'},
+}
+
+
+@pytest.mark.parametrize('name', sorted(SHARED))
+def test_each_command_help_lists_every_flag_it_takes_and_no_library_flags(name):
+    from retinanet_jax.commands import COMMANDS
+
+    assert set(SHARED) == set(COMMANDS)
+    text, taken = command_help(name)
+    assert SHARED[name] <= taken
+    listed = {
+        line.split(':')[0].strip()[2:] for line in text.splitlines() if line.startswith('  --')
+    }
+    assert listed == taken, listed ^ taken
+    assert text.splitlines()[0].strip() and 'python' in text  # the summary and its command lines
+    for library in (
+        'grain',
+        'jax_',
+        'xla',
+        'flagfile',
+        'undefok',
+        'only_check_args',
+        'logtostderr',
+    ):
+        assert f'--{library}' not in text
+
+
+def test_the_entry_points_list_and_run_the_commands_and_only_user_errors_are_one_line(tmp_path):
+    """`python -m retinanet_jax --help` and the console script list the commands; a command's
+    bad input is one line and exit status 1; any other exception (a library bug, here a
+    ValueError injected into the model-path reading) keeps its traceback."""
+    from retinanet_jax.commands import COMMANDS
+
+    script = Path(sys.executable).with_name('retinanet-jax')
+    bug = (
+        'import sys; from retinanet_jax.inference import model_path\n'
+        'def resolve(model): raise ValueError("an injected bug")\n'
+        'model_path.resolve = resolve\n'
+        'from retinanet_jax.__main__ import main\n'
+        'sys.exit(main(sys.argv))\n'
+    )
+    listed, scripted, unknown, missing, bad, injected = run_commands(
+        (('-m', 'retinanet_jax', '--help'), None),
+        ((str(script), 'train', '--help'), None),
+        (('-m', 'retinanet_jax', 'trian'), None),
+        (('-m', 'retinanet_jax', 'convert', f'--input={tmp_path}/x.pth'), None),
+        (('-m', 'retinanet_jax', 'convert', f'--input={tmp_path}/x.pth', '--output=o'), None),
+        (('-c', bug, 'predict', f'--model={tmp_path}', '--images=x', '--out=o'), None),
+    )
+    assert listed.returncode == 0 and all(f'  {name} ' in listed.stdout for name in COMMANDS)
+    assert scripted.returncode == 0 and '--workdir' in scripted.stdout  # made by pip install
+    assert unknown.returncode == 2 and "no command 'trian'" in unknown.stderr
+    assert_clear_failure(missing, 'convert: ', '--output')
+    assert_clear_failure(bad, 'convert: state dict file not found', 'x.pth')
+    assert bad.returncode == 1 and len(bad.stderr.strip().splitlines()) == 1
+    assert injected.returncode == 1 and 'Traceback' in injected.stderr
+    assert 'ValueError: an injected bug' in injected.stderr
