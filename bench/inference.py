@@ -12,9 +12,9 @@ Random weights, except the class bias (-2) so that every level's top-1000 fills 
 5,000 candidates, as on a busy image. CPU: 800x800, float32. GPU: 800x800, bfloat16 (ours:
 the model's bf16 path; torchvision: torch.autocast bf16). Each side runs in its own process
 (peak memory is its own); both read the same random weights from one .npz. On the CPU the
-same converted model is also exported (deploy.py) and run outside our code, onnxruntime for
-ONNX and JAX alone for StableHLO, with the image padded to the export's 896x896 (sides must be
-multiples of 128), as a user of the files does.
+same converted model is also exported (inference/export.py) and run outside our code,
+onnxruntime for ONNX and JAX alone for StableHLO, with the image padded to the export's
+896x896 (sides must be multiples of 128), as a user of the files does.
 """
 
 import dataclasses
@@ -43,8 +43,8 @@ def run(quick: bool = False, threads: int = 2, device: str = 'cpu') -> list:
         ref = measure('bench.inference', 'torchvision', threads=threads, **options)
         ours = measure('bench.inference', 'ours', threads=threads, **options)
         exported = []
-        # The same model exported (deploy.py), run outside our code (CPU; not in --quick, whose
-        # export tests/test_export.py covers).
+        # The same model exported (inference/export.py), run outside our code (CPU; not in
+        # --quick, whose export tests/test_export.py covers).
         if device == 'cpu' and not quick:
             export_dir = str(Path(tmp) / 'export')
             measure('bench.inference', 'export', threads=threads, export_dir=export_dir, **options)
@@ -82,13 +82,13 @@ def export_model(weights, image, export_dir):
 
     from bench.timing import Timing
     from retinanet_jax import inference
-    from retinanet_jax.inference import export as deploy
+    from retinanet_jax.inference import export
     from retinanet_jax.ops import anchors as anchor_lib
 
     predictor = converted_predictor(inference, weights, image.shape[0])
     start = time.perf_counter()
     size = anchor_lib.padded_size(image.shape[:2], predictor.anchors)  # 800 -> 896
-    deploy.export_model(predictor, export_dir, ('onnx', 'stablehlo'), size, batch=1)
+    export.export_model(predictor, export_dir, ('onnx', 'stablehlo'), size, batch=1)
     seconds = time.perf_counter() - start
     print(f'export: {seconds:.0f} s')
     return Timing('export', seconds * 1e3, seconds * 1e3, 1, 0.0)

@@ -119,7 +119,7 @@ def smoke_run(tmp_path_factory):
     with FileLock(str(shared / 'smoke-run.lock')):
         if not (workdir / 'metrics.json').is_file():
             from configs import smoke
-            from retinanet_jax.training import trainer as train_lib
+            from retinanet_jax.training import trainer
 
-            train_lib.train_and_evaluate(smoke.get_config(), str(workdir))
+            trainer.train_and_evaluate(smoke.get_config(), str(workdir))
     return workdir, json.loads((workdir / 'metrics.json').read_text())

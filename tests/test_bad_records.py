@@ -76,14 +76,14 @@ def test_skip_stops_past_the_fraction(tmp_path):
 def test_a_run_with_skip_goes_on_and_lists_the_record_in_its_folder(tmp_path, smoke_run):
     """(After the shared smoke run: the same model and batch shapes, so its compiled programs.)"""
     from configs import smoke
-    from retinanet_jax.training import trainer as train_lib
+    from retinanet_jax.training import trainer
 
     options = shapes.write_coco_folder(tmp_path / 'data', 8, not_in_validation=(5,))
     config = smoke.get_config()
     config.data.update(dataset='coco_folder', on_bad_record='skip', max_bad_fraction=0.2)
     config.data.options = {**options, 'verify_images': False}  # it goes bad after the start
     (tmp_path / 'data' / 'images' / '5.png').write_bytes(b'')
-    summary = train_lib.train_and_evaluate(config, str(tmp_path / 'run'))
+    summary = trainer.train_and_evaluate(config, str(tmp_path / 'run'))
     assert summary['step'] == 4  # 8 records read: the whole epoch, record 5 replaced
     [entry] = json.loads((tmp_path / 'run' / 'bad_records.json').read_text())
     assert entry['index'] == 5 and '5.png' in entry['reason']

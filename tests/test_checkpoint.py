@@ -13,7 +13,7 @@ import pytest
 from configs import smoke
 from retinanet_jax import checkpoint, settings, sharding
 from retinanet_jax.training import state as train_state
-from retinanet_jax.training import trainer as train_lib
+from retinanet_jax.training import trainer
 
 from .test_train import params_of
 
@@ -44,12 +44,12 @@ def damage(run: Path, step: int, how: str) -> None:
 @functools.cache
 def smoke_state(config_json: str):
     """(abstract train state, input order) of a config (built once per config)."""
-    from retinanet_jax.data import pipeline
+    from retinanet_jax.data import input_position
 
     s = settings.from_config(json.loads(config_json))
     _, abstract = train_state.train_graph(s, sharding.make_mesh())
     source, _ = settings.make_sources(s)
-    order = pipeline.order_of(source, s.input, s.batch_size, split='train', process_count=1)
+    order = input_position.order_of(source, s.input, s.batch_size, split='train', process_count=1)
     return abstract, order
 
 
@@ -106,7 +106,7 @@ def test_an_unreadable_newest_checkpoint_is_moved_aside_and_the_previous_restore
 def test_falling_back_then_training_ends_bitwise_equal_to_the_straight_run(tmp_path, smoke_run):
     run = copy_run(smoke_run, tmp_path)
     damage(run, 4, 'truncated arrays')
-    summary = train_lib.train_and_evaluate(smoke.get_config(), str(run))
+    summary = trainer.train_and_evaluate(smoke.get_config(), str(run))
     assert summary['step'] == 4
     want, got = params_of(smoke_run[0], 4), params_of(run, 4)
     for key in want:
@@ -178,7 +178,7 @@ def best_run(tmp_path_factory, smoke_run):
     config = smoke.get_config()
     config.update(eval_every=2, keep_best='val_loss')
     workdir = tmp_path_factory.mktemp('best') / 'run'
-    return workdir, train_lib.train_and_evaluate(config, str(workdir))
+    return workdir, trainer.train_and_evaluate(config, str(workdir))
 
 
 def eval_scores(workdir: Path, tag: str) -> dict[int, float]:
@@ -213,7 +213,7 @@ def test_keep_best_keeps_the_best_evaluation_and_run_best_loads_it(tmp_path, bes
     bad = smoke.get_config()
     bad.update(keep_best='mAP')
     with pytest.raises(ValueError, match=r"config\.keep_best='mAP' is not a metric.*'ema/AP'"):
-        train_lib.train_and_evaluate(bad, str(tmp_path / 'bad'))
+        trainer.train_and_evaluate(bad, str(tmp_path / 'bad'))
     assert not list((tmp_path / 'bad' / 'checkpoints').iterdir())  # named before step 1
 
 

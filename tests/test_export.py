@@ -14,7 +14,7 @@ import pytest
 
 from retinanet_jax import inference
 from retinanet_jax.data import shapes
-from retinanet_jax.inference import export as deploy
+from retinanet_jax.inference import export
 
 from .helpers import require
 
@@ -165,21 +165,21 @@ def test_smoke_model_exports_to_both_formats_and_matches_the_predictor(tmp_path,
 
     # Another export into the same folder is refused, unless asked for.
     with pytest.raises(ValueError, match=r'holds another export .* overwrite=True'):
-        deploy.export_model(predictor, out, ('stablehlo',), (128, 128), 2)
-    deploy.export_model(predictor, out, ('stablehlo',), (128, 128), 2, overwrite=True)
+        export.export_model(predictor, out, ('stablehlo',), (128, 128), 2)
+    export.export_model(predictor, out, ('stablehlo',), (128, 128), 2, overwrite=True)
     assert json.loads((out / 'export.json').read_text())['batch'] == 2
 
 
 def test_export_bad_input_says_why(tmp_path, smoke_run):
     predictor = inference.load_predictor(smoke_run[0])
     with pytest.raises(ValueError, match=r"formats: unknown \['tflite'\]; known: stablehlo, onnx"):
-        deploy.export_model(predictor, tmp_path / 'a', ('tflite',))
+        export.export_model(predictor, tmp_path / 'a', ('tflite',))
     with pytest.raises(ValueError, match=r'image size 100x128: .*multiple of 128.*e\.g\. 128,128'):
-        deploy.export_model(predictor, tmp_path / 'b', ('stablehlo',), (100, 128))
+        export.export_model(predictor, tmp_path / 'b', ('stablehlo',), (100, 128))
     (tmp_path / 'c').mkdir()
     (tmp_path / 'c' / 'notes.txt').write_text('mine')
     with pytest.raises(ValueError, match='not empty and holds no export'):
-        deploy.export_model(predictor, tmp_path / 'c', ('stablehlo',), (128, 128))
+        export.export_model(predictor, tmp_path / 'c', ('stablehlo',), (128, 128))
     empty_run = tmp_path / 'run'
     (empty_run / 'checkpoints').mkdir(parents=True)
     (empty_run / 'config.json').write_text((smoke_run[0] / 'config.json').read_text())
@@ -221,7 +221,7 @@ def test_torchvision_r50_exports_with_parity_at_256(tmp_path):
     torch.save(reference_model.state_dict(), tmp_path / 'r50.pth')
     predictor = inference.load_predictor(tmp_path / 'r50.pth', short_side=256, max_side=256)
     assert predictor.image_hw == (256, 256)
-    deploy.export_model(predictor, tmp_path / 'export', ('onnx',))
+    export.export_model(predictor, tmp_path / 'export', ('onnx',))
     images = np.concatenate(
         [
             shapes_images(1, 256),

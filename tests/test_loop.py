@@ -70,22 +70,10 @@ def test_a_resumed_loop_starts_after_its_step():
     assert finished == [4, 5]
 
 
-class FakeCheckpointer(hooks.Checkpointer):
-    def __init__(self, last_saved=None):
-        self.last_saved, self.saved = last_saved, []
-
-    def where(self, step):
-        return f'ckpt/{step}' if step else 'none'
-
-    def save(self, step, state):
-        self.saved.append(step)
-        self.last_saved = step
-
-
 def test_non_finite_step_stops_naming_step_images_files_and_last_checkpoint():
-    checkpointer = FakeCheckpointer(last_saved=2)
-    guard = hooks.NonFiniteGuard(0, checkpointer, lambda ids: f' (files {ids})')
+    guard = hooks.NonFiniteGuard(0, lambda ids: f' (files {ids})')
     loop = Loop(fake_step, batches([1.0, 2.0, math.nan, 4.0]), lambda b: b, 0, 0, 4, [guard])
+    loop.record.last_saved, loop.record.last_checkpoint = 2, 'ckpt/2'  # as a Checkpointer does
     with pytest.raises(FloatingPointError) as error:
         loop.run()
     message = str(error.value)
@@ -100,12 +88,12 @@ def test_skipped_steps_are_counted_and_too_many_in_a_row_stop(capsys):
         metrics['skipped'] = np.float32(not math.isfinite(batch['value']))
         return state, metrics
 
-    guard = hooks.NonFiniteGuard(2, FakeCheckpointer())
+    guard = hooks.NonFiniteGuard(2)
     values = [1.0, math.nan, 2.0, math.nan, math.nan, 3.0]
     Loop(skipping_step, batches(values), lambda b: b, 0, 0, 6, [guard]).run()
     assert guard.skipped == 3 and guard.in_a_row == 0
     assert capsys.readouterr().err.count('update skipped') == 3
-    guard = hooks.NonFiniteGuard(2, FakeCheckpointer())
+    guard = hooks.NonFiniteGuard(2)
     with pytest.raises(FloatingPointError, match=r'at step 4, .*3 non-finite steps in a row'):
         Loop(
             skipping_step,
@@ -157,3 +145,38 @@ def test_the_wait_for_input_is_measured_shown_and_warned_about_once(capsys):
     fast = hooks.InputWait(log_every=2)  # batches at once: no share to speak of, no warning
     Loop(compute, batches([1.0] * 7), lambda b: b, 0, 0, 7, [fast]).run()
     assert fast.share < 0.1 and not fast.warned
+
+
+def test_a_runs_hooks_come_from_one_list_and_hold_no_other_hook(tmp_path):
+    """hooks.make_hooks is the one list of a run's hooks, in its documented order; no hook holds
+    another (what they share goes through loop.record)."""
+    import types
+
+    from configs import smoke
+    from retinanet_jax import settings as settings_lib
+
+    config = smoke.get_config()
+    config.skip_nonfinite = 0  # a non-finite step stops the run
+    settings = settings_lib.from_config(config)
+    manager = types.SimpleNamespace(directory=str(tmp_path / 'checkpoints'))
+    evaluate = types.SimpleNamespace(pictures=lambda state: {})
+    watcher = types.SimpleNamespace(reached=lambda step: False)
+    run = hooks.make_hooks(settings, tmp_path, manager, {}, evaluate, watcher, 0.0, None, None)
+    names = [type(h).__name__ for h in run]
+    assert names == [
+        'NonFiniteGuard',
+        'InputWait',
+        'Progress',
+        'MetricLogger',
+        'Checkpointer',
+        'PreemptionHook',
+        'Evaluator',
+    ]
+    for hook in run:
+        held = [v for v in vars(hook).values() if isinstance(v, Hook)]
+        assert not held, (hook, held)
+    # one hook's news reaches another through the record: a resumed run's start is the last
+    # good checkpoint that the non-finite guard names
+    loop = Loop(fake_step, batches([math.nan]), lambda b: b, 3, 3, 4, [run[0], run[4]])
+    with pytest.raises(FloatingPointError, match=r'the last good checkpoint: .*checkpoints/3'):
+        loop.run()

@@ -5,7 +5,7 @@ import threading
 import numpy as np
 import pytest
 
-from retinanet_jax.data import pipeline, shapes
+from retinanet_jax.data import input_position, pipeline, shapes
 from retinanet_jax.data.source import Source
 
 CONFIG = pipeline.InputConfig(
@@ -94,26 +94,26 @@ def test_augmentation_depends_on_record_and_epoch_not_on_the_process_layout():
 
 def test_positions_are_checked_against_the_order():
     source = shapes.ShapesSource(image_size=32, sizes={'train': 20})
-    order = pipeline.order_of(source, CONFIG, 4, split='train', process_count=1)
-    pipeline.check_position({'next_index': 7, 'order': order}, order, 7, 'ckpt')  # fine
+    order = input_position.order_of(source, CONFIG, 4, split='train', process_count=1)
+    input_position.check_position({'next_index': 7, 'order': order}, order, 7, 'ckpt')  # fine
     changed = {**order, 'num_examples': 30, 'seed': 1}
     with pytest.raises(
         ValueError,
         match=r'ckpt: .*order has changed .*num_examples 20 -> 30.*'
         r'seed 0 -> 1',
     ):
-        pipeline.check_position({'next_index': 7, 'order': order}, changed, 7, 'ckpt')
+        input_position.check_position({'next_index': 7, 'order': order}, changed, 7, 'ckpt')
     with pytest.raises(ValueError, match='batch_size_per_process 4 -> 8'):
-        pipeline.check_position(
+        input_position.check_position(
             {'next_index': 7, 'order': order}, {**order, 'batch_size_per_process': 8}, 7, 'ckpt'
         )
     for corrupt in ({'next_index': 'x', 'order': order}, {'order': order}, [], 'garbage'):
         with pytest.raises(ValueError, match='ckpt: the input position is corrupt'):
-            pipeline.check_position(corrupt, order, 7, 'ckpt')
+            input_position.check_position(corrupt, order, 7, 'ckpt')
     with pytest.raises(ValueError, match='does not match checkpoint step 8'):
-        pipeline.check_position({'next_index': 7, 'order': order}, order, 8, 'ckpt')
+        input_position.check_position({'next_index': 7, 'order': order}, order, 8, 'ckpt')
     with pytest.raises(ValueError, match='has no input position'):
-        pipeline.check_position(None, order, 7, 'ckpt')
+        input_position.check_position(None, order, 7, 'ckpt')
 
 
 @pytest.mark.multiprocess

@@ -8,7 +8,7 @@ import pytest
 
 from configs import smoke
 from retinanet_jax import settings
-from retinanet_jax.training import trainer as train_lib
+from retinanet_jax.training import trainer
 
 
 def test_presets_take_changes_and_refuse_unknown_keys():
@@ -40,11 +40,11 @@ def test_bad_configs_say_why(tmp_path):
     config = smoke.get_config()
     config.model.num_classes = 5
     with pytest.raises(ValueError, match='num_classes is 5 but dataset'):
-        train_lib.train_and_evaluate(config, str(tmp_path))
+        trainer.train_and_evaluate(config, str(tmp_path))
     config = smoke.get_config()
     config.model.fpn_width = 16
     with pytest.raises(ValueError, match='fpn_width must be a multiple of 32'):
-        train_lib.train_and_evaluate(config, str(tmp_path))
+        trainer.train_and_evaluate(config, str(tmp_path))
 
 
 @pytest.mark.parametrize(

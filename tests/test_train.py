@@ -16,7 +16,7 @@ from retinanet_jax import settings
 from retinanet_jax.ops import anchors as anchor_lib
 from retinanet_jax.training import state as train_state
 from retinanet_jax.training import step as train_step
-from retinanet_jax.training import trainer as train_lib
+from retinanet_jax.training import trainer
 
 from .helpers import require, xla_flags
 
@@ -147,7 +147,7 @@ TWO_PROCESSES = textwrap.dedent("""
     from retinanet_jax import sharding
     from retinanet_jax.training import state as train_state
     from retinanet_jax.training import step as train_step
-    from retinanet_jax.data import pipeline
+    from retinanet_jax.data import input_position, pipeline
     pid, port, out = int(sys.argv[1]), sys.argv[2], sys.argv[3]
     if pid >= 0:  # two processes of 4 simulated devices each: a mesh of 8
         sharding.initialize_distributed(f'localhost:{port}', 2, pid)
@@ -191,11 +191,11 @@ TWO_PROCESSES = textwrap.dedent("""
     # the uninterrupted one gives next, each process with its own share.
     from retinanet_jax import checkpoint
     mine = max(pid, 0)
-    order = pipeline.order_of(source, s.input, 4, split='train', process_count=2)
+    order = input_position.order_of(source, s.input, 4, split='train', process_count=2)
     manager = checkpoint.run_checkpoints(sys.argv[4], keep=1)
     checkpoint.save_run(manager, 2, state, {'next_index': 2, 'order': order})
     restored, step = checkpoint.restore_run(manager, train_state.abstract_state(state), data=True)
-    pipeline.check_position(restored['data'], order, step, 'checkpoint')
+    input_position.check_position(restored['data'], order, step, 'checkpoint')
     resumed = pipeline.train_iterator(
         pipeline.train_dataset(source, s.input, 4, process_index=mine, process_count=2),
         restored['data']['next_index'])
@@ -408,7 +408,7 @@ def test_sigkill_then_sigterm_then_resume_equals_straight(tmp_path, smoke_run, c
     # The rest of the run, here (the command's resume is proven above): it ends bitwise equal.
     config = smoke.get_config()
     config.checkpoint_every = 1000
-    train_lib.train_and_evaluate(config, str(workdir))
+    trainer.train_and_evaluate(config, str(workdir))
     assert f'resumed from {workdir}/checkpoints at step {reached}' in capsys.readouterr().out
     want, got = params_of(smoke_run[0], 4), params_of(workdir, 4)
     assert want.keys() == got.keys() and any(k.startswith("['ema']") for k in want)  # EMA too
@@ -430,7 +430,7 @@ def test_configs_train_end_to_end_under_mock_tfds(tmp_path, dataset):
     config.model.update(depth=18, freeze_at=4, fpn_width=32, head_depth=1, dtype='float32')
     config.update(batch_size=2, train_steps=2, eval_every=2, checkpoint_every=2, log_every=1)
     with mock_tfds(coco=dataset == 'coco'):
-        summary = train_lib.train_and_evaluate(config, str(tmp_path))
+        summary = trainer.train_and_evaluate(config, str(tmp_path))
     assert summary['step'] == 2 and 0.0 <= summary['AP'] <= 1.0
     assert ('VOC_AP50' in summary) == (dataset == 'voc')
     from retinanet_jax.evaluation import coco_metrics
@@ -468,7 +468,7 @@ def test_non_finite_steps_are_skipped_counted_and_too_many_stop_naming_the_image
     source, _ = settings.make_sources(s)
     ids = [int(i) for i in pipeline.train_dataset(source, s.input, 2)[4]['image_id']]  # step 5
     with faults.non_finite_steps({2, 4, 5}), pytest.raises(FloatingPointError) as error:
-        train_lib.train_and_evaluate(config, str(tmp_path))
+        trainer.train_and_evaluate(config, str(tmp_path))
     message = str(error.value)
     assert f'at step 5, images {ids}' in message and '2 non-finite steps in a row' in message
     assert message.endswith(f'the last checkpoint: {tmp_path}/checkpoints/4')

@@ -8,7 +8,7 @@ resumed run reads exactly what the uninterrupted one read, and shapes stay stati
 replacement is recorded once (`BadRecords.entries()`: split, record index, image name where
 the source knows it, reason), and the run stops once more than `max_fraction` of the split is
 bad (of its own share, with several processes). A resumed run takes up the list its run wrote
-(train_lib.bad_records_file). grain reads from several threads: the record keeps a lock.
+(training.hooks.bad_records_file). grain reads from several threads: the record keeps a lock.
 """
 
 import dataclasses

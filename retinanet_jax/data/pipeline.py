@@ -175,58 +175,6 @@ def single_threaded_worker(worker_index: int, worker_count: int) -> None:
     cv2.setNumThreads(1)
 
 
-def order_of(
-    source: Source, config: InputConfig, batch_size: int, *, split: str, process_count: int
-) -> dict:
-    """What the training order depends on: two runs with equal descriptions read the same
-    records at the same steps (a checkpoint stores it with the input position)."""
-    return {
-        'dataset': source.name,
-        'split': split,
-        'num_examples': source.num_examples(split),
-        'seed': config.seed,
-        'batch_size_per_process': batch_size,
-        'process_count': process_count,
-    }
-
-
-class CorruptPosition(UserError):
-    """A checkpoint's input position that is not what train_lib wrote (check_position)."""
-
-
-def check_position(saved, order: dict, step: int, where: str) -> None:
-    """Checks a checkpoint's input position (`{'next_index': step, 'order': order_of(...)}`)
-    against this run: ValueError naming what changed (dataset size, seed, batch size, process
-    count: the interrupted epoch would not continue); CorruptPosition where it is missing or
-    malformed (resuming without it would silently restart the epoch)."""
-    if saved is None:
-        raise CorruptPosition(
-            f'{where}: the checkpoint has no input position; it cannot resume the input exactly'
-        )
-    if (
-        not isinstance(saved, dict)
-        or not isinstance(saved.get('next_index'), int)
-        or not isinstance(saved.get('order'), dict)
-    ):
-        raise CorruptPosition(f'{where}: the input position is corrupt ({str(saved)[:100]!r})')
-    if saved['next_index'] != step:
-        raise CorruptPosition(
-            f'{where}: the input position {saved["next_index"]} does not match checkpoint step '
-            f'{step} (a corrupt checkpoint)'
-        )
-    changed = [
-        f'{k} {saved["order"].get(k, "absent")!r} -> {v!r}'
-        for k, v in order.items()
-        if saved['order'].get(k) != v
-    ]
-    if changed:
-        raise UserError(
-            f'{where}: the training data order has changed since this checkpoint '
-            f'({"; ".join(changed)}), so resuming would not continue its epoch; restore those '
-            'settings or use a new workdir'
-        )
-
-
 def eval_dataset(
     source: Source,
     config: InputConfig,

@@ -29,7 +29,7 @@ from PIL import Image
 
 from retinanet_jax.errors import UserError
 from retinanet_jax.evaluation import pictures as eval_pictures
-from retinanet_jax.evaluation import split_evaluation as evaluation
+from retinanet_jax.evaluation import split_evaluation
 from retinanet_jax.evaluation.error_analysis import ERROR_TYPES, confusion_matrix, tide_errors
 
 
@@ -51,7 +51,7 @@ def analyze_run(
         raise UserError(f'score_threshold must be in [0, 1], got {score_threshold}')
     if worst < 0:
         raise UserError(f'worst must be >= 0, got {worst}')
-    e = evaluation.prepare(model, split, **options)
+    e = split_evaluation.prepare(model, split, **options)
     metrics = e.run()
     rows, image_ids = e.evaluator.detections()
     if jax.process_index() != 0:

@@ -17,7 +17,7 @@ The exported function:
                                     -1 in empty slots
      num_detections int32 [B]       valid slots come first: slots >= num_detections are empty
 with D = max_detections. Inside: normalisation, the network (eval mode), box decoding,
-per-level top-k, class-aware NMS; the same code as inference.make_predict_step. B is a
+per-level top-k, class-aware NMS; the same code as predictor.make_predict_step. B is a
 symbolic dimension (`batch=None`: any B >= 1) or fixed.
 
 ONNX specifics: jax2onnx traces the JAX function; NMS (nms.nms_p) becomes ONNX's own
@@ -54,7 +54,7 @@ INPUT_NAME = 'images'
 
 def detector_function(predictor, image_hw: tuple[int, int] | None = None):
     """images uint8 [B, H, W, 3] -> (boxes, scores, labels, num_detections) of a Predictor
-    (inference.load_predictor) at `image_hw` (default: the predictor's input size)."""
+    (loading.load_predictor) at `image_hw` (default: the predictor's input size)."""
     image_hw = tuple(image_hw or predictor.image_hw)
     anchor_lib.check_image_size(image_hw)
     model_config = dataclasses.replace(predictor.model_config, dtype='float32')

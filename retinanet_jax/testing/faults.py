@@ -2,7 +2,7 @@
 gradients are not finite, on the batches that the run really reads.
 
   with faults.non_finite_steps({3, 4}):
-      train_lib.train_and_evaluate(config, workdir)   # steps 3 and 4: NaN loss and gradients
+      trainer.train_and_evaluate(config, workdir)   # steps 3 and 4: NaN loss and gradients
 
 A poisoned batch carries POISON_LABEL in the last ground-truth slot of each image (a padding
 slot: the real loss ignores it); the wrapped detection loss multiplies the loss by NaN where it

@@ -7,12 +7,12 @@
 
 As timm's ModelEmaV3 and mmdetection's EMAHook: every floating leaf of the model state is
 averaged (the batch-norm running statistics too; frozen weights do not change, so neither does
-their average), after each optimiser update, inside the jitted train step (train_step.py). The
+their average), after each optimiser update, inside the jitted train step (step.py). The
 warm-up follows timm's: decay_t = min(decay, 1 - (1 + t) ** -warmup_power) with t the number of
 updates before this one, so the first update copies the weights (t = 0: decay 0) and the
 average forgets its random initialisation within the first few hundred steps; warmup_power 0
 uses `decay` from the first update on. Evaluation reports the raw and the EMA weights; predict,
-evaluate and export take the EMA weights of a run that has them (inference.load_predictor).
+evaluate and export take the EMA weights of a run that has them (inference/loading.py).
 """
 
 import dataclasses

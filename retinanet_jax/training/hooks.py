@@ -1,14 +1,9 @@
-"""The training loop's side actions (loop.Hook): what train_lib.train_and_evaluate hangs off
-loop.Loop, in this order:
+"""The training loop's side actions (loop.Hook), and their list: `make_hooks` is the one place
+that says which hooks a run has and in which order they see each step.
 
-  NonFiniteGuard   a non-finite loss or gradient: stop naming the step and its images, or
-                   count a skipped update (config.skip_nonfinite)
-  Progress         the progress bar over finished steps (rate, ETA, loss, positives)
-  MetricLogger     scalars to TensorBoard every log_every steps (process 0)
-  BadRecordLog     records replaced under data.on_bad_record='skip' -> <workdir>/bad_records.json
-  Checkpointer     the train state and input position every checkpoint_every steps and last
-  PreemptionHook   SIGTERM / SIGINT: a checkpoint of the step reached, then preemption.Preempted
-  Evaluator        COCO evaluation every eval_every steps and last
+Hooks do not hold one another: what one knows and another needs (the newest checkpoint, the
+skipped updates, the input wait, the evaluations) goes through the run's record,
+`loop.record` (loop.RunRecord), written by one hook and read by those after it.
 
 Steps are numbered by how many are done (a checkpoint of step k resumes with batch k).
 """
@@ -19,9 +14,11 @@ import sys
 import time
 from pathlib import Path
 
+import jax
 from tqdm import tqdm
 
 from retinanet_jax import checkpoint
+from retinanet_jax.data import input_position
 from retinanet_jax.errors import UserError
 from retinanet_jax.evaluation import coco_metrics
 from retinanet_jax.training.loop import Hook, Loop, StepResult
@@ -38,29 +35,32 @@ def is_due(step: int, every: int, total: int) -> bool:
     return step % every == 0 or step == total
 
 
+def save_checkpoint(loop: Loop, manager, order: dict, step: int, state) -> None:
+    """Saves the state after `step` with its input position (data/input_position.py), unless
+    saved already; loop.record says so (last_saved, last_checkpoint)."""
+    if loop.record.last_saved != step:
+        checkpoint.save_run(manager, step, state, input_position.position(step, order))
+        loop.record.last_saved = step
+        loop.record.last_checkpoint = f'{manager.directory}/{step}'
+
+
 class Checkpointer(Hook):
-    """Saves {'model', 'optimizer'} with the input position {'next_index': step, 'order'} every
-    `every` steps and after the last; `save(step, state)` saves now (once per step)."""
+    """Saves {'model', 'optimizer'[, 'ema']} with the input position every `every` steps and
+    after the last (a resumed run's start counts as saved)."""
 
-    def __init__(self, manager, every: int, order: dict, start_step: int):
+    def __init__(self, manager, every: int, order: dict):
         self.manager, self.every, self.order = manager, every, order
-        self.last_saved = start_step or None
 
-    def where(self, step: int | None) -> str:
-        return f'{self.manager.directory}/{step}' if step else 'none'
-
-    def save(self, step: int, state) -> None:
-        if self.last_saved != step:
-            checkpoint.save_run(
-                self.manager, step, state, {'next_index': step, 'order': self.order}
-            )
-            self.last_saved = step
+    def before_train(self, loop: Loop) -> None:
+        if loop.start_step and loop.record.last_saved is None:
+            loop.record.last_saved = loop.start_step
+            loop.record.last_checkpoint = f'{self.manager.directory}/{loop.start_step}'
 
     def wants_state(self, loop: Loop, step: int) -> bool:
         return is_due(step, self.every, loop.total_steps)
 
     def with_state(self, loop: Loop, step: int, state) -> None:
-        self.save(step, state)
+        save_checkpoint(loop, self.manager, self.order, step, state)
 
 
 class NonFiniteGuard(Hook):
@@ -70,8 +70,8 @@ class NonFiniteGuard(Hook):
     train step kept the state (metric 'skipped'); each skip is logged with its images, counted
     in the metrics ('nonfinite_skipped'), and N + 1 in a row stop the run."""
 
-    def __init__(self, skip_limit: int, checkpointer: Checkpointer, describe=None):
-        self.skip_limit, self.checkpointer = skip_limit, checkpointer
+    def __init__(self, skip_limit: int, describe=None):
+        self.skip_limit = skip_limit
         self.describe = describe or (lambda ids: '')
         self.skipped = self.in_a_row = 0
 
@@ -86,14 +86,15 @@ class NonFiniteGuard(Hook):
             f'non-finite loss {m["loss"]} / gradient norm {m["grad_norm"]} at step '
             f'{result.step}, images {ids}{self.describe(ids)}'
         )
+        last = loop.record.last_checkpoint
         if not self.skip_limit:
-            last = self.checkpointer.where(self.checkpointer.last_saved)
             raise NonFiniteStep(
                 f'{what}; the last good checkpoint: {last} (config.skip_nonfinite=N skips such '
                 'updates)'
             )
         self.skipped += 1
         self.in_a_row += 1
+        loop.record.skipped = self.skipped
         print(
             f'warning: {what}: update skipped ({self.in_a_row} in a row)',
             file=sys.stderr,
@@ -102,8 +103,7 @@ class NonFiniteGuard(Hook):
         if self.in_a_row > self.skip_limit:
             raise NonFiniteStep(
                 f'{what}: {self.in_a_row} non-finite steps in a row (config.skip_nonfinite='
-                f'{self.skip_limit}); the last checkpoint: '
-                f'{self.checkpointer.where(self.checkpointer.last_saved)}'
+                f'{self.skip_limit}); the last checkpoint: {last}'
             )
 
 
@@ -131,6 +131,7 @@ class InputWait(Hook):
         if not due or self.steps < self.log_every:  # whole windows only (a short one is noise)
             return
         self.share = min(self.waited / max(now - self.mark, 1e-9), 1.0)
+        loop.record.input_wait_share = self.share
         self.waited, self.steps, self.mark = 0.0, 0, now
         if self.share > self.warn_above and not self.warned and self.enabled:
             self.warned = True
@@ -146,14 +147,11 @@ class InputWait(Hook):
 
 class Progress(Hook):
     """tqdm over finished steps (rate and ETA from the last ~20), loss, positives and the share
-    of time spent waiting for input (InputWait) in its postfix every log_every steps;
-    first_step_seconds: from `entered` to the first step's end."""
+    of time spent waiting for input (record.input_wait_share) in its postfix every log_every
+    steps; record.first_step_seconds: from `entered` to the first step's end."""
 
-    def __init__(
-        self, log_every: int, entered: float, enabled: bool, waits: InputWait | None = None
-    ):
-        self.log_every, self.entered, self.enabled, self.waits = log_every, entered, enabled, waits
-        self.first_step_seconds = None
+    def __init__(self, log_every: int, entered: float, enabled: bool):
+        self.log_every, self.entered, self.enabled = log_every, entered, enabled
 
     def before_train(self, loop: Loop) -> None:
         self.bar = tqdm(
@@ -165,35 +163,29 @@ class Progress(Hook):
         )
 
     def finished_step(self, loop: Loop, result: StepResult) -> None:
-        if self.first_step_seconds is None:
-            self.first_step_seconds = time.time() - self.entered
+        if loop.record.first_step_seconds is None:
+            loop.record.first_step_seconds = time.time() - self.entered
         self.bar.update(1)
         if is_due(result.step, self.log_every, loop.total_steps):
             m = result.host
             shown = {'loss': f'{m["loss"]:.3f}', 'pos': f'{m["positives_per_image"]:.0f}'}
-            if self.waits is not None and self.waits.share is not None:
-                shown['input_wait'] = f'{self.waits.share:.0%}'
+            if loop.record.input_wait_share is not None:
+                shown['input_wait'] = f'{loop.record.input_wait_share:.0%}'
             self.bar.set_postfix(shown)
 
     def after_train(self, loop: Loop) -> None:
         self.bar.close()
-
-    def write(self, text: str) -> None:
-        tqdm.write(text)
 
 
 class MetricLogger(Hook):
     """Every log_every steps and after the last: the step's metrics (loss terms, learning rate,
     gradient norm, positives), images_per_second (of finished steps since the start),
     nonfinite_skipped and zero_positive_steps (the share of the steps since the last write
-    whose batch matched no anchor to any object) and input_wait_share (InputWait), to
+    whose batch matched no anchor to any object) and input_wait_share (the record's), to
     TensorBoard (process 0)."""
 
-    def __init__(
-        self, writer, log_every: int, batch_size: int, guard: NonFiniteGuard, waits: InputWait
-    ):
+    def __init__(self, writer, log_every: int, batch_size: int):
         self.writer, self.log_every, self.batch_size = writer, log_every, batch_size
-        self.guard, self.waits = guard, waits
 
     def before_train(self, loop: Loop) -> None:
         self.start = time.time()
@@ -208,11 +200,11 @@ class MetricLogger(Hook):
         metrics = {
             **result.host,
             'images_per_second': self.batch_size * (result.step - loop.start_step) / seconds,
-            'nonfinite_skipped': self.guard.skipped,
+            'nonfinite_skipped': loop.record.skipped,
             'zero_positive_steps': self.without_positives / self.steps,
         }
-        if self.waits.share is not None:
-            metrics['input_wait_share'] = self.waits.share
+        if loop.record.input_wait_share is not None:
+            metrics['input_wait_share'] = loop.record.input_wait_share
         self.writer.write(result.step, metrics)
         self.steps, self.without_positives = 0, 0
 
@@ -241,43 +233,43 @@ class BadRecordLog(Hook):
 
 class Evaluator(Hook):
     """Evaluates the train state (`evaluate(state) -> metrics`: the raw weights' and, with an
-    EMA, 'ema/...' those of the EMA weights) every `every` steps and after the last; history
-    {step: metrics}; intermediate tables printed, metrics written."""
+    EMA, 'ema/...' those of the EMA weights) every `every` steps and after the last, into
+    record.evaluations {step: metrics} (record.eval_seconds: the time taken); intermediate
+    tables printed, metrics and pictures written."""
 
-    def __init__(self, evaluate, every: int, writer, progress: Progress, pictures=None):
-        self.evaluate, self.every, self.writer, self.progress = evaluate, every, writer, progress
+    def __init__(self, evaluate, every: int, writer, pictures=None):
+        self.evaluate, self.every, self.writer = evaluate, every, writer
         self.pictures = pictures  # pictures(state) -> {name: uint8 [N, H, W, 3]}, or None
-        self.history, self.seconds = {}, 0.0
 
     def wants_state(self, loop: Loop, step: int) -> bool:
         return is_due(step, self.every, loop.total_steps)
 
     def with_state(self, loop: Loop, step: int, state) -> None:
         start = time.time()
-        self.history[step] = self.evaluate(state)
+        metrics = loop.record.evaluations[step] = self.evaluate(state)
         pictures = self.pictures(state) if self.pictures else {}  # every process: collective
-        self.seconds += time.time() - start
+        loop.record.eval_seconds += time.time() - start
         if self.writer:
-            self.writer.write(step, {f'eval/{k}': v for k, v in self.history[step].items()})
+            self.writer.write(step, {f'eval/{k}': v for k, v in metrics.items()})
             self.writer.images(step, pictures)
         if step != loop.total_steps:
-            table = coco_metrics.format_table(self.history[step])
-            self.progress.write(f'step {step} eval:\n{table}')
+            tqdm.write(f'step {step} eval:\n{coco_metrics.format_table(metrics)}')
 
 
 class BestCheckpointer(Hook):
-    """After each evaluation (`evaluations`, the Evaluator before it in the loop's hooks)
-    offers the evaluated weights to `manager` (checkpoint.best_checkpoints), scored by the
-    evaluation's `metric`: DIR/best keeps the best so far (config.keep_best)."""
+    """After each evaluation (every `every` steps and last; record.evaluations, written by the
+    Evaluator before it) offers the evaluated weights to `manager`
+    (checkpoint.best_checkpoints), scored by the evaluation's `metric`: DIR/best keeps the best
+    so far (config.keep_best)."""
 
-    def __init__(self, manager, evaluations: Evaluator, metric: str):
-        self.manager, self.evaluations, self.metric = manager, evaluations, metric
+    def __init__(self, manager, every: int, metric: str):
+        self.manager, self.every, self.metric = manager, every, metric
 
     def wants_state(self, loop: Loop, step: int) -> bool:
-        return self.evaluations.wants_state(loop, step)
+        return is_due(step, self.every, loop.total_steps)
 
     def with_state(self, loop: Loop, step: int, state) -> None:
-        metrics = self.evaluations.history[step]
+        metrics = loop.record.evaluations[step]
         check_metric(self.metric, metrics)
         checkpoint.save_best(self.manager, step, state, {self.metric: metrics[self.metric]})
 
@@ -286,7 +278,7 @@ class BestCheckpointer(Hook):
 
 
 def check_metric(metric: str, names) -> None:
-    """ValueError unless `metric` (config.keep_best) is one of an evaluation's `names`."""
+    """UserError unless `metric` (config.keep_best) is one of an evaluation's `names`."""
     if metric not in names:
         raise UserError(
             f"config.keep_best={metric!r} is not a metric of this run's evaluation; "
@@ -298,12 +290,72 @@ class PreemptionHook(Hook):
     """On SIGTERM / SIGINT (preemption.PreemptionWatcher): after the step in flight, every
     process at the same step, saves that step (unless just saved) and raises Preempted."""
 
-    def __init__(self, checkpointer: Checkpointer, watcher: PreemptionWatcher):
-        self.checkpointer, self.watcher = checkpointer, watcher
+    def __init__(self, manager, order: dict, watcher: PreemptionWatcher):
+        self.manager, self.order, self.watcher = manager, order, watcher
 
     def wants_state(self, loop: Loop, step: int) -> bool:
         return self.watcher.reached(step)
 
     def with_state(self, loop: Loop, step: int, state) -> None:
-        self.checkpointer.save(step, state)
-        raise Preempted(step, self.watcher.signal_name, self.checkpointer.where(step))
+        save_checkpoint(loop, self.manager, self.order, step, state)
+        raise Preempted(step, self.watcher.signal_name, loop.record.last_checkpoint)
+
+
+def make_hooks(
+    settings,
+    workdir: Path,
+    manager,
+    order: dict,
+    evaluate,
+    watcher: PreemptionWatcher,
+    entered: float,
+    describe=None,
+    bad_records=None,
+) -> list[Hook]:
+    """A run's hooks, in the order they see each step (settings: settings.Settings; manager:
+    the run's checkpoints; order: its input order; evaluate: the run's evaluation, with
+    .pictures; describe(ids) -> the files of a batch's images, for messages; bad_records:
+    data.on_bad_record='skip''s BadRecords, else None). Process 0 alone prints and writes logs.
+
+      NonFiniteGuard    a non-finite loss or gradient: stop naming the step and its images, or
+                        count a skipped update (config.skip_nonfinite)
+      InputWait         the share of time spent waiting for batches (before those showing it)
+      Progress          the progress bar over finished steps (rate, ETA, loss, positives)
+      MetricLogger      scalars to TensorBoard every log_every steps
+      BadRecordLog      records replaced under data.on_bad_record='skip' -> bad_records.json
+      Checkpointer      the train state and input position every checkpoint_every steps, last
+      PreemptionHook    SIGTERM / SIGINT: a checkpoint of the step reached, then Preempted
+                        (before evaluating: the save comes first)
+      Evaluator         evaluation every eval_every steps and last, into record.evaluations
+      BestCheckpointer  config.keep_best: the best evaluation's checkpoint in DIR/best (after
+                        the Evaluator, whose metrics it reads)
+    """
+    from retinanet_jax.training.metric_writer import MetricWriter
+
+    lead = jax.process_index() == 0
+    writer = MetricWriter(workdir / 'logs') if lead else None
+    every = settings.log_every
+    hooks = [
+        NonFiniteGuard(settings.skip_nonfinite, describe),
+        InputWait(every, enabled=lead),
+        Progress(every, entered, lead),
+        MetricLogger(writer, every, settings.batch_size),
+    ]
+    if bad_records is not None:
+        hooks.append(BadRecordLog(bad_records, bad_records_file(workdir)))
+    hooks += [
+        Checkpointer(manager, settings.checkpoint_every, order),
+        PreemptionHook(manager, order, watcher),
+        Evaluator(evaluate, settings.eval_every, writer, evaluate.pictures),
+    ]
+    if settings.keep_best:
+        best = checkpoint.best_checkpoints(workdir, settings.keep_best)
+        hooks.append(BestCheckpointer(best, settings.eval_every, settings.keep_best))
+    return hooks
+
+
+def bad_records_file(workdir: Path) -> Path:
+    """Where data.on_bad_record='skip' lists the records it replaced (one file per process:
+    each reads its own share)."""
+    k = jax.process_index()
+    return workdir / ('bad_records.json' if jax.process_count() == 1 else f'bad_records.{k}.json')

@@ -1,5 +1,6 @@
 """The training loop: steps, with side actions (hooks) at fixed points; hooks.py has the ones
-train_lib uses (progress, metrics, checkpoints, evaluation, the non-finite guard, preemption).
+a run uses (hooks.make_hooks: progress, metrics, checkpoints, evaluation, the non-finite guard,
+preemption).
 
   Loop(train_step, batches, to_global, state, start_step, total_steps, hooks).run() -> state
 
@@ -17,7 +18,8 @@ sees, in order:
   with_state(loop, step, state) of each hook that asked, in the hooks' order
   after_train(loop)             after the last step finished
 A hook that raises stops the run (after what the hooks before it did). A new side action is a
-new Hook in the list given to Loop; the loop itself does not change.
+new Hook in the list given to Loop (hooks.make_hooks makes a run's); the loop itself does not
+change. What hooks share goes through `loop.record` (RunRecord), never through each other.
 """
 
 import dataclasses
@@ -44,6 +46,20 @@ class StepResult:
         if self.host is None:
             self.host = {k: float(v) for k, v in jax.device_get(self.metrics).items()}
         return self.host
+
+
+@dataclasses.dataclass
+class RunRecord:
+    """What the run has done so far, shared by its hooks: each field is written by one hook
+    and read by the others (and by the trainer once the loop ends)."""
+
+    last_saved: int | None = None  # the newest checkpoint's step (a resumed run: its start)
+    last_checkpoint: str = 'none'  # ... and its folder, for messages
+    skipped: int = 0  # non-finite updates skipped (config.skip_nonfinite)
+    input_wait_share: float | None = None  # of the last whole log window's time
+    first_step_seconds: float | None = None  # from the run's start to its first step's end
+    evaluations: dict = dataclasses.field(default_factory=dict)  # {step: metrics}
+    eval_seconds: float = 0.0  # the time the evaluations took
 
 
 class Hook:
@@ -77,6 +93,7 @@ class Loop:
     start_step: int
     total_steps: int
     hooks: list[Hook]
+    record: RunRecord = dataclasses.field(default_factory=RunRecord)
 
     def run(self) -> dict:
         """Runs steps start_step + 1 .. total_steps; returns the final state."""

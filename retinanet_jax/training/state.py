@@ -16,8 +16,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from retinanet_jax import checkpoint, compiler_options, settings, sharding
-from retinanet_jax.data import pipeline
+from retinanet_jax import checkpoint, compiler_options, sharding
+from retinanet_jax import settings as settings_lib
+from retinanet_jax.data import input_position
 from retinanet_jax.errors import UserError
 from retinanet_jax.inference import predictor as inference
 from retinanet_jax.models import build_retinanet, torchvision_weights
@@ -34,24 +35,24 @@ class TrainGraph:
     optimizer: nnx.GraphDef
 
 
-def build_modules(s: settings.Settings):
+def build_modules(settings: settings_lib.Settings):
     """(model, optimizer) of a run, built op by op (inside a trace: jit or eval_shape)."""
-    model = build_retinanet(s.model, seed=s.seed)
-    tx = optim.make_optimizer(s.optim, s.train_steps)
+    model = build_retinanet(settings.model, seed=settings.seed)
+    tx = optim.make_optimizer(settings.optim, settings.train_steps)
     return model, nnx.Optimizer(model, tx, wrt=nnx.Param)
 
 
-def train_graph(s: settings.Settings, mesh) -> tuple[TrainGraph, dict]:
+def train_graph(settings: settings_lib.Settings, mesh) -> tuple[TrainGraph, dict]:
     """(graph, abstract state) of a run: the static structure and the shape-dtype structs
     (replicated on the mesh) of its train state, from eval_shape: nothing is computed. A
     resumed run restores into the abstract state; a fresh one calls create_state."""
-    model, optimizer = nnx.eval_shape(lambda: build_modules(s))
+    model, optimizer = nnx.eval_shape(lambda: build_modules(settings))
     graph = TrainGraph(
-        nnx.graphdef(model), inference.eval_graphdef(s.model), nnx.graphdef(optimizer)
+        nnx.graphdef(model), inference.eval_graphdef(settings.model), nnx.graphdef(optimizer)
     )
     rep = sharding.replicated(mesh)
     state = {'model': nnx.state(model), 'optimizer': nnx.state(optimizer)}
-    if s.ema.enabled:
+    if settings.ema.enabled:
         state['ema'] = state['model']
     return graph, jax.tree.map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rep), state
@@ -59,21 +60,21 @@ def train_graph(s: settings.Settings, mesh) -> tuple[TrainGraph, dict]:
 
 
 def create_state(
-    s: settings.Settings, mesh, graph: TrainGraph | None = None
+    settings: settings_lib.Settings, mesh, graph: TrainGraph | None = None
 ) -> tuple[TrainGraph, dict]:
     """(graph, state) of a fresh run, the state created directly as replicated arrays on the
     mesh (one computation, jit with out_shardings). `graph`: the run's train_graph, where the
     caller has it already (building it traces the whole model)."""
-    graph = train_graph(s, mesh)[0] if graph is None else graph
+    graph = train_graph(settings, mesh)[0] if graph is None else graph
 
     def init():
-        model, optimizer = build_modules(s)
+        model, optimizer = build_modules(settings)
         return {'model': nnx.state(model), 'optimizer': nnx.state(optimizer)}
 
     state = jax.jit(
         init, out_shardings=sharding.replicated(mesh), compiler_options=compiler_options.run_once()
     )()
-    return graph, restart_ema(state) if s.ema.enabled else state
+    return graph, restart_ema(state) if settings.ema.enabled else state
 
 
 @jax.jit
@@ -112,31 +113,31 @@ def init_backbone(graph: TrainGraph, state: dict, path: str, mesh) -> dict:
     return restart_ema(state) if 'ema' in state else state
 
 
-def resume_or_create(s: settings.Settings, mesh, manager, order: dict):
+def resume_or_create(settings: settings_lib.Settings, mesh, manager, order: dict):
     """(graph, state, step): the newest checkpoint of the run that restores (restore_newest),
     else a fresh state (with the backbone of config.init.backbone)."""
-    graph, abstract = train_graph(s, mesh)  # a resumed run never initialises a fresh state
+    graph, abstract = train_graph(settings, mesh)  # a resumed run never initialises a fresh state
     restored, start_step = restore_newest(manager, abstract, order)
     if restored is not None:
         print(f'resumed from {manager.directory} at step {start_step}', flush=True)
         return graph, {k: restored[k] for k in abstract}, start_step
-    graph, state = create_state(s, mesh, graph)
-    if s.init_backbone:
-        state = init_backbone(graph, state, s.init_backbone, mesh)
-        print(f'backbone initialised from {s.init_backbone}')
+    graph, state = create_state(settings, mesh, graph)
+    if settings.init_backbone:
+        state = init_backbone(graph, state, settings.init_backbone, mesh)
+        print(f'backbone initialised from {settings.init_backbone}')
     return graph, state, 0
 
 
 def restore_newest(manager, abstract: dict, order: dict) -> tuple[dict | None, int]:
     """checkpoint.restore_newest_readable of a run's train state, its input position checked
-    against this run's `order` (pipeline.order_of): a malformed position is an unreadable
+    against this run's `order` (input_position.order_of): a malformed position is an unreadable
     checkpoint (moved aside), a changed order a configuration error (ValueError)."""
 
     def check(restored, step):
         try:
             where = f'{manager.directory}/{step}/data'
-            pipeline.check_position(restored['data'], order, step, where)
-        except pipeline.CorruptPosition as e:
+            input_position.check_position(restored['data'], order, step, where)
+        except input_position.CorruptPosition as e:
             raise checkpoint.UnreadableCheckpoint(str(e)) from None
 
     return checkpoint.restore_newest_readable(manager, abstract, data=True, check=check)

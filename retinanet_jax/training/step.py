@@ -3,7 +3,7 @@ weights (config.ema on; ema.py) and, with skip_nonfinite, a non-finite step that
 nothing (the EMA included).
 
   step = make_train_step(graph, anchors, settings, mesh)
-  state, metrics = step(state, batch)   # jit; state (train_state.py) donated, batch split
+  state, metrics = step(state, batch)   # jit; state (state.py) donated, batch split
 
 The loss normaliser sums positives over the global batch, and trainable batch norm reduces its
 statistics over the global batch too (synchronised batch norm), because the step sees global
@@ -16,7 +16,8 @@ import numpy as np
 import optax
 from flax import nnx
 
-from retinanet_jax import compiler_options, settings, sharding
+from retinanet_jax import compiler_options, sharding
+from retinanet_jax import settings as settings_lib
 from retinanet_jax.ops import losses
 from retinanet_jax.ops.normalization import normalize_images
 from retinanet_jax.training import optim
@@ -24,18 +25,18 @@ from retinanet_jax.training.ema import ema_decay, update_ema
 from retinanet_jax.training.state import TrainGraph
 
 
-def make_train_step(graph: TrainGraph, anchors: np.ndarray, s: settings.Settings, mesh):
+def make_train_step(graph: TrainGraph, anchors: np.ndarray, settings: settings_lib.Settings, mesh):
     """jit(state, batch) -> (state, metrics); state donated, batch split over 'data'.
 
     batch: 'image' uint8 [B, H, W, 3], 'gt_boxes' float32 [B, M, 4] xyxy, 'gt_labels' int32
     [B, M] (-1 = padding). The model runs in training mode: trainable batch norm normalises
     with the statistics of the global batch and updates its running statistics."""
-    schedule = optim.make_schedule(s.optim, s.train_steps)
+    schedule = optim.make_schedule(settings.optim, settings.train_steps)
     anchors = jnp.asarray(anchors)
 
     def step(state, batch):
         # The state before the update, kept apart: merge shares variables, which update mutates.
-        before = jax.tree.map(lambda x: x, state) if s.skip_nonfinite else None
+        before = jax.tree.map(lambda x: x, state) if settings.skip_nonfinite else None
         model = nnx.merge(graph.model, state['model'])
         optimizer = nnx.merge(graph.optimizer, state['optimizer'])
         learning_rate = schedule(optimizer.step[...])  # the rate this update uses
@@ -48,7 +49,7 @@ def make_train_step(graph: TrainGraph, anchors: np.ndarray, s: settings.Settings
                 anchors,
                 batch['gt_boxes'],
                 batch['gt_labels'],
-                s.loss,
+                settings.loss,
             )
 
         (loss, aux), grads = nnx.value_and_grad(
@@ -65,11 +66,11 @@ def make_train_step(graph: TrainGraph, anchors: np.ndarray, s: settings.Settings
             'positives_per_image': aux['num_positives'] / batch['image'].shape[0],
         }
         new = {'model': nnx.state(model), 'optimizer': nnx.state(optimizer)}
-        if s.ema.enabled:  # the average of the weights after this update
-            decay = ema_decay(s.ema, updates_before)
+        if settings.ema.enabled:  # the average of the weights after this update
+            decay = ema_decay(settings.ema, updates_before)
             new['ema'] = update_ema(state['ema'], new['model'], decay)
             metrics['ema_decay'] = decay
-        if s.skip_nonfinite:  # a non-finite step changes nothing, batch statistics included
+        if settings.skip_nonfinite:  # a non-finite step changes nothing, batch statistics included
             finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
             new = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, before)
             metrics['skipped'] = 1.0 - finite.astype(jnp.float32)
