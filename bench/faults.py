@@ -162,10 +162,10 @@ def non_finite(workdir: Path, args, at: int, straight: Path) -> dict:
 
 
 def bad_record(tmp: Path, base, at: int) -> dict:
-    from retinanet_jax.data import shapes
+    from retinanet_jax.data import shapes_files
 
     folder = tmp / 'coco'
-    options = shapes.write_coco_folder(folder, 20, not_in_validation=(7,))  # eval never skips
+    options = shapes_files.write_coco_folder(folder, 20, not_in_validation=(7,))  # eval never skips
     (folder / 'images' / '7.png').write_bytes(b'garbage')  # bad before any read of it
     options['verify_images'] = False
     config = tmp / 'coco_smoke.py'

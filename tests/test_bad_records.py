@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from retinanet_jax.data import pipeline, shapes, sources
+from retinanet_jax.data import pipeline, shapes_files, sources
 from retinanet_jax.data.bad_records import BadRecords, TooManyBadRecords
 
 CONFIG = pipeline.InputConfig(image_size=(64, 64), short_side=64, max_side=64, max_boxes=8)
@@ -14,7 +14,7 @@ CONFIG = pipeline.InputConfig(image_size=(64, 64), short_side=64, max_side=64, m
 
 def write_shapes_folder(folder, n=8):
     """n shapes images as a COCO folder; image 5 is left out of the validation split."""
-    options = shapes.write_coco_folder(folder, n, not_in_validation=(5,))
+    options = shapes_files.write_coco_folder(folder, n, not_in_validation=(5,))
     return {**options, 'annotations': {'train': options['annotations']['train']}}
 
 
@@ -78,7 +78,7 @@ def test_a_run_with_skip_goes_on_and_lists_the_record_in_its_folder(tmp_path, sm
     from configs import smoke
     from retinanet_jax.training import trainer
 
-    options = shapes.write_coco_folder(tmp_path / 'data', 8, not_in_validation=(5,))
+    options = shapes_files.write_coco_folder(tmp_path / 'data', 8, not_in_validation=(5,))
     config = smoke.get_config()
     config.data.update(dataset='coco_folder', on_bad_record='skip', max_bad_fraction=0.2)
     config.data.options = {**options, 'verify_images': False}  # it goes bad after the start

@@ -35,12 +35,12 @@ from pathlib import Path
 import numpy as np
 
 from retinanet_jax.data import images, label_maps
-from retinanet_jax.data.source import Source
+from retinanet_jax.data.file_source import FileSource, check_files
 from retinanet_jax.errors import UserError
 
 
 @dataclasses.dataclass
-class CocoFolderSource(Source):
+class CocoFolderSource(FileSource):
     annotations: dict
     image_dir: str | dict
     exif: str = 'ignore'
@@ -89,68 +89,14 @@ class CocoFolderSource(Source):
             image_dir = image_dir[split]
         records = _images(path, data['images'], Path(image_dir))
         _add_objects(path, data.get('annotations', []), records, label_map)
-        records = self._check_files(path, records)
-        loaded = {'label_map': label_map, 'records': [records[i] for i in sorted(records)]}
+        records = [records[i] for i in sorted(records)]
+        records = check_files(path, records, self.verify_images, self.skip_bad_images, self.name)
+        loaded = {'label_map': label_map, 'records': records}
         self._cache[split] = loaded
         return loaded
 
-    def _check_files(self, path: Path, records: dict) -> dict:
-        missing = [str(r['file']) for r in records.values() if not r['file'].is_file()]
-        if missing:
-            raise UserError(f'{path}: {len(missing)} image file(s) missing: {missing[:10]}')
-        if not self.verify_images:
-            return records
-        bad = {}
-        for image_id, r in records.items():
-            reason = images.verify_image(r['file'])
-            if reason is not None:
-                bad[image_id] = f'{r["file"]} ({reason})'
-        if bad and not self.skip_bad_images:
-            raise UserError(
-                f'{path}: {len(bad)} unreadable image file(s): {list(bad.values())[:10]} '
-                '(skip_bad_images=True leaves them out)'
-            )
-        for what in bad.values():
-            logging.warning('coco_folder: %s: left out of the split: %s', path, what)
-        return {i: r for i, r in records.items() if i not in bad}
-
-    def num_examples(self, split):
-        return len(self._load(split)['records'])
-
-    def example(self, split, index):
-        r = self._load(split)['records'][index]
-        image = images.read_image(r['file'], self.exif)
-        if r['height'] is not None and image.shape[:2] != (r['height'], r['width']):
-            raise UserError(
-                f'{r["file"]}: decodes to {image.shape[0]}x{image.shape[1]} but its annotations '
-                f'say {r["height"]}x{r["width"]} (EXIF rotation? see the exif option)'
-            )
-        return {
-            'image': image,
-            'image_id': np.int64(r['id']),
-            'boxes': r['boxes'],
-            'labels': r['labels'],
-            'is_crowd': r['is_crowd'],
-        }
-
-    def image_files(self, split, image_ids):
-        files = {int(r['id']): str(r['file']) for r in self._load(split)['records']}
-        return [files[int(i)] for i in image_ids if int(i) in files]
-
-    def ground_truth(self, split):  # from the json, no image decoded
-        for r in self._load(split)['records']:
-            h, w = r['height'], r['width']
-            if h is None:
-                h, w = images.image_size(r['file'], self.exif)
-            yield {
-                'image_id': r['id'],
-                'height': h,
-                'width': w,
-                'boxes': r['boxes'],
-                'labels': r['labels'],
-                'is_crowd': r['is_crowd'],
-                'area': r['area'],
-            }
+    def split_records(self, split):
+        return self._load(split)['records']
 
 
 def _label_map(path: Path, categories: list) -> label_maps.LabelMap:
@@ -181,6 +127,7 @@ def _images(path: Path, entries: list, image_dir: Path) -> dict:
         records[im['id']] = {
             'id': im['id'],
             'file': image_dir / im['file_name'],
+            'key': str(im['file_name']),
             'height': int(h) if h is not None and w is not None else None,
             'width': int(w) if h is not None and w is not None else None,
             'objects': [],

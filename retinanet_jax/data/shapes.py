@@ -15,11 +15,8 @@ every machine, in any order, and byte-identical for the same seed.
 
 import dataclasses
 import functools
-import json
-from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from retinanet_jax.data import label_maps
 from retinanet_jax.data.source import Source
@@ -130,49 +127,6 @@ def generate_example(
     if return_masks:
         example['masks'] = np.asarray(masks, bool).reshape(-1, size, size)
     return example
-
-
-def write_coco_folder(folder, num_images: int, image_size: int = 64, *, not_in_validation=()):
-    """The first `num_images` training examples as a COCO-format folder, for the coco_folder
-    source with no download: folder/images/<i>.png, folder/train.json (every image) and
-    folder/validation.json (all but the ids in `not_in_validation`); categories circle,
-    square, triangle with ids 1, 2, 3; bbox [x, y, w, h] pixels. Returns coco_folder's
-    options ({'annotations': {split: json}, 'image_dir': ...})."""
-
-    folder = Path(folder)
-    (folder / 'images').mkdir(parents=True, exist_ok=True)
-    names = ('circle', 'square', 'triangle')
-    images, annotations = [], []
-    for i in range(num_images):
-        e = generate_example(i, 'train', image_size=image_size)
-        Image.fromarray(e['image']).save(folder / 'images' / f'{i}.png')
-        images.append({'id': i, 'file_name': f'{i}.png', 'height': image_size, 'width': image_size})
-        for box, label in zip(e['boxes'].tolist(), e['labels'].tolist(), strict=True):
-            x1, y1, x2, y2 = box
-            annotations.append(
-                {
-                    'id': len(annotations),
-                    'image_id': i,
-                    'iscrowd': 0,
-                    'category_id': label + 1,
-                    'bbox': [x1, y1, x2 - x1, y2 - y1],
-                }
-            )
-    categories = [{'id': k + 1, 'name': name} for k, name in enumerate(names)]
-    kept = [im for im in images if im['id'] not in set(not_in_validation)]
-    splits = {'train': images, 'validation': kept}
-    for split, entries in splits.items():
-        ids = {im['id'] for im in entries}
-        coco = {
-            'images': entries,
-            'categories': categories,
-            'annotations': [a for a in annotations if a['image_id'] in ids],
-        }
-        (folder / f'{split}.json').write_text(json.dumps(coco))
-    return {
-        'annotations': {split: str(folder / f'{split}.json') for split in splits},
-        'image_dir': str(folder / 'images'),
-    }
 
 
 @dataclasses.dataclass

@@ -15,9 +15,11 @@ every dataset source implements.
       order: {'image_id', 'height', 'width', 'boxes', 'labels', 'is_crowd', 'area'}
       ('area' [k]: the object's area, COCO's segmentation area where the dataset has one)
   source.label_map, source.voc_ap50 (PASCAL VOC's AP50 convention, None off VOC)
+  source.background_images(split) -> images with no object, where known at no cost (else None)
 
 The sources (sources.py: make_source): `shapes` (synthetic, no download; shapes.py),
-`coco_folder` (a COCO json + an image folder, for your data; coco_folder.py) and `coco/2017`,
+`coco_folder`, `voc_folder`, `yolo_folder` and `csv` (your own labelled image files, in the
+format your labelling tool writes: file_source.py and one module each) and `coco/2017`,
 `voc/2007`, `voc/2012`, `voc/2007+2012` through tensorflow-datasets (tfds_sources.py). Which
 records each process reads, and in which order, is the pipeline's business (pipeline.py):
 sources only answer "record i".
@@ -65,6 +67,12 @@ class Source:
         files (else none)."""
         del split, image_ids
         return []
+
+    def background_images(self, split: str) -> int | None:
+        """How many images of `split` hold no object (background only), where the source knows
+        without reading the split (else None)."""
+        del split
+        return None
 
     def records(self, split: str) -> 'Records':
         return Records(self, split, self.num_examples(split))

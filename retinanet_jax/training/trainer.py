@@ -59,6 +59,7 @@ def train_with(watcher: preemption.PreemptionWatcher, config, workdir: str) -> d
     )
     anchors = np.asarray(anchor_lib.generate_anchors(settings.image_hw, settings.anchors))
     start = time.time()
+    describe_data(settings, data.source)
     workers = settings.data.workers_for(jax.default_backend())
     if workers and jax.process_index() == 0:
         print(f'reading training batches in {workers} worker processes (config.data.read_workers)')
@@ -193,6 +194,17 @@ class TrainEvaluation:
         weights = 'EMA weights' if 'ema' in state else 'raw weights'
         curves = eval_pictures.pr_curve_picture(self.curves, title=weights)
         return {'eval/predictions': pictures, 'eval/pr_curves': curves[None]}
+
+
+def describe_data(settings: settings_lib.Settings, source) -> None:
+    """One line on the training data (process 0): its images and, where the source knows them,
+    those with no object (background only: every anchor a negative)."""
+    if jax.process_index() != 0:
+        return
+    split = settings.data.train_split
+    background = source.background_images(split)
+    note = '' if background is None else f', {background} of them background only (no object)'
+    print(f'training data: {source.name} {split}, {source.num_examples(split)} images{note}')
 
 
 def write_summary(workdir: Path, summary: dict, evaluated: str) -> None:

@@ -1,0 +1,137 @@
+"""`yolo_folder`: the ultralytics (YOLO) layout, what every ultralytics user has.
+
+  make_source('yolo_folder', data_yaml='data/data.yaml')
+  make_source('yolo_folder', data_yaml='data/data.yaml', split_fractions={'train': 0.8,
+              'validation': 0.2})       # every listed image as one set, split by hash
+  options: exif='ignore', verify_images=True, skip_bad_images=False
+
+data.yaml: `names` (a list, or {index: name}), `path` (the dataset root; default the yaml's
+folder) and one image folder per split (`train: images/train`, `val: images/val`, `test: ...`,
+relative to `path`). The splits are the yaml's keys; `validation` also reaches `val` (the name
+our configs use). Each image's labels are the same path with `images` -> `labels` and the
+suffix .txt (ultralytics' rule): one object a line, `class cx cy w h`, normalised to the
+image's width and height (0..1). A missing or empty label file is an image with no objects.
+
+Labels are the class indices (0..K-1; category ids the same indices). Boxes are computed in
+float64 and stored as float32 pixels of the image's size (read from the file's header):
+x1 = (cx - w / 2) * W, ... Refused, with a UserError naming the file and the line: a line of
+other than five numbers, a non-numeric value, a class index outside `names`, a coordinate
+outside [0, 1] (ultralytics refuses those too), a negative size, a missing image folder.
+"""
+
+import dataclasses
+from pathlib import Path
+
+import yaml
+
+from retinanet_jax.data import images, label_maps
+from retinanet_jax.data.file_source import (
+    FileSource,
+    check_files,
+    check_fractions,
+    make_record,
+    split_records,
+)
+from retinanet_jax.errors import MissingFile, UserError
+
+IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
+SPLIT_KEYS = ('train', 'val', 'test')
+ALIASES = {'validation': 'val'}
+
+
+@dataclasses.dataclass
+class YoloFolderSource(FileSource):
+    data_yaml: str = ''
+    split_fractions: dict | None = None
+    exif: str = 'ignore'
+    verify_images: bool = True
+    skip_bad_images: bool = False
+    name: str = 'yolo_folder'
+
+    def __post_init__(self):
+        path = Path(self.data_yaml)
+        try:
+            spec = yaml.safe_load(path.read_text())
+        except FileNotFoundError:
+            raise MissingFile(f'yolo_folder: no such file {path}') from None
+        except yaml.YAMLError as e:
+            raise UserError(f'{path}: not valid YAML ({e})') from None
+        if not isinstance(spec, dict) or 'names' not in spec:
+            raise UserError(f'{path}: no `names` list of the classes')
+        names = spec['names']
+        if isinstance(names, dict):
+            if sorted(names) != list(range(len(names))):
+                raise UserError(f'{path}: names must be indexed 0..K-1, got {sorted(names)}')
+            names = [names[k] for k in range(len(names))]
+        if not isinstance(names, list) or not names:
+            raise UserError(f'{path}: names must be a non-empty list, got {names!r}')
+        self.label_map = label_maps.LabelMap.contiguous(tuple(map(str, names)), first_id=0)
+        root = (path.parent / spec['path']) if spec.get('path') else path.parent
+        folders = {k: root / spec[k] for k in SPLIT_KEYS if spec.get(k)}
+        if not folders:
+            raise UserError(f'{path}: no image folder for any of {SPLIT_KEYS}')
+        files = {split: _images(path, folder) for split, folder in folders.items()}
+        keys = sorted({str(f.relative_to(root)) for fs in files.values() for f in fs})
+        ids = {key: k for k, key in enumerate(keys)}
+        self._splits = {}
+        for split, fs in files.items():
+            records = [self._record(ids[str(f.relative_to(root))], f, root) for f in fs]
+            self._splits[split] = check_files(
+                f'yolo_folder {split}', records, self.verify_images, self.skip_bad_images, self.name
+            )
+        if self.split_fractions is not None:
+            fractions = check_fractions(self.split_fractions, self.name)
+            pooled = {r['key']: r for s in self._splits.values() for r in s}
+            self._splits = split_records([pooled[k] for k in sorted(pooled)], fractions)
+
+    def split_records(self, split):
+        if split not in self._splits and ALIASES.get(split) in self._splits:
+            split = ALIASES[split]
+        if split not in self._splits:
+            raise UserError(f'yolo_folder: no split {split!r}; known: {sorted(self._splits)}')
+        return self._splits[split]
+
+    def _record(self, image_id: int, image: Path, root: Path) -> dict:
+        label_file = label_path(image)
+        lines = label_file.read_text().splitlines() if label_file.is_file() else []
+        objects = []
+        if any(line.strip() for line in lines):
+            height, width = images.image_size(image, self.exif)
+            for n, line in enumerate(lines, 1):
+                if line.strip():
+                    objects.append(_object(f'{label_file}:{n}', line, height, width, self))
+        return make_record(image_id, image, str(image.relative_to(root)), None, None, objects)
+
+
+def label_path(image: Path) -> Path:
+    """ultralytics' img2label_paths: the last /images/ of the path -> /labels/, suffix .txt."""
+    parts = list(image.parts)
+    k = len(parts) - 1 - parts[::-1].index('images') if 'images' in parts else None
+    if k is None:
+        return image.with_suffix('.txt')
+    parts[k] = 'labels'
+    return Path(*parts).with_suffix('.txt')
+
+
+def _images(yaml_path: Path, folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        raise MissingFile(f'{yaml_path}: image folder {folder} does not exist')
+    return sorted(p for p in folder.rglob('*') if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def _object(where: str, line: str, height: int, width: int, source) -> tuple:
+    values = line.split()
+    if len(values) != 5:
+        raise UserError(f'{where}: {len(values)} values, want 5 (class cx cy w h): {line!r}')
+    try:
+        numbers = [float(v) for v in values]
+    except ValueError:
+        raise UserError(f'{where}: not a number in {line!r}') from None
+    label, cx, cy, w, h = numbers
+    num_classes = source.label_map.num_classes
+    if label != int(label) or not 0 <= label < num_classes:
+        raise UserError(f'{where}: class {values[0]} is not in names (0..{num_classes - 1})')
+    if not all(0 <= v <= 1 for v in (cx, cy, w, h)):
+        raise UserError(f'{where}: coordinates must be normalised to [0, 1]: {line!r}')
+    box = [(cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width, (cy + h / 2) * height]
+    return box, int(label), False
