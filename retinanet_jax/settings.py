@@ -12,7 +12,8 @@ settings. Everything downstream (train, predict, evaluate, export, bench) takes 
   settings.evaluation   coco_metrics.EvaluationConfig config.evaluation (optional: COCO's defaults)
   settings.data         DataConfig                  config.data: dataset, options, splits
   settings.batch_size, train_steps, seed, log_every, eval_every, checkpoint_every,
-  keep_checkpoints, skip_nonfinite, init_backbone (config.init.backbone)
+  keep_checkpoints, skip_nonfinite, init_backbone (config.init.backbone), init_detector
+  (config.init.detector)
   make_sources(settings) -> (training source, evaluation source), classes checked
 
 Every error names the config key at fault ("config.model.norm must be one of ..."); unknown
@@ -116,6 +117,9 @@ class Settings:
     checkpoint_every: int = 5_000
     keep_checkpoints: int = 3
     init_backbone: str = ''  # a torchvision ImageNet ResNet state dict file, for fresh runs
+    # A pretrained detector to fine-tune, for fresh runs: a torchvision RetinaNet state dict, a
+    # model directory or a training run (RUN or RUN:best); see models/transfer.py.
+    init_detector: str = ''
     # 0: a non-finite loss or gradient stops the run; N: such updates are skipped (parameters,
     # optimiser state and batch statistics kept), and N + 1 in a row stop it.
     skip_nonfinite: int = 0
@@ -133,7 +137,7 @@ class Settings:
 def from_config(config) -> Settings:
     """Typed settings from a run's ConfigDict (or nested dict); ValueError names the key."""
     c = _plain(config)
-    top = {f.name for f in dataclasses.fields(Settings)} - {'init_backbone'}
+    top = {f.name for f in dataclasses.fields(Settings)} - {'init_backbone', 'init_detector'}
     sections = {
         'model',
         'anchors',
@@ -153,8 +157,11 @@ def from_config(config) -> Settings:
         raise UserError(f'the config lacks {missing}')
     seed = c.get('seed', 0)
     init = c.get('init') or {}
-    if set(init) - {'backbone'}:
-        raise UserError(f'config.init has unknown keys {sorted(set(init) - {"backbone"})}')
+    if set(init) - {'backbone', 'detector'}:
+        unknown = sorted(set(init) - {'backbone', 'detector'})
+        raise UserError(f'config.init has unknown keys {unknown}; known: backbone, detector')
+    if init.get('backbone') and init.get('detector'):
+        raise UserError('config.init: give backbone or detector, not both (a detector has one)')
     for key in ('batch_size', 'train_steps', 'log_every', 'eval_every', 'checkpoint_every'):
         if key in c and (not isinstance(c[key], int) or c[key] < 1):
             raise UserError(f'config.{key} must be a positive integer, got {c[key]!r}')
@@ -186,6 +193,7 @@ def from_config(config) -> Settings:
         evaluation=_section(EvaluationConfig, 'evaluation', c.get('evaluation', {})),
         ema=_section(EmaConfig, 'ema', c.get('ema', {})),
         init_backbone=init.get('backbone') or '',
+        init_detector=init.get('detector') or '',
         **{k: c[k] for k in top - sections if k in c},
     )
 

@@ -215,3 +215,48 @@ def test_the_ground_truth_of_every_format_evaluates_like_cocos(tmp_path):
         offset = 1 if fmt == 'yolo_folder' else 0  # YOLO's category ids are its class indices
         assert [(s, c + offset, *b) for s, c, *b in boxes] == reference[0], fmt
     json.dumps(reference)  # plain Python values
+
+
+CONFIG = """from configs import smoke
+
+
+def get_config():  # the smoke run's model and input on a {fmt} dataset
+    c = smoke.get_config()
+    c.data.dataset = '{fmt}'
+    c.data.options = {options!r}
+    c.update(train_steps=2, eval_every=2, checkpoint_every=2)
+    return c
+"""
+
+
+@pytest.mark.slow
+def test_a_short_run_trains_on_each_format(tmp_path, smoke_run):
+    """train.py on a VOC folder (a config file as a user writes one); YOLO and CSV through the
+    same train_and_evaluate in this process. The smoke run's programs: only the data differ."""
+    import subprocess
+    import sys
+
+    from configs import smoke
+    from retinanet_jax.training import trainer
+
+    root = Path(__file__).resolve().parents[1]
+    config_file = tmp_path / 'voc_config.py'
+    options = write('voc_folder', tmp_path, 8)
+    config_file.write_text(CONFIG.format(fmt='voc_folder', options=options))
+    proc = subprocess.run(
+        [sys.executable, 'train.py', f'--config={config_file}', f'--workdir={tmp_path / "voc"}'],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert 'training data: voc_folder train, 8 images, 1 of them background only' in proc.stdout
+    assert json.loads((tmp_path / 'voc' / 'metrics.json').read_text())['step'] == 2
+    for fmt in ('yolo_folder', 'csv'):
+        config = smoke.get_config()
+        config.data.dataset = fmt
+        config.data.options = write(fmt, tmp_path, 8)
+        config.update(train_steps=2, eval_every=2, checkpoint_every=2)
+        summary = trainer.train_and_evaluate(config, str(tmp_path / fmt / 'run'))
+        assert summary['step'] == 2 and np.isfinite(summary['val_loss']), fmt

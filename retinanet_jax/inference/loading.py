@@ -4,6 +4,7 @@
   predictor = load_predictor(path)   # a training run (RUN, RUN:best), a model directory or a
                                      # torchvision state dict file
   predictor = load_run(workdir, weights='auto', best=False)
+  model, names = load_detector(path)  # the nnx model and its class names (fine-tuning)
 
 What each kind gives:
   a training run        its checkpoint's model (EMA weights where it keeps them, `weights`),
@@ -31,7 +32,7 @@ from retinanet_jax.data.input_config import InputConfig
 from retinanet_jax.errors import MissingFile, UserError
 from retinanet_jax.inference import model_path
 from retinanet_jax.inference.predictor import Predictor, eval_graphdef
-from retinanet_jax.models import ModelConfig, build_retinanet, torchvision_weights
+from retinanet_jax.models import ModelConfig, RetinaNet, build_retinanet, torchvision_weights
 from retinanet_jax.ops import anchors as anchor_lib
 from retinanet_jax.ops import postprocess
 from retinanet_jax.ops.losses import LossConfig
@@ -83,6 +84,30 @@ def load_predictor(
         description=path.name,
         classes=label_maps.for_num_classes(net.num_classes),
     )
+
+
+def load_detector(model: str | Path, weights: str = 'auto') -> tuple[RetinaNet, tuple | None]:
+    """(the model of `model` as an nnx module, its class names or None where unknown): a
+    training run's (RUN or RUN:best; `weights` as load_run), a model directory's, or a
+    torchvision retinanet_resnet50_fpn / _v2 state dict's (the variant read from its keys:
+    GroupNorm in the heads is v2), with torchvision's COCO names where it has 91 classes."""
+    where = model_path.resolve(model)
+    if where.is_run:
+        predictor = load_run(where.path, weights, best=where.best)
+        try:
+            names = predictor.label_map.names
+        except (UserError, OSError):  # the run's data are not here: no names to match by
+            names = None
+        return predictor.model(), names
+    if where.kind == 'model_dir':
+        net, _ = checkpoint.load_model(where.path)
+    else:
+        state_dict = torchvision_weights.load_state_dict(where.path)
+        v2 = 'head.classification_head.conv.0.1.weight' in state_dict
+        net = torchvision_weights.retinanet_from_torchvision(state_dict, 'v2' if v2 else 'v1')
+    # Names are known for torchvision's COCO models (91 labels, COCO's ids) only; any other
+    # class count of a state dict or model directory says nothing of what its classes are.
+    return net, label_maps.COCO91.names if net.num_classes == 91 else None
 
 
 def torchvision_loss(model_config: ModelConfig) -> LossConfig:

@@ -20,8 +20,10 @@ from retinanet_jax import checkpoint, compiler_options, sharding
 from retinanet_jax import settings as settings_lib
 from retinanet_jax.data import input_position
 from retinanet_jax.errors import UserError
-from retinanet_jax.inference import predictor as inference
+from retinanet_jax.inference import loading
+from retinanet_jax.inference.predictor import eval_graphdef
 from retinanet_jax.models import build_retinanet, torchvision_weights
+from retinanet_jax.models.transfer import transfer
 from retinanet_jax.training import optim
 
 
@@ -47,9 +49,7 @@ def train_graph(settings: settings_lib.Settings, mesh) -> tuple[TrainGraph, dict
     (replicated on the mesh) of its train state, from eval_shape: nothing is computed. A
     resumed run restores into the abstract state; a fresh one calls create_state."""
     model, optimizer = nnx.eval_shape(lambda: build_modules(settings))
-    graph = TrainGraph(
-        nnx.graphdef(model), inference.eval_graphdef(settings.model), nnx.graphdef(optimizer)
-    )
+    graph = TrainGraph(nnx.graphdef(model), eval_graphdef(settings.model), nnx.graphdef(optimizer))
     rep = sharding.replicated(mesh)
     state = {'model': nnx.state(model), 'optimizer': nnx.state(optimizer)}
     if settings.ema.enabled:
@@ -113,9 +113,32 @@ def init_backbone(graph: TrainGraph, state: dict, path: str, mesh) -> dict:
     return restart_ema(state) if 'ema' in state else state
 
 
-def resume_or_create(settings: settings_lib.Settings, mesh, manager, order: dict):
+def init_detector(graph: TrainGraph, state: dict, path: str, mesh, names) -> dict:
+    """A train state whose model holds a pretrained detector's weights (models/transfer.py:
+    every tensor whose name and shape match; the rows of the classes named in both, `names`
+    being this run's classes), with one line on what was not loaded."""
+    model = nnx.merge(graph.model, state['model'])
+    source, source_names = loading.load_detector(path)
+    not_loaded = transfer(model, source, source_names, tuple(names))
+    total = len(nnx.to_flat_state(nnx.state(model)))
+    what = '; '.join(not_loaded) if not_loaded else 'nothing'
+    print(
+        f'detector initialised from {path}: {total - len(not_loaded)} of {total} tensors '
+        f'loaded whole; not loaded: {what}',
+        flush=True,
+    )
+    rep = sharding.replicated(mesh)
+    model_state = jax.tree.map(
+        lambda x: jax.make_array_from_process_local_data(rep, np.asarray(x)), nnx.state(model)
+    )
+    state = {**state, 'model': model_state}
+    return restart_ema(state) if 'ema' in state else state
+
+
+def resume_or_create(settings: settings_lib.Settings, mesh, manager, order: dict, names=()):
     """(graph, state, step): the newest checkpoint of the run that restores (restore_newest),
-    else a fresh state (with the backbone of config.init.backbone)."""
+    else a fresh state (with the backbone of config.init.backbone, or the detector of
+    config.init.detector; `names`: this run's classes)."""
     graph, abstract = train_graph(settings, mesh)  # a resumed run never initialises a fresh state
     restored, start_step = restore_newest(manager, abstract, order)
     if restored is not None:
@@ -125,6 +148,8 @@ def resume_or_create(settings: settings_lib.Settings, mesh, manager, order: dict
     if settings.init_backbone:
         state = init_backbone(graph, state, settings.init_backbone, mesh)
         print(f'backbone initialised from {settings.init_backbone}')
+    if settings.init_detector:
+        state = init_detector(graph, state, settings.init_detector, mesh, names)
     return graph, state, 0
 
 

@@ -49,7 +49,10 @@ def train_with(watcher: preemption.PreemptionWatcher, config, workdir: str) -> d
     mesh = sharding.make_mesh()
     data = TrainingData.make(settings, workdir)
     manager = checkpoint.run_checkpoints(workdir, keep=settings.keep_checkpoints)
-    graph, state, start_step = train_state.resume_or_create(settings, mesh, manager, data.order)
+    names = data.source.label_map.names
+    graph, state, start_step = train_state.resume_or_create(
+        settings, mesh, manager, data.order, names
+    )
     if jax.process_index() == 0:  # only once the workdir is known to be this run's
         (workdir / 'config.json').write_text(settings_lib.to_json(config))
     evaluate = TrainEvaluation(settings, graph, data, mesh)
