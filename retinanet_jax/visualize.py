@@ -4,8 +4,11 @@ draw_boxes(image uint8 [H, W, 3], boxes [n, 4] xyxy pixels, labels [n], names, s
            min_score=0.0): labels kept inside the image and apart (label_positions)
 denormalize(image float32 [H, W, 3] normalised with ImageNet mean / std) -> uint8
 grid(images) -> one PIL image
+draw_batch(batch, names) -> the valid examples of an input batch with their ground truth drawn
+figure_array(matplotlib figure) -> uint8 [H, W, 3]
 """
 
+import io
 from collections.abc import Sequence
 
 import numpy as np
@@ -106,3 +109,22 @@ def grid(images: Sequence[Image.Image], columns: int = 4) -> Image.Image:
     for i, im in enumerate(images):
         out.paste(im, ((i % columns) * w, (i // columns) * h))
     return out
+
+
+def figure_array(fig) -> np.ndarray:
+    """A matplotlib Figure as uint8 RGB [H, W, 3]."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format='png', dpi=100)
+    return np.asarray(Image.open(buffer).convert('RGB'))
+
+
+def draw_batch(batch: dict, names) -> list[Image.Image]:
+    """The valid examples of an input batch (data.pipeline: uint8 'image' [B, H, W, 3] on the
+    canvas, 'gt_boxes' [B, M, 4] xyxy canvas pixels, 'gt_labels' [B, M], -1 padding, 'valid'
+    [B]) with their ground-truth boxes and class names drawn: what the model is fed."""
+    pictures = []
+    for i in np.flatnonzero(batch['valid']):
+        keep = batch['gt_labels'][i] >= 0
+        boxes, labels = batch['gt_boxes'][i][keep], batch['gt_labels'][i][keep]
+        pictures.append(draw_boxes(batch['image'][i], boxes, labels, names))
+    return pictures

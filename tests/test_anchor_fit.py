@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from configs import shapes
 from retinanet_jax import settings as settings_lib
 from retinanet_jax.commands import anchors as anchors_command
+from retinanet_jax.data import summary
 from retinanet_jax.data.input_config import InputConfig
 from retinanet_jax.evaluation import anchor_fit
 from retinanet_jax.ops.anchors import AnchorConfig, generate_anchors
@@ -65,7 +66,7 @@ def test_input_scale_is_the_evaluation_pipelines(hw, resize):
 
     config = InputConfig(image_size=(256, 256), resize=resize, short_side=200, max_side=256)
     want = pipeline.preprocess_image(np.zeros((*hw, 3), np.uint8), config)['scale']
-    assert anchor_fit.input_scale(*hw, config) == pytest.approx(tuple(want), abs=1e-6)
+    assert summary.input_scale(*hw, config) == pytest.approx(tuple(want), abs=1e-6)
 
 
 def test_coverage_of_hand_made_boxes():

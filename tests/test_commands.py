@@ -217,7 +217,7 @@ SHARED = {  # the shared flags each command takes (commands/command.py)
     'export': {'model', 'weights', 'variant', 'compilation_cache'},
     'convert': {'input', 'output', 'variant'},
     'anchors': {'config', 'split', 'max_images'},
-    'render': {'dataset', 'split', 'out'},
+    'show_data': {'config', 'split', 'out', 'num_images'},
 }
 
 

@@ -7,7 +7,6 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from retinanet_jax.commands.render import render_batch
 from retinanet_jax.data import label_maps, pipeline, shapes, sources, transforms
 from retinanet_jax.ops.normalization import (
     IMAGENET_MEAN,
@@ -16,6 +15,7 @@ from retinanet_jax.ops.normalization import (
     denormalize_images,
     normalize_images,
 )
+from retinanet_jax.visualize import draw_batch, grid
 
 from .helpers import mock_examples, mock_tfds, require
 
@@ -395,11 +395,11 @@ def test_label_maps():
     )
 
 
-def test_render_batch():
+def test_draw_batch():
     src = sources.make_source('shapes', image_size=64, sizes={'train': 8})
     config = pipeline.InputConfig(image_size=(64, 64), short_side=64, max_side=64)
     batch = pipeline.train_dataset(src, config, 4)[0]
-    picture = np.asarray(render_batch(batch, src.label_map.names))
+    picture = np.asarray(grid(draw_batch(batch, src.label_map.names)))
     assert picture.shape == (64, 256, 3)
     plain = np.concatenate(list(batch['image']), axis=1)
     changed = (picture != plain).any(-1)

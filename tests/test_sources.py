@@ -260,3 +260,44 @@ def test_a_short_run_trains_on_each_format(tmp_path, smoke_run):
         config.update(train_steps=2, eval_every=2, checkpoint_every=2)
         summary = trainer.train_and_evaluate(config, str(tmp_path / fmt / 'run'))
         assert summary['step'] == 2 and np.isfinite(summary['val_loss']), fmt
+
+
+def test_show_data_draws_the_fed_examples_and_counts_what_training_drops(tmp_path, capsys):
+    """show_data on a hand-made CSV: 3 images, one background only, one with 10 boxes (max_boxes
+    8 cuts 2), one box under input.min_box_size; pictures of the fed batch and the figures."""
+    from PIL import Image
+
+    from configs import smoke
+    from retinanet_jax.commands import command, show_data
+
+    folder = tmp_path / 'data'
+    (folder / 'images').mkdir(parents=True)
+    for name in ('a', 'b', 'c'):
+        Image.new('RGB', (64, 48), (40, 90, 160)).save(folder / 'images' / f'{name}.png')
+    rows = ['image_path,xmin,ymin,xmax,ymax,label', 'images/a.png,,,,,']
+    rows += [f'images/b.png,{4 * k},{2 * k},{4 * k + 6},{2 * k + 9},dot' for k in range(10)]
+    rows += ['images/c.png,10,10,10.5,30,line', 'images/c.png,5,5,40,40,dot']
+    (folder / 'train.csv').write_text('\n'.join(rows) + '\n')
+    config = smoke.get_config()
+    config.data.dataset = 'csv'
+    config.data.options = {'files': {'train': str(folder / 'train.csv')}}
+    config.model.num_classes = 2
+    figures = show_data.show_data(config, tmp_path / 'out', num_images=3)
+    assert figures['images'] == 3 and figures['boxes'] == 12
+    assert figures['background_images'] == 1 and figures['boxes_per_image']['max'] == 10
+    assert figures['dropped_by_min_size'] == 1  # 0.5 px wide at the input scale (64 / 64)
+    assert (figures['cut_by_max_boxes'], figures['images_over_max_boxes']) == (2, 1)
+    assert json.loads((tmp_path / 'out' / 'summary.json').read_text()) == figures
+    assert len(list((tmp_path / 'out' / 'examples').glob('*.png'))) == 3
+    sizes = np.asarray(Image.open(tmp_path / 'out' / 'sizes.png'))
+    assert sizes.ndim == 3 and sizes.std() > 10  # a drawn histogram, not a blank picture
+    drawn = [np.asarray(Image.open(p)) for p in sorted((tmp_path / 'out' / 'examples').iterdir())]
+    assert all(d.shape == (64, 64, 3) for d in drawn)  # on the canvas, as fed
+    colours = sorted(len(np.unique(d.reshape(-1, 3), axis=0)) for d in drawn)
+    assert colours[0] == 2 and colours[-1] > 3  # the background image (image + padding) as is
+    # the command itself: --config and its overrides, one line for bad input
+    argv = ['show_data', '--config=configs/smoke.py', f'--out={tmp_path / "smoke"}']
+    assert command.run(show_data, [*argv, '--num_images=2', '--max_images=8'], 'show_data') == 0
+    assert 'background_images: 0' in capsys.readouterr().out
+    assert command.run(show_data, [*argv, '--num_images=0'], 'show_data') == 1
+    assert 'show_data: num_images must be >= 1' in capsys.readouterr().err

@@ -9,4 +9,13 @@ library and print; the work lives in the library (imports run one way: no librar
 imports a command).
 """
 
-COMMANDS = ('train', 'predict', 'evaluate', 'analyze', 'export', 'convert', 'anchors', 'render')
+COMMANDS = (
+    'train',
+    'predict',
+    'evaluate',
+    'analyze',
+    'export',
+    'convert',
+    'anchors',
+    'show_data',
+)

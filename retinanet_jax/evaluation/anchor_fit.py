@@ -1,8 +1,8 @@
 """How well a config's anchors cover its data, and anchors that cover it better (what
 `python -m retinanet_jax anchors` prints).
 
-Boxes: float [N, 4] xyxy in network-input pixels (`input_boxes`: a split's non-crowd ground
-truth, resized as evaluation resizes it; training's scale jitter moves sizes within its range
+Boxes: float [N, 4] xyxy in network-input pixels (data.summary.input_boxes: a split's non-crowd
+ground truth, resized as evaluation resizes it; training's scale jitter moves sizes within its range
 and is not sampled). Anchors: anchors.generate_anchors(image_hw, AnchorConfig), every level.
 
 best_iou(boxes, image_hw, config) -> [N]: each box's best IoU with any anchor, exact and in
@@ -27,34 +27,12 @@ import itertools
 import numpy as np
 
 from retinanet_jax import settings as settings_lib
-from retinanet_jax.data.input_config import keep_aspect_size
+from retinanet_jax.data.summary import input_boxes
 from retinanet_jax.errors import UserError
 from retinanet_jax.ops import anchors as anchor_lib
 from retinanet_jax.ops.matching import MatcherConfig
 
 SIZE_RANGES = ((0, 16), (16, 32), (32, 64), (64, 128), (128, 256), (256, 512), (512, np.inf))
-
-
-def input_scale(height: int, width: int, input_config) -> tuple[float, float]:
-    """(sy, sx) of the evaluation resize (data/transforms.py: keep_aspect rounds the new size
-    to whole pixels, input_config.keep_aspect_size; square stretches to image_size)."""
-    if input_config.resize == 'square':
-        h, w = input_config.image_size
-        return h / height, w / width
-    new_h, new_w = keep_aspect_size((height, width), input_config.short_side, input_config.max_side)
-    return new_h / height, new_w / width
-
-
-def input_boxes(records, input_config, max_images: int | None = None) -> np.ndarray:
-    """The non-crowd boxes of ground-truth records (data.source.Source.ground_truth) in input
-    pixels, [N, 4] xyxy, from the first `max_images` records."""
-    out = []
-    for record in itertools.islice(records, max_images):
-        boxes = np.asarray(record['boxes'], np.float64).reshape(-1, 4)
-        boxes = boxes[~np.asarray(record['is_crowd'], bool).reshape(-1)]
-        sy, sx = input_scale(int(record['height']), int(record['width']), input_config)
-        out.append(boxes * np.asarray([sx, sy, sx, sy]))
-    return np.concatenate(out) if out else np.zeros((0, 4))
 
 
 def best_iou(boxes: np.ndarray, image_hw, config: anchor_lib.AnchorConfig) -> np.ndarray:

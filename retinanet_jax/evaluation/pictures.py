@@ -12,11 +12,8 @@ confusion_matrix_picture(matrix [K + 1, K + 1], names) -> uint8: rows normalised
 errors_picture({error type: {class name: dAP}}) -> uint8: TIDE's breakdown as grouped bars
 """
 
-import io
-
 import numpy as np
 from matplotlib.figure import Figure  # matplotlib's object API: no pyplot state, no display
-from PIL import Image
 
 from retinanet_jax import visualize
 
@@ -27,7 +24,7 @@ def pr_curve_picture(curves: dict[float, dict[str, tuple]], title: str = '') -> 
     fig = Figure(figsize=(4.2 * max(len(curves), 1), 4))
     if not curves:  # the evaluation has neither IoU threshold
         fig.text(0.5, 0.5, 'no PR curve: IoU 0.5 / 0.75 not evaluated', ha='center')
-        return figure_array(fig)
+        return visualize.figure_array(fig)
     axes = fig.subplots(1, len(curves), squeeze=False)
     for ax, (iou, by_class) in zip(axes[0], sorted(curves.items()), strict=True):
         for name, (recall, precision) in by_class.items():
@@ -38,14 +35,7 @@ def pr_curve_picture(curves: dict[float, dict[str, tuple]], title: str = '') -> 
         if by_class:
             ax.legend(loc='lower left', fontsize=8, title='class, AP')
     fig.tight_layout()
-    return figure_array(fig)
-
-
-def figure_array(fig) -> np.ndarray:
-    """A matplotlib Figure as uint8 RGB [H, W, 3]."""
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format='png', dpi=100)
-    return np.asarray(Image.open(buffer).convert('RGB'))
+    return visualize.figure_array(fig)
 
 
 MIN_SIDE = 256  # smaller images are enlarged (pixels repeated) to at least this, for the labels
@@ -113,7 +103,7 @@ def confusion_matrix_picture(matrix: np.ndarray, names, title: str = '') -> np.n
     ax.set_yticks(range(len(rows)), rows)
     ax.set(xlabel='predicted class', ylabel='ground truth', title=title)
     fig.tight_layout()
-    return figure_array(fig)
+    return visualize.figure_array(fig)
 
 
 def errors_picture(d_ap: dict[str, dict[str, float]], title: str = '') -> np.ndarray:
@@ -132,4 +122,4 @@ def errors_picture(d_ap: dict[str, dict[str, float]], title: str = '') -> np.nda
     ax.grid(axis='y', alpha=0.3)
     ax.legend(fontsize=8, ncols=3)
     fig.tight_layout()
-    return figure_array(fig)
+    return visualize.figure_array(fig)
