@@ -50,7 +50,9 @@ def get_config() -> ml_collections.ConfigDict:
             'max_boxes': 100,
         }
     )
-    c.init = ml_collections.ConfigDict({'backbone': ''})
+    # init.backbone: an ImageNet ResNet state dict; init.detector: a pretrained detector to
+    # fine-tune (a torchvision RetinaNet state dict, a model directory, RUN or RUN:best).
+    c.init = ml_collections.ConfigDict({'backbone': '', 'detector': ''})
     c.model = ml_collections.ConfigDict(
         {
             'num_classes': 80,

@@ -77,6 +77,9 @@ def get_config() -> ml_collections.ConfigDict:
             'grad_clip': 1.0,
         }
     )
+    # A pretrained detector to fine-tune from (a run, RUN:best, a model directory or a
+    # torchvision RetinaNet state dict); '' trains from scratch.
+    c.init = ml_collections.ConfigDict({'backbone': '', 'detector': ''})
     c.batch_size = 16
     c.train_steps = 520
     c.log_every = 20
