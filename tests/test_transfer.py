@@ -48,56 +48,67 @@ def test_matching_tensors_load_and_shared_classes_keep_their_rows():
     np.testing.assert_array_equal(flat(target)[f'{out}.bias'], fresh[f'{out}.bias'])
 
 
-@pytest.mark.slow
-def test_a_torchvision_coco_detector_fine_tunes_into_three_classes(tmp_path, capsys):
-    """A torchvision retinanet_resnet50_fpn state dict (random weights, 91 classes) into a
-    3-class R50 train state through config.init.detector's loader: matched tensors equal, the
-    class layer at the prior bias, one line naming what was not loaded; COCO names keep their
-    rows."""
-    require('torch', 'torchvision')
+def test_init_detector_loads_a_model_directory_into_a_train_state_with_one_line(tmp_path, capsys):
+    """config.init.detector's step (training.state.init_detector) on a model directory: the
+    matched tensors in the train state, the EMA restarted from them, one line naming the rest."""
     import jax
+
+    from retinanet_jax import checkpoint, sharding
+    from retinanet_jax.training import state as train_state
+
+    source = build_retinanet(ModelConfig(num_classes=5, **SMALL), seed=1)
+    checkpoint.save_model(tmp_path / 'model', source, ModelConfig(num_classes=5, **SMALL))
+    target = build_retinanet(ModelConfig(num_classes=3, **SMALL), seed=2)
+    graph = type('Graph', (), {'model': nnx.graphdef(target)})
+    state = {'model': nnx.state(target), 'ema': nnx.state(target)}
+    mesh = sharding.make_mesh()
+    loaded = train_state.init_detector(graph, state, str(tmp_path / 'model'), mesh, ('a', 'b', 'c'))
+    line = capsys.readouterr().out.strip()
+    assert line.count('\n') == 0 and line.startswith(f'detector initialised from {tmp_path}')
+    assert 'classification_head.output.kernel: shape (3, 3, 32, 45) in the source' in line
+    got = jax.tree.map(np.asarray, nnx.to_pure_dict(loaded['model']))
+    ema = jax.tree.map(np.asarray, nnx.to_pure_dict(loaded['ema']))
+    want = nnx.to_pure_dict(nnx.state(source))
+    np.testing.assert_array_equal(got['fpn']['p6']['kernel'], want['fpn']['p6']['kernel'])
+    np.testing.assert_array_equal(ema['fpn']['p6']['kernel'], want['fpn']['p6']['kernel'])
+
+
+@pytest.mark.slow
+def test_a_torchvision_coco_detector_fine_tunes_into_three_classes(tmp_path):
+    """A torchvision retinanet_resnet50_fpn state dict (random weights, 91 classes) into a
+    3-class R50 (config.init.detector's loader): matched tensors equal, the class layer at the
+    prior bias, or with COCO's names, their rows."""
+    require('torch', 'torchvision')
     import torch
     from torchvision.models.detection import retinanet_resnet50_fpn
 
-    from retinanet_jax import sharding
-    from retinanet_jax.training import state as train_state
+    from retinanet_jax.inference import loading
 
     torch.manual_seed(0)
-    torch.save(
-        retinanet_resnet50_fpn(weights=None, weights_backbone=None).state_dict(),
-        tmp_path / 'r50.pth',
-    )
-    mesh = sharding.make_mesh()
-    config = ModelConfig.torchvision_v1(3)
-    graph_model = nnx.graphdef(nnx.eval_shape(lambda: build_retinanet(config)))
-    graph = type('Graph', (), {'model': graph_model})
-    out = 'classification_head.output'
-    built = build_retinanet(config)
+    reference = retinanet_resnet50_fpn(weights=None, weights_backbone=None).state_dict()
+    torch.save(reference, tmp_path / 'r50.pth')
+    source, names = loading.load_detector(tmp_path / 'r50.pth')
+    assert len(names) == 91 and names[17] == 'cat'
+    built = build_retinanet(ModelConfig.torchvision_v1(3))
     fresh = flat(built)
-    for names, kept in ((('cat', 'boat', 'zebra'), True), (('tumour', 'cell', 'nucleus'), False)):
+    out = 'classification_head.output'
+    for target_names, kept in ((('cat', 'boat', 'zebra'), True), (('cell', 'nucleus', 'x'), False)):
         model = nnx.clone(built)
-        state = {'model': nnx.state(model)}
-        loaded = train_state.init_detector(graph, state, str(tmp_path / 'r50.pth'), mesh, names)
-        line = capsys.readouterr().out.strip()
-        assert line.count('\n') == 0 and f'{out}.kernel' in line and f'{out}.bias' in line
-        params = {
-            '.'.join(map(str, p)): np.asarray(v)
-            for p, v in jax.tree_util.tree_leaves_with_path(nnx.to_pure_dict(loaded['model']))
-            for p in [tuple(getattr(k, 'key', getattr(k, 'idx', k)) for k in p)]
-        }
-        source = torch.load(tmp_path / 'r50.pth')
+        not_loaded = transfer(model, source, names, target_names)
+        assert [n.split(':')[0] for n in not_loaded] == [f'{out}.bias', f'{out}.kernel']
+        params = flat(model)
         np.testing.assert_array_equal(
             params['backbone.conv1.kernel'],
-            source['backbone.body.conv1.weight'].numpy().transpose(2, 3, 1, 0),
+            reference['backbone.body.conv1.weight'].numpy().transpose(2, 3, 1, 0),
+        )
+        np.testing.assert_array_equal(
+            params['fpn.p6.kernel'],
+            reference['backbone.fpn.extra_blocks.p6.weight'].numpy().transpose(2, 3, 1, 0),
         )
         bias = params[f'{out}.bias'].reshape(9, 3)
         if kept:  # COCO's cat, boat and zebra are torchvision labels 17, 9 and 24
-            np.testing.assert_array_equal(
-                bias,
-                source['head.classification_head.cls_logits.bias']
-                .numpy()
-                .reshape(9, 91)[:, [17, 9, 24]],
-            )
+            tv_bias = reference['head.classification_head.cls_logits.bias'].numpy()
+            np.testing.assert_array_equal(bias, tv_bias.reshape(9, 91)[:, [17, 9, 24]])
         else:
             np.testing.assert_allclose(bias, class_prior_bias(0.01), rtol=1e-6)
             np.testing.assert_array_equal(params[f'{out}.kernel'], fresh[f'{out}.kernel'])
