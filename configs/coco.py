@@ -89,7 +89,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.eval_every = 10_000
     c.checkpoint_every = 5_000
     c.keep_checkpoints = 3
-    # An EMA of the weights (retinanet_jax/ema.py): decay 0 is off; e.g. --config.ema.decay=0.9998
+    # An EMA of the weights (retinanet_jax/training/ema.py): decay 0 is off;
+    # e.g. --config.ema.decay=0.9998
     c.ema = ml_collections.ConfigDict({'decay': 0.0, 'warmup_power': 2 / 3})
     # The checkpoint of the best evaluation by this metric in DIR/best (e.g. 'AP'); '': none.
     c.keep_best = ''

@@ -11,7 +11,7 @@ tests/test_structure.py checks it):
   training/     train_and_evaluate: the loop, its hooks, the train step and state, optimiser,
                 EMA, preemption, TensorBoard writer
   commands/     the command line: python -m retinanet_jax <command> (train, predict, evaluate,
-                analyze, export, convert, anchors, render)
+                analyze, export, convert, anchors, show_data)
   testing/      reference implementations for parity tests and benchmarks
 
 Cross-cutting, at the top: errors (UserError), settings (a run's config -> typed settings),

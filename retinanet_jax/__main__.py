@@ -4,6 +4,7 @@ of commands.COMMANDS (commands/command.py has their shape); `--help` lists them.
 import ast
 import importlib
 import importlib.util
+import os
 import sys
 from pathlib import Path
 
@@ -39,7 +40,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def console_script() -> None:
-    """The `retinanet-jax` entry point (pyproject.toml)."""
+    """The `retinanet-jax` entry point (pyproject.toml). The working directory comes first on
+    sys.path, as with `python -m`: a config file may import the configs next to it."""
+    sys.path.insert(0, os.getcwd())
     sys.exit(main())
 
 

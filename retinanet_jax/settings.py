@@ -203,7 +203,7 @@ def make_sources(settings: Settings):
     same object unless config.data.eval_dataset names another. Checks that the model's class
     count and the datasets' agree."""
     d = settings.data
-    source = _make_source(d.dataset, d.options, 'config.data.options')
+    source = make_source(d.dataset, d.options, 'config.data.options')
     if source.label_map.num_classes != settings.model.num_classes:
         raise UserError(
             f'config.model.num_classes is {settings.model.num_classes} but dataset '
@@ -211,7 +211,7 @@ def make_sources(settings: Settings):
         )
     if d.evaluated == d.dataset:
         return source, source
-    evaluated = _make_source(d.eval_dataset, d.eval_options, 'config.data.eval_options')
+    evaluated = make_source(d.eval_dataset, d.eval_options, 'config.data.eval_options')
     if evaluated.label_map.names != source.label_map.names:
         raise UserError(
             f'config.data.eval_dataset {d.eval_dataset!r} has other classes than {d.dataset!r}'
@@ -219,10 +219,16 @@ def make_sources(settings: Settings):
     return source, evaluated
 
 
-def _make_source(name: str, options: dict, key: str):
+def make_source(name: str, options, key: str = 'dataset_options'):
+    """sources.make_source(name, **options), an option the source does not take (or options
+    that are not a dict) named with `key`."""
+    if not isinstance(options, dict):
+        raise UserError(f'{key} for dataset {name!r} must be a dict of options, got {options!r}')
     try:
         return sources.make_source(name, **options)
-    except TypeError as e:  # an option the source does not take
+    except TypeError as e:
+        if 'keyword argument' not in str(e) and 'positional argument' not in str(e):
+            raise  # not an option the source does not take: a bug, with its traceback
         raise UserError(f'{key} for dataset {name!r}: {e}') from None
 
 

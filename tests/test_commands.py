@@ -261,17 +261,23 @@ def test_the_entry_points_list_and_run_the_commands_and_only_user_errors_are_one
     )
     listed, scripted, unknown, missing, bad, injected = run_commands(
         (('-m', 'retinanet_jax', '--help'), None),
-        ((str(script), 'train', '--help'), None),
+        ((str(script), 'anchors', '--config=configs/smoke.py', '--max_images=4'), None),
         (('-m', 'retinanet_jax', 'trian'), None),
         (('-m', 'retinanet_jax', 'convert', f'--input={tmp_path}/x.pth'), None),
         (('-m', 'retinanet_jax', 'convert', f'--input={tmp_path}/x.pth', '--output=o'), None),
         (('-c', bug, 'predict', f'--model={tmp_path}', '--images=x', '--out=o'), None),
     )
     assert listed.returncode == 0 and all(f'  {name} ' in listed.stdout for name in COMMANDS)
-    assert scripted.returncode == 0 and '--workdir' in scripted.stdout  # made by pip install
+    # the console script (made by pip install) reads a config that imports configs/, as
+    # `python -m` and train.py do
+    assert scripted.returncode == 0 and 'proposed' in scripted.stdout, scripted.stderr[-2000:]
     assert unknown.returncode == 2 and "no command 'trian'" in unknown.stderr
     assert_clear_failure(missing, 'convert: ', '--output')
     assert_clear_failure(bad, 'convert: state dict file not found', 'x.pth')
     assert bad.returncode == 1 and len(bad.stderr.strip().splitlines()) == 1
     assert injected.returncode == 1 and 'Traceback' in injected.stderr
+    from retinanet_jax.commands import anchors, command
+
+    argv = ['anchors', '--config=configs/smoke.py', '--max_images=2', f'--out={tmp_path}/no/x.json']
+    assert command.run(anchors, argv, 'anchors') == 1  # a path that cannot be written: one line
     assert 'ValueError: an injected bug' in injected.stderr

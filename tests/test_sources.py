@@ -100,7 +100,55 @@ def test_a_split_by_fraction_follows_each_files_path_only(tmp_path):
         assert file_source.split_of(key, fractions) == file_source.split_of(key, fractions)
     with pytest.raises(UserError, match='must sum to 1'):
         sources.make_source('csv', files=str(one), split_fractions={'train': 0.7})
+    one.write_text('\n'.join(rows[:2]) + '\n')  # one image cannot fill two splits
+    with pytest.raises(UserError, match=r"leave \['\w+'\] without an image \(of 1\)"):
+        sources.make_source('csv', files=str(one), split_fractions=fractions)
     del options
+
+
+def test_images_of_same_named_folders_keep_distinct_ids_and_keys(tmp_path):
+    """Flat VOC folders set1/images and set2/images (and CSV files beside them): every image
+    its own id and key, so a split by fraction and the evaluator see each once."""
+    for k in (1, 2):
+        options = write('voc_folder', tmp_path / f'set{k}', 3)
+        voc = Path(options['root'])
+        flat = tmp_path / f'set{k}' / 'images'
+        flat.mkdir()
+        for image in (voc / 'JPEGImages').iterdir():
+            shutil.copy(image, flat / image.name)
+            shutil.copy(voc / 'Annotations' / f'{image.stem}.xml', flat / f'{image.stem}.xml')
+    folders = {
+        'train': str(tmp_path / 'set1' / 'images'),
+        'validation': str(tmp_path / 'set2' / 'images'),
+    }
+    source = sources.make_source('voc_folder', folders=folders)
+    ids = [r['id'] for split in ('train', 'validation') for r in source.split_records(split)]
+    keys = [r['key'] for split in ('train', 'validation') for r in source.split_records(split)]
+    assert len(set(ids)) == len(ids) == 6 and len(set(keys)) == 6
+    assert keys[0] == 'set1/images/000000.png'
+    pooled = sources.make_source(
+        'voc_folder', folders=folders, split_fractions={'train': 0.8, 'validation': 0.2}
+    )
+    pooled_ids = [r['id'] for s in ('train', 'validation') for r in pooled.split_records(s)]
+    assert sorted(pooled_ids) == sorted(ids)
+
+
+def test_yolo_yaml_as_ultralytics_reads_it_and_csv_non_finite_values(tmp_path):
+    """A split of several folders, Roboflow's '../train/images' resolved as ultralytics does; a
+    CSV coordinate 'nan' is named with its row."""
+    options = write('yolo_folder', tmp_path, 6)
+    root = tmp_path / 'yolo_folder'
+    (root / 'data.yaml').write_text(
+        'train: [images/train, images/val]\nval: ../images/val\nnames: [circle, square, triangle]\n'
+    )
+    source = sources.make_source('yolo_folder', **options)
+    assert source.num_examples('train') == 6 + 5 and source.num_examples('validation') == 5
+    csv_options = write('csv', tmp_path, 3)
+    train = Path(csv_options['files']['train'])
+    rows = train.read_text().splitlines()
+    train.write_text('\n'.join([rows[0], 'images/0.png,1,nan,5,5,circle', *rows[2:]]) + '\n')
+    with pytest.raises(UserError, match=r'train.csv: row 2: a coordinate is not finite'):
+        sources.make_source('csv', **csv_options)
 
 
 def edit(path: Path, old: str, new: str, count: int = 1) -> None:
@@ -224,80 +272,24 @@ def get_config():  # the smoke run's model and input on a {fmt} dataset
     c = smoke.get_config()
     c.data.dataset = '{fmt}'
     c.data.options = {options!r}
-    c.update(train_steps=2, eval_every=2, checkpoint_every=2)
+    c.update(train_steps=1, eval_every=1, checkpoint_every=1)
     return c
 """
 
 
 @pytest.mark.slow
-def test_a_short_run_trains_on_each_format(tmp_path, smoke_run):
-    """train.py on a VOC folder (a config file as a user writes one); YOLO and CSV through the
-    same train_and_evaluate in this process. The smoke run's programs: only the data differ."""
-    import subprocess
-    import sys
+def test_a_short_run_trains_on_each_format(tmp_path, smoke_run, capsys):
+    """train.py's command (commands/command.py, in this process) on a config file of each
+    format as a user writes one: a step, an evaluation, a checkpoint. The smoke run's
+    programs: only the data differ."""
+    from retinanet_jax.commands import command, train
 
-    from configs import smoke
-    from retinanet_jax.training import trainer
-
-    root = Path(__file__).resolve().parents[1]
-    config_file = tmp_path / 'voc_config.py'
-    options = write('voc_folder', tmp_path, 8)
-    config_file.write_text(CONFIG.format(fmt='voc_folder', options=options))
-    proc = subprocess.run(
-        [sys.executable, 'train.py', f'--config={config_file}', f'--workdir={tmp_path / "voc"}'],
-        cwd=root,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert 'training data: voc_folder train, 8 images, 1 of them background only' in proc.stdout
-    assert json.loads((tmp_path / 'voc' / 'metrics.json').read_text())['step'] == 2
-    for fmt in ('yolo_folder', 'csv'):
-        config = smoke.get_config()
-        config.data.dataset = fmt
-        config.data.options = write(fmt, tmp_path, 8)
-        config.update(train_steps=2, eval_every=2, checkpoint_every=2)
-        summary = trainer.train_and_evaluate(config, str(tmp_path / fmt / 'run'))
-        assert summary['step'] == 2 and np.isfinite(summary['val_loss']), fmt
-
-
-def test_show_data_draws_the_fed_examples_and_counts_what_training_drops(tmp_path, capsys):
-    """show_data on a hand-made CSV: 3 images, one background only, one with 10 boxes (max_boxes
-    8 cuts 2), one box under input.min_box_size; pictures of the fed batch and the figures."""
-    from PIL import Image
-
-    from configs import smoke
-    from retinanet_jax.commands import command, show_data
-
-    folder = tmp_path / 'data'
-    (folder / 'images').mkdir(parents=True)
-    for name in ('a', 'b', 'c'):
-        Image.new('RGB', (64, 48), (40, 90, 160)).save(folder / 'images' / f'{name}.png')
-    rows = ['image_path,xmin,ymin,xmax,ymax,label', 'images/a.png,,,,,']
-    rows += [f'images/b.png,{4 * k},{2 * k},{4 * k + 6},{2 * k + 9},dot' for k in range(10)]
-    rows += ['images/c.png,10,10,10.5,30,line', 'images/c.png,5,5,40,40,dot']
-    (folder / 'train.csv').write_text('\n'.join(rows) + '\n')
-    config = smoke.get_config()
-    config.data.dataset = 'csv'
-    config.data.options = {'files': {'train': str(folder / 'train.csv')}}
-    config.model.num_classes = 2
-    figures = show_data.show_data(config, tmp_path / 'out', num_images=3)
-    assert figures['images'] == 3 and figures['boxes'] == 12
-    assert figures['background_images'] == 1 and figures['boxes_per_image']['max'] == 10
-    assert figures['dropped_by_min_size'] == 1  # 0.5 px wide at the input scale (64 / 64)
-    assert (figures['cut_by_max_boxes'], figures['images_over_max_boxes']) == (2, 1)
-    assert json.loads((tmp_path / 'out' / 'summary.json').read_text()) == figures
-    assert len(list((tmp_path / 'out' / 'examples').glob('*.png'))) == 3
-    sizes = np.asarray(Image.open(tmp_path / 'out' / 'sizes.png'))
-    assert sizes.ndim == 3 and sizes.std() > 10  # a drawn histogram, not a blank picture
-    drawn = [np.asarray(Image.open(p)) for p in sorted((tmp_path / 'out' / 'examples').iterdir())]
-    assert all(d.shape == (64, 64, 3) for d in drawn)  # on the canvas, as fed
-    colours = sorted(len(np.unique(d.reshape(-1, 3), axis=0)) for d in drawn)
-    assert colours[0] == 2 and colours[-1] > 3  # the background image (image + padding) as is
-    # the command itself: --config and its overrides, one line for bad input
-    argv = ['show_data', '--config=configs/smoke.py', f'--out={tmp_path / "smoke"}']
-    assert command.run(show_data, [*argv, '--num_images=2', '--max_images=8'], 'show_data') == 0
-    assert 'background_images: 0' in capsys.readouterr().out
-    assert command.run(show_data, [*argv, '--num_images=0'], 'show_data') == 1
-    assert 'show_data: num_images must be >= 1' in capsys.readouterr().err
+    for fmt in ('voc_folder', 'yolo_folder', 'csv'):
+        config_file = tmp_path / f'{fmt}_config.py'
+        config_file.write_text(CONFIG.format(fmt=fmt, options=write(fmt, tmp_path, 8)))
+        argv = ['train.py', f'--config={config_file}', f'--workdir={tmp_path / fmt / "run"}']
+        assert command.run(train, argv, 'train.py') == 0, fmt
+        out = capsys.readouterr().out
+        assert f'training data: {fmt} train, 8 images, 1 of them background only' in out
+        summary = json.loads((tmp_path / fmt / 'run' / 'metrics.json').read_text())
+        assert summary['step'] == 1 and np.isfinite(summary['val_loss']), fmt

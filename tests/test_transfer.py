@@ -41,6 +41,11 @@ def test_matching_tensors_load_and_shared_classes_keep_their_rows():
             np.testing.assert_array_equal(got[..., a * 3 + 1], src[..., a * 5 + 0])  # a
             np.testing.assert_array_equal(got[..., a * 3 + 2], new[..., a * 3 + 2])  # z: fresh
     np.testing.assert_allclose(after[f'{out}.bias'][2::3], class_prior_bias(0.01), rtol=1e-6)
+    # the same classes in another order: the rows follow the names
+    same = build_retinanet(ModelConfig(num_classes=5, **SMALL), seed=3)
+    transfer(same, source, ('a', 'b', 'c', 'd', 'e'), ('e', 'd', 'c', 'b', 'a'))
+    kernel = flat(same)[f'{out}.kernel']
+    np.testing.assert_array_equal(kernel[..., 0], before[f'{out}.kernel'][..., 4])
     # no names in common, or none known: the class layer stays fresh, and says so
     target = build_retinanet(ModelConfig(num_classes=3, **SMALL), seed=2)
     not_loaded = transfer(target, source, None, ('c', 'a', 'z'))

@@ -38,6 +38,10 @@ def main(f: flags.FlagValues) -> None:
 
 def report(config, split: str | None, max_images: int, out: str | None) -> None:
     """Prints the anchor report of `config` (a ConfigDict) on `split`; `out`: also as JSON."""
+    from retinanet_jax.errors import UserError
+
+    if max_images < 1:
+        raise UserError(f'max_images must be >= 1, got {max_images}')
     from retinanet_jax import settings as settings_lib
     from retinanet_jax.evaluation import anchor_fit
 

@@ -13,7 +13,8 @@ A command is a module of commands/ (commands/__init__.py lists them) with
   - a bad or missing flag, or a bad --config, ends it with one line starting with `prog`
     (a --config is read before JAX or the package is imported: a bad one is named at once);
   - quiet logging, and the persistent compilation cache of --compilation_cache;
-  - errors.UserError (bad input, a fault the user must fix) ends it with `prog: reason` on one
+  - errors.UserError (bad input, a fault the user must fix) and OSError (a path given that
+    cannot be read or written: a missing folder, a full disk) end it with `prog: reason` on one
     line and exit status 1; any other exception is a bug and keeps its traceback.
 
 The shared flags: define_model_flags (--model and how to read it), define_split_flags (which
@@ -50,7 +51,7 @@ def run(module: ModuleType, argv: list[str], prog: str) -> int:
         return _fail(f'{prog}: {e}\nPass --help for the flags.')
     except (KeyError, AttributeError) as e:
         return _fail(f'{prog}: the config has no key {str(e).strip(chr(34) + chr(39))}')
-    except (TypeError, ValueError, OSError, SyntaxError) as e:
+    except (TypeError, ValueError, OSError, SyntaxError, ImportError) as e:
         reason = str(e).strip().splitlines()[-1].strip()  # the innermost reason
         return _fail(f'{prog}: bad --config ({type(e).__name__}): {reason}')
     if len(rest) > 1:
@@ -63,7 +64,7 @@ def run(module: ModuleType, argv: list[str], prog: str) -> int:
         compilation_cache.enable(fv.compilation_cache)
     try:
         return module.main(fv) or 0
-    except UserError as e:
+    except (UserError, OSError) as e:  # an OSError: a path given that cannot be read or written
         return _fail(f'{prog}: {e}')
 
 

@@ -5,9 +5,10 @@
       [--num_images=16] [--max_images=10000] [--config.key=value ...]
 
 Writes into --out:
-  examples/NN.png   the first --num_images examples of the split as the model is fed them
-                    (the training split: step 0's batch, augmented, on the canvas; another
-                    split: as evaluation reads it), ground-truth boxes and class names drawn
+  examples/NN.png   --num_images examples of the split as the model is fed them (the training
+                    split: the first batch of that size in training's order, augmented, on
+                    the canvas; the evaluation split: its first images, of the evaluated
+                    dataset), ground-truth boxes and class names drawn
   examples.png      the same, as one grid
   summary.json      images, boxes, boxes per image, background-only images, crowd / difficult
                     boxes (evaluation only), boxes dropped by input.min_box_size or cut by
@@ -56,9 +57,12 @@ def show_data(config, out, split=None, num_images: int = 16, max_images=None) ->
 
     if num_images < 1:
         raise UserError(f'num_images must be >= 1, got {num_images}')
+    if max_images is not None and max_images < 1:
+        raise UserError(f'max_images must be >= 1, got {max_images}')
     settings = settings_lib.from_config(config)
-    source = settings_lib.make_sources(settings)[0]
+    train_source, evaluated = settings_lib.make_sources(settings)
     split = split or settings.data.train_split
+    source = evaluated if split == settings.data.eval_split else train_source
     if split == settings.data.train_split:
         batch = pipeline.train_dataset(source, settings.input, num_images, split=split)[0]
     else:

@@ -3,7 +3,7 @@
   make_source('csv', files={'train': 'train.csv', 'validation': 'val.csv'})
   make_source('csv', files='all.csv', split_fractions={'train': 0.8, 'validation': 0.2})
   options: classes='classes.csv' (or a list of names), image_dir=None, exif='ignore',
-           verify_images=True, skip_bad_images=False
+           verify_images=True
 
 Each row: `image_path,xmin,ymin,xmax,ymax,label` in pixels of the stored image, xyxy; an
 optional first row of exactly those column names is a header. A row whose coordinates and
@@ -21,6 +21,7 @@ of every file form one set, cut by a hash of each image's path (file_source.spli
 
 import csv
 import dataclasses
+import math
 from pathlib import Path
 
 from retinanet_jax.data import images, label_maps
@@ -29,6 +30,7 @@ from retinanet_jax.data.file_source import (
     check_files,
     check_fractions,
     make_record,
+    relative_keys,
     split_records,
 )
 from retinanet_jax.errors import MissingFile, UserError
@@ -44,7 +46,6 @@ class CsvSource(FileSource):
     image_dir: str | None = None
     exif: str = 'ignore'
     verify_images: bool = True
-    skip_bad_images: bool = False
     name: str = 'csv'
 
     def __post_init__(self):
@@ -59,14 +60,17 @@ class CsvSource(FileSource):
         names = self._names(rows)
         self.label_map = label_maps.LabelMap.contiguous(tuple(names))
         index = {n: k for k, n in enumerate(names)}
-        keys = sorted({r['image_path'] for split in rows.values() for r in split})
-        ids = {key: k for k, key in enumerate(keys)}
+        folders = {s: Path(self.image_dir or Path(files[s]).parent) for s in files}
+        for split, split_rows in rows.items():
+            for r in split_rows:
+                r['file'] = folders[split] / r['image_path']
+        keys = relative_keys(sorted({r['file'] for s in rows.values() for r in s}))
+        ids = {key: k for k, key in enumerate(sorted(keys.values()))}
         self._splits = {}
         for split, split_rows in rows.items():
-            folder = Path(self.image_dir) if self.image_dir else Path(files[split]).parent
-            records = self._records(split_rows, folder, ids, index)
+            records = self._records(split_rows, keys, ids, index)
             self._splits[split] = check_files(
-                f'csv {files[split]}', records, self.verify_images, self.skip_bad_images, self.name
+                f'csv {files[split]}', records, self.verify_images, False, self.name
             )
         if self.split_fractions is not None:
             fractions = check_fractions(self.split_fractions, self.name)
@@ -89,18 +93,18 @@ class CsvSource(FileSource):
             raise UserError(f'{where}: label {missing[0]!r} is not in the class list {names}')
         return names
 
-    def _records(self, rows: list[dict], folder: Path, ids: dict, index: dict) -> list[dict]:
+    def _records(self, rows: list[dict], keys: dict, ids: dict, index: dict) -> list[dict]:
         by_image = {}
         for r in rows:
-            by_image.setdefault(r['image_path'], []).append(r)
+            by_image.setdefault(r['file'], []).append(r)
         records = []
-        for key in sorted(by_image):
-            file = folder / key
+        for file in sorted(by_image, key=lambda f: keys[f]):
+            key = keys[file]
             if not file.is_file():
-                raise MissingFile(f'{by_image[key][0]["where"]}: image {file} is missing')
+                raise MissingFile(f'{by_image[file][0]["where"]}: image {file} is missing')
             height, width = images.image_size(file, self.exif)
             objects = []
-            for r in by_image[key]:
+            for r in by_image[file]:
                 if r['box'] is None:
                     continue
                 x1, y1, x2, y2 = r['box']
@@ -143,6 +147,8 @@ def _read_rows(path: Path) -> list[dict]:
             box = [float(c) for c in coords]
         except ValueError:
             raise UserError(f'{where}: xmin, ymin, xmax, ymax must be numbers: {row}') from None
+        if not all(math.isfinite(v) for v in box):
+            raise UserError(f'{where}: a coordinate is not finite: {row}')
         if not label:
             raise UserError(f'{where}: a box with no label: {row}')
         if box[0] > box[2] or box[1] > box[3]:

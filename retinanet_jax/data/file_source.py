@@ -20,6 +20,7 @@ whatever the order or number of the other files.
 
 import hashlib
 import logging
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -104,6 +105,8 @@ def check_files(
     """`records` whose image files exist (else MissingFile naming them) and, with
     `verify_images`, pass PIL's structural check (else UserError, or with `skip_bad_images`
     left out with a warning naming each)."""
+    if not records:
+        raise UserError(f'{where}: the split holds no image')
     missing = [str(r['file']) for r in records if not r['file'].is_file()]
     if missing:
         raise MissingFile(f'{where}: {len(missing)} image file(s) missing: {missing[:10]}')
@@ -139,6 +142,17 @@ def check_fractions(fractions, name: str) -> dict[str, float]:
     return {str(k): float(v) for k, v in fractions.items()}
 
 
+def relative_keys(files: list[Path]) -> dict[Path, str]:
+    """Each file's path relative to the folder that holds them all: its key (unique, and the
+    same wherever the dataset is moved)."""
+    resolved = [f.resolve() for f in files]
+    parents = {str(f.parent) for f in resolved}
+    common = Path(os.path.commonpath(sorted(parents))) if parents else Path()
+    if len(parents) == 1:
+        common = common.parent
+    return {f: str(r.relative_to(common)) for f, r in zip(files, resolved, strict=True)}
+
+
 def split_of(key: str, fractions: dict[str, float]) -> str:
     """The split that `key` (a file's path in the dataset) falls in: sha256(key) -> u in [0, 1),
     the first of the sorted splits whose cumulative fraction exceeds u."""
@@ -157,4 +171,10 @@ def split_records(records: list[dict], fractions: dict[str, float]) -> dict[str,
     out = {split: [] for split in fractions}
     for r in records:
         out[split_of(r['key'], fractions)].append(r)
+    empty = [split for split, kept in out.items() if not kept]
+    if empty:
+        raise UserError(
+            f'split_fractions {fractions} leave {empty} without an image (of {len(records)}): '
+            'give it a larger fraction, or more images'
+        )
     return out

@@ -5,7 +5,7 @@
   make_source('voc_folder', folders='labelled/', split_fractions={'train': 0.8,
               'validation': 0.2})                                  # one set, split by hash
   options: classes=('cat', 'dog') (a fixed class list), coordinates='voc' | 'pixels',
-           exif='ignore', verify_images=True, skip_bad_images=False
+           exif='ignore', verify_images=True
 
 The VOC layout: root/Annotations/<id>.xml, root/JPEGImages/<id>.<ext> (the xml's <filename>),
 root/ImageSets/Main/<split>.txt (one id a line; any split name). A flat folder holds images and
@@ -37,6 +37,7 @@ from retinanet_jax.data.file_source import (
     check_files,
     check_fractions,
     make_record,
+    relative_keys,
     split_records,
 )
 from retinanet_jax.errors import MissingFile, UserError
@@ -54,7 +55,6 @@ class VocFolderSource(FileSource):
     coordinates: str = 'voc'
     exif: str = 'ignore'
     verify_images: bool = True
-    skip_bad_images: bool = False
     name: str = 'voc_folder'
 
     def __post_init__(self):
@@ -78,7 +78,7 @@ class VocFolderSource(FileSource):
                 for (image, xml, key), p in zip(entries, parsed[split], strict=True)
             ]
             self._splits[split] = check_files(
-                f'voc_folder {split}', records, self.verify_images, self.skip_bad_images, self.name
+                f'voc_folder {split}', records, self.verify_images, False, self.name
             )
         if self.split_fractions is not None:
             fractions = check_fractions(self.split_fractions, self.name)
@@ -114,7 +114,9 @@ class VocFolderSource(FileSource):
             folders = {'all': folders}
         if not isinstance(folders, dict) or not folders:
             raise UserError(f'voc_folder: folders must map split -> folder, got {folders!r}')
-        return {split: _flat_folder(Path(folder)) for split, folder in folders.items()}
+        out = {split: _flat_folder(Path(folder)) for split, folder in folders.items()}
+        keys = relative_keys([image for entries in out.values() for image, _, _ in entries])
+        return {s: [(i, x, keys[i]) for i, x, _ in entries] for s, entries in out.items()}
 
     def _names(self, parsed: dict) -> list[str]:
         used = {o['name'] for split in parsed.values() for p in split if p for o in p['objects']}
@@ -167,7 +169,7 @@ def _flat_folder(folder: Path) -> list:
     out = []
     for image in sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
         xml = image.with_suffix('.xml')
-        out.append((image, xml if xml.is_file() else None, f'{folder.name}/{image.name}'))
+        out.append((image, xml if xml.is_file() else None, None))  # key: relative_keys
     orphans = sorted(
         x.name for x in folder.glob('*.xml') if not any(x.stem == i.stem for i, _, _ in out)
     )

@@ -3,14 +3,17 @@
   make_source('yolo_folder', data_yaml='data/data.yaml')
   make_source('yolo_folder', data_yaml='data/data.yaml', split_fractions={'train': 0.8,
               'validation': 0.2})       # every listed image as one set, split by hash
-  options: exif='ignore', verify_images=True, skip_bad_images=False
+  options: exif='apply', verify_images=True
 
 data.yaml: `names` (a list, or {index: name}), `path` (the dataset root; default the yaml's
-folder) and one image folder per split (`train: images/train`, `val: images/val`, `test: ...`,
-relative to `path`). The splits are the yaml's keys; `validation` also reaches `val` (the name
-our configs use). Each image's labels are the same path with `images` -> `labels` and the
-suffix .txt (ultralytics' rule): one object a line, `class cx cy w h`, normalised to the
-image's width and height (0..1). A missing or empty label file is an image with no objects.
+folder) and the image folders of each split (`train: images/train`, `val: images/val`, `test:
+...`, a folder or a list of them, relative to `path`; a `../x` that is not there is looked for
+as `x`, as ultralytics does for Roboflow's exports). The splits are the yaml's keys;
+`validation` also reaches `val` (the name our configs use). Images are read upright by their
+EXIF orientation (`exif='apply'`), as ultralytics reads them and so as its labels mean them.
+Each image's labels are the same path with `images` -> `labels` and the suffix .txt
+(ultralytics' rule): one object a line, `class cx cy w h`, normalised to the image's width and
+height (0..1). A missing or empty label file is an image with no objects.
 
 Labels are the class indices (0..K-1; category ids the same indices). Boxes are computed in
 float64 and stored as float32 pixels of the image's size (read from the file's header):
@@ -20,6 +23,7 @@ outside [0, 1] (ultralytics refuses those too), a negative size, a missing image
 """
 
 import dataclasses
+import math
 from pathlib import Path
 
 import yaml
@@ -30,6 +34,7 @@ from retinanet_jax.data.file_source import (
     check_files,
     check_fractions,
     make_record,
+    relative_keys,
     split_records,
 )
 from retinanet_jax.errors import MissingFile, UserError
@@ -43,12 +48,13 @@ ALIASES = {'validation': 'val'}
 class YoloFolderSource(FileSource):
     data_yaml: str = ''
     split_fractions: dict | None = None
-    exif: str = 'ignore'
+    exif: str = 'apply'
     verify_images: bool = True
-    skip_bad_images: bool = False
     name: str = 'yolo_folder'
 
     def __post_init__(self):
+        if not self.data_yaml:
+            raise UserError("yolo_folder: give data_yaml, the dataset's data.yaml")
         path = Path(self.data_yaml)
         try:
             spec = yaml.safe_load(path.read_text())
@@ -67,17 +73,17 @@ class YoloFolderSource(FileSource):
             raise UserError(f'{path}: names must be a non-empty list, got {names!r}')
         self.label_map = label_maps.LabelMap.contiguous(tuple(map(str, names)), first_id=0)
         root = (path.parent / spec['path']) if spec.get('path') else path.parent
-        folders = {k: root / spec[k] for k in SPLIT_KEYS if spec.get(k)}
+        folders = {k: spec[k] for k in SPLIT_KEYS if spec.get(k)}
         if not folders:
             raise UserError(f'{path}: no image folder for any of {SPLIT_KEYS}')
-        files = {split: _images(path, folder) for split, folder in folders.items()}
-        keys = sorted({str(f.relative_to(root)) for fs in files.values() for f in fs})
-        ids = {key: k for k, key in enumerate(keys)}
+        files = {split: _split_images(path, root, f) for split, f in folders.items()}
+        keys = relative_keys(sorted({f for fs in files.values() for f in fs}))
+        ids = {key: k for k, key in enumerate(sorted(keys.values()))}
         self._splits = {}
         for split, fs in files.items():
-            records = [self._record(ids[str(f.relative_to(root))], f, root) for f in fs]
+            records = [self._record(ids[keys[f]], f, keys[f]) for f in fs]
             self._splits[split] = check_files(
-                f'yolo_folder {split}', records, self.verify_images, self.skip_bad_images, self.name
+                f'yolo_folder {split}', records, self.verify_images, False, self.name
             )
         if self.split_fractions is not None:
             fractions = check_fractions(self.split_fractions, self.name)
@@ -91,7 +97,7 @@ class YoloFolderSource(FileSource):
             raise UserError(f'yolo_folder: no split {split!r}; known: {sorted(self._splits)}')
         return self._splits[split]
 
-    def _record(self, image_id: int, image: Path, root: Path) -> dict:
+    def _record(self, image_id: int, image: Path, key: str) -> dict:
         label_file = label_path(image)
         lines = label_file.read_text().splitlines() if label_file.is_file() else []
         objects = []
@@ -100,7 +106,7 @@ class YoloFolderSource(FileSource):
             for n, line in enumerate(lines, 1):
                 if line.strip():
                     objects.append(_object(f'{label_file}:{n}', line, height, width, self))
-        return make_record(image_id, image, str(image.relative_to(root)), None, None, objects)
+        return make_record(image_id, image, key, None, None, objects)
 
 
 def label_path(image: Path) -> Path:
@@ -113,10 +119,17 @@ def label_path(image: Path) -> Path:
     return Path(*parts).with_suffix('.txt')
 
 
-def _images(yaml_path: Path, folder: Path) -> list[Path]:
-    if not folder.is_dir():
-        raise MissingFile(f'{yaml_path}: image folder {folder} does not exist')
-    return sorted(p for p in folder.rglob('*') if p.suffix.lower() in IMAGE_SUFFIXES)
+def _split_images(yaml_path: Path, root: Path, folders) -> list[Path]:
+    """The image files of a split's folder or list of folders, sorted."""
+    out = []
+    for folder in folders if isinstance(folders, list) else [folders]:
+        where = root / str(folder)
+        if not where.exists() and str(folder).startswith('../'):
+            where = root / str(folder)[3:]  # ultralytics' retry (Roboflow's exports)
+        if not where.is_dir():
+            raise MissingFile(f'{yaml_path}: image folder {root / str(folder)} does not exist')
+        out += sorted(p for p in where.rglob('*') if p.suffix.lower() in IMAGE_SUFFIXES)
+    return out
 
 
 def _object(where: str, line: str, height: int, width: int, source) -> tuple:
@@ -129,7 +142,7 @@ def _object(where: str, line: str, height: int, width: int, source) -> tuple:
         raise UserError(f'{where}: not a number in {line!r}') from None
     label, cx, cy, w, h = numbers
     num_classes = source.label_map.num_classes
-    if label != int(label) or not 0 <= label < num_classes:
+    if not math.isfinite(label) or label != int(label) or not 0 <= label < num_classes:
         raise UserError(f'{where}: class {values[0]} is not in names (0..{num_classes - 1})')
     if not all(0 <= v <= 1 for v in (cx, cy, w, h)):
         raise UserError(f'{where}: coordinates must be normalised to [0, 1]: {line!r}')

@@ -15,7 +15,7 @@ writing into DIR:
                          score threshold), ground truth left, detections right:
                          NN_image<id>_<errors>errors.png, and index.json
 
-The model and split are those of `evaluate` (evaluation.prepare): a training run on its own
+The model and split are those of `evaluate` (split_evaluation.prepare): a training run on its own
 evaluation split by default. Classes are the dataset's; detections of categories the dataset
 lacks are left out, as pycocotools leaves them out.
 """
@@ -43,7 +43,7 @@ def analyze_run(
     worst: int = 16,
     **options,
 ) -> dict:
-    """Evaluates `model` on a split (evaluation.prepare's options) and writes the analysis
+    """Evaluates `model` on a split (split_evaluation.prepare's options) and writes the analysis
     files into `out` (module docstring); returns {'metrics', 'confusion_matrix', 'errors'}."""
     if not 0 < iou < 1:
         raise UserError(f'iou must be in (0, 1), got {iou}')
@@ -103,7 +103,7 @@ def _errors_by_name(tide: dict, names: dict) -> dict:
     return {
         'definition': 'TIDE (Bolya et al. 2020) error types and oracle fixes at IoU 0.5 '
         '(background IoU 0.1), AP and matching of pycocotools: dAP = AP50 with every error '
-        'of the type fixed - AP50 (retinanet_jax/error_analysis.py)',
+        'of the type fixed - AP50 (retinanet_jax/evaluation/error_analysis.py)',
         'AP50': {names[c]: v for c, v in tide['AP50'].items()},
         'dAP': {t: {names[c]: v for c, v in tide['dAP'][t].items()} for t in ERROR_TYPES},
         'mAP_dAP': tide['mAP_dAP'],

@@ -117,7 +117,7 @@ class CocoEvaluator:
         image_ids = np.asarray(batch['image_id'])[examples]
         unknown = [int(i) for i in image_ids if int(i) not in self._known_ids]
         if unknown:
-            raise UserError(f'evaluation: image id {unknown[0]} is not in the ground truth')
+            raise ValueError(f'evaluation: image id {unknown[0]} is not in the ground truth')
         self._image_ids.extend(int(i) for i in image_ids)
         keep = np.asarray(detections['valid'], bool)[examples]
         boxes = np.asarray(detections['boxes'], np.float64)[examples][keep]
@@ -268,7 +268,7 @@ def _mean_recall(results, *, area: int, max_index: int) -> float:
 def _check_detections(ids, boxes, labels, scores, num_classes: int) -> None:
     bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
     if len(bad):
-        raise UserError(
+        raise ValueError(
             f'evaluation: image id {int(ids[bad[0]])} has a detection with label '
             f'{int(labels[bad[0]])}, outside [0, {num_classes})'
         )

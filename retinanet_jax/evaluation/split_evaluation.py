@@ -22,8 +22,9 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
+from retinanet_jax import settings as settings_lib
 from retinanet_jax import sharding
-from retinanet_jax.data import pipeline, sources
+from retinanet_jax.data import pipeline
 from retinanet_jax.data.input_config import InputConfig
 from retinanet_jax.data.label_maps import LabelMap
 from retinanet_jax.errors import UserError
@@ -65,7 +66,7 @@ class SplitEvaluation:
     ) -> 'SplitEvaluation':
         """The evaluation of models of `graphdef` (eval mode) on `source`'s `split`, in global
         batches of `batch_size`; `detection_labels`: the model's classes where they are not
-        the source's (they are matched by name)."""
+        the source's (their category ids are mapped to the source's)."""
         process = dict(process_index=jax.process_index(), process_count=jax.process_count())
         local_batch = sharding.local_batch_size(batch_size)
         dataset, num_batches = pipeline.eval_dataset(
@@ -187,6 +188,8 @@ def prepare(
     where = model_path.resolve(model)
     if not where.is_run and (dataset is None or split is None):
         raise UserError(f'model {model} is not a training run: give its dataset and split')
+    if dataset is not None and split is None:
+        raise UserError(f'dataset {dataset!r}: give its split too')
     p = loading.load_predictor(model, **predictor_options)
     out = None
     if where.is_run and dataset is None:  # the run's own evaluation data
@@ -196,9 +199,12 @@ def prepare(
         name = p.settings.data.evaluated
         out = where.path / f'eval_{split}.json'
     else:
-        source, name = sources.make_source(dataset, **(dataset_options or {})), dataset
+        source, name = settings_lib.make_source(dataset, dataset_options or {}), dataset
         batch_size = batch_size or jax.device_count()
-    detection_labels = None if p.label_map == source.label_map else p.label_map
+    # classes of the same names in the same order are the same classes, whatever ids the two
+    # formats give them (YOLO's 0..K-1, the others' 1..K)
+    same = p.label_map.names == source.label_map.names
+    detection_labels = None if same else p.label_map
     config = p.settings.evaluation if p.settings else coco_metrics.EvaluationConfig()
     evaluation = SplitEvaluation.make(
         p.graphdef,

@@ -61,7 +61,7 @@ def conv(
     mixed = {}
     if output_dtype is not None and jnp.dtype(output_dtype) != jnp.dtype(dtype):
         if not use_bias:  # the bias add is what makes the result output_dtype
-            raise UserError('conv: output_dtype other than dtype needs use_bias=True')
+            raise ValueError('conv: output_dtype other than dtype needs use_bias=True')
         mixed = dict(promote_dtype=_operands_in(dtype))
         dtype = output_dtype
     return nnx.Conv(

@@ -4,12 +4,13 @@
 
 Every variable of `target` whose path (backbone.layer1.0.conv1.kernel, fpn..., heads...) and
 shape match a variable of `source` takes its value (cast to the target's dtype; a frozen batch
-norm's statistics fill a trainable one's, and back). Where the class counts differ, the class
-output conv (classification_head.output, channel a * K + k for anchor a and class k) keeps its
-fresh initialisation (normal(0.01) weights, the prior bias -log((1 - pi) / pi)), except the
-channels of classes named in both `source_names` and `target_names`, which take the source's
-(say, person and car out of COCO's 91). What is not loaded is returned, one 'path: why' each,
-for the one line the caller prints.
+norm's statistics fill a trainable one's, and back). The class output conv
+(classification_head.output, channel a * K + k for anchor a and class k) goes by name where
+both `source_names` and `target_names` are known and differ: it keeps its fresh initialisation
+(normal(0.01) weights, the prior bias -log((1 - pi) / pi)) except the channels of classes named
+in both, which take the source's (say, person and car out of COCO's 91; or the same classes in
+another order). Where names are unknown it is loaded only if its shape matches. What is not
+loaded is returned, one 'path: why' each, for the one line the caller prints.
 """
 
 import numpy as np
@@ -38,13 +39,16 @@ def transfer(
             continue
         value = np.asarray(found[path][...])
         shape = tuple(variable.shape)
+        by_name = tuple(path[:2]) == CLASS_OUTPUT and source_names and target_names
+        if by_name and list(source_names) != list(target_names):
+            mixed = _class_rows(np.asarray(variable[...]), value, rows, len(target_names))
+            if mixed is not None:
+                updates.append((path, variable.replace(mixed.astype(variable.dtype))))
+                kept = ', '.join(target_names[k] for k, _ in rows) or 'no class'
+                not_loaded.append(f'{name}: the rows of {kept} only ({value.shape} -> {shape})')
+                continue
         if value.shape == shape:
             updates.append((path, variable.replace(value.astype(variable.dtype))))
-        elif tuple(path[:2]) == CLASS_OUTPUT and rows and value.shape[:-1] == shape[:-1]:
-            mixed = _class_rows(np.asarray(variable[...]), value, rows, len(target_names))
-            updates.append((path, variable.replace(mixed.astype(variable.dtype))))
-            kept = ', '.join(target_names[k] for k, _ in rows)
-            not_loaded.append(f'{name}: the rows of {kept} only ({value.shape} -> {shape})')
         else:
             not_loaded.append(f'{name}: shape {value.shape} in the source, {shape} here')
     nnx.update(target, nnx.from_flat_state(updates))
@@ -59,13 +63,13 @@ def _shared_classes(source_names, target_names) -> list[tuple[int, int]]:
     return [(k, where[name]) for k, name in enumerate(target_names) if name in where]
 
 
-def _class_rows(fresh: np.ndarray, value: np.ndarray, rows, num_target: int) -> np.ndarray:
+def _class_rows(fresh: np.ndarray, value: np.ndarray, rows, num_target: int):
     """`fresh` with the channels of shared classes taken from `value` (last axis: anchor-major,
-    a * K + k); the anchor count is the same on both sides."""
+    a * K + k); None where the layers differ in more than their class count."""
     num_anchors = fresh.shape[-1] // num_target
     num_source = value.shape[-1] // num_anchors
-    if num_anchors * num_source != value.shape[-1]:
-        return fresh
+    if num_anchors * num_source != value.shape[-1] or value.shape[:-1] != fresh.shape[:-1]:
+        return None
     out = fresh.copy()
     for a in range(num_anchors):
         for k, j in rows:

@@ -4,7 +4,8 @@
       labels [N] | None) -> (indices [max_output] int32, kept [max_output] bool)
   batched_nms(...)      class-aware: boxes of different labels never suppress each other
   batched_nms_op(...)   batched_nms as the primitive `nms_p`, which exporters map to their own
-                        NMS operator (deploy.py: ONNX NonMaxSuppression); post-processing uses it
+                        NMS operator (inference/export.py: ONNX's NonMaxSuppression);
+                        post-processing uses it
 
 Best score first; among equal scores the lower index wins; N may be 0. IoU is computed in
 float32 or wider whatever the boxes' dtype.
@@ -91,7 +92,7 @@ def batched_nms_op(
 ) -> tuple[jax.Array, jax.Array]:
     """`batched_nms` as the one primitive `nms_p`: the same greedy NMS in JAX (any number of
     leading batch dimensions: boxes [..., N, 4], scores / labels / valid [..., N], labels in
-    [0, num_classes)), and ONNX's NonMaxSuppression in an ONNX export (deploy.py)."""
+    [0, num_classes)), and ONNX's NonMaxSuppression in an ONNX export (inference/export.py)."""
     scores = jnp.asarray(scores, jnp.float32)
     if valid is not None:
         scores = jnp.where(valid, scores, -jnp.inf)
@@ -108,8 +109,9 @@ def batched_nms_op(
 
 
 # The class-aware greedy NMS as one primitive, so that exporters can map it to their own NMS
-# operator (deploy.py: ONNX NonMaxSuppression). In JAX it is `nms` (any number of leading batch
-# dimensions, vmap-able, lowered for jit and jax.export). Scores of -inf are not candidates.
+# operator (inference/export.py: ONNX NonMaxSuppression). In JAX it is `nms` (any number of
+# leading batch dimensions, vmap-able, lowered for jit and jax.export). Scores of -inf are not
+# candidates.
 nms_p = jax.extend.core.Primitive('retinanet_nms')
 nms_p.multiple_results = True
 

@@ -86,7 +86,7 @@ def postprocess_image(
         cand_label.append(idx - anchor * num_classes)
         start += size
     if start != cls_logits.shape[0]:
-        raise UserError(
+        raise ValueError(  # our own inconsistency: a bug, with its traceback
             f'postprocess: anchors_per_level sum to {start}, but R = {cls_logits.shape[0]}'
         )
     logits = jnp.concatenate(cand_logits)

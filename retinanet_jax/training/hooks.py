@@ -136,7 +136,7 @@ class InputWait(Hook):
         if self.share > self.warn_above and not self.warned and self.enabled:
             self.warned = True
             tqdm.write(
-                f'train.py: warning: the steps waited for their batches {self.share:.0%} of the '
+                f'warning: the steps waited for their batches {self.share:.0%} of the '
                 f'time up to step {result.step}: the input pipeline (decoding and augmentation '
                 'on the host) is slower than the train step. Give it worker processes '
                 '(--config.data.read_workers; -1, the default, is one per core on a GPU), more '

@@ -25,8 +25,6 @@ from tensorboard.plugins.image import metadata as image_metadata
 from tensorboard.plugins.scalar import metadata as scalar_metadata
 from tensorboard.summary.writer.record_writer import RecordWriter
 
-from retinanet_jax.errors import UserError
-
 _WRITERS = itertools.count()
 
 
@@ -71,7 +69,7 @@ class MetricWriter:
         for tag, batch in images.items():
             batch = np.asarray(batch)
             if batch.ndim != 4 or batch.shape[-1] != 3 or batch.dtype != np.uint8:
-                raise UserError(
+                raise ValueError(
                     f'MetricWriter.images: {tag} must be uint8 [N, H, W, 3], got '
                     f'{batch.dtype} {batch.shape}'
                 )

@@ -118,7 +118,10 @@ def init_detector(graph: TrainGraph, state: dict, path: str, mesh, names) -> dic
     every tensor whose name and shape match; the rows of the classes named in both, `names`
     being this run's classes), with one line on what was not loaded."""
     model = nnx.merge(graph.model, state['model'])
-    source, source_names = loading.load_detector(path)
+    try:
+        source, source_names = loading.load_detector(path)
+    except UserError as e:
+        raise UserError(f'config.init.detector={path}: {e}') from None
     not_loaded = transfer(model, source, source_names, tuple(names))
     total = len(nnx.to_flat_state(nnx.state(model)))
     what = '; '.join(not_loaded) if not_loaded else 'nothing'
