@@ -25,14 +25,7 @@ import math
 from pathlib import Path
 
 from retinanet_jax.data import images, label_maps
-from retinanet_jax.data.file_source import (
-    FileSource,
-    check_files,
-    check_fractions,
-    make_record,
-    relative_keys,
-    split_records,
-)
+from retinanet_jax.data.file_source import FileSource, make_record, per_split, relative_keys
 from retinanet_jax.errors import MissingFile, UserError
 
 COLUMNS = ('image_path', 'xmin', 'ymin', 'xmax', 'ymax', 'label')
@@ -49,13 +42,7 @@ class CsvSource(FileSource):
     name: str = 'csv'
 
     def __post_init__(self):
-        files = self.files
-        if isinstance(files, str | Path):
-            if self.split_fractions is None:
-                raise UserError('csv: one file needs split_fractions (or give files per split)')
-            files = {'all': files}
-        if not isinstance(files, dict) or not files:
-            raise UserError(f'csv: files must map split -> CSV file, got {self.files!r}')
+        files = per_split(self.files, self.split_fractions, self.name, 'CSV file')
         rows = {split: _read_rows(Path(f)) for split, f in files.items()}
         names = self._names(rows)
         self.label_map = label_maps.LabelMap.contiguous(tuple(names))
@@ -66,21 +53,8 @@ class CsvSource(FileSource):
                 r['file'] = folders[split] / r['image_path']
         keys = relative_keys(sorted({r['file'] for s in rows.values() for r in s}))
         ids = {key: k for k, key in enumerate(sorted(keys.values()))}
-        self._splits = {}
-        for split, split_rows in rows.items():
-            records = self._records(split_rows, keys, ids, index)
-            self._splits[split] = check_files(
-                f'csv {files[split]}', records, self.verify_images, False, self.name
-            )
-        if self.split_fractions is not None:
-            fractions = check_fractions(self.split_fractions, self.name)
-            pooled = {r['key']: r for s in self._splits.values() for r in s}
-            self._splits = split_records([pooled[k] for k in sorted(pooled)], fractions)
-
-    def split_records(self, split):
-        if split not in self._splits:
-            raise UserError(f'csv: no split {split!r}; known: {sorted(self._splits)}')
-        return self._splits[split]
+        records = {s: self._records(r, keys, ids, index) for s, r in rows.items()}
+        self.set_splits(records, self.split_fractions)
 
     def _names(self, rows: dict) -> list[str]:
         used = sorted({r['label'] for split in rows.values() for r in split if r['label']})

@@ -23,6 +23,7 @@ import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -32,13 +33,32 @@ from retinanet_jax.errors import MissingFile, UserError
 
 
 class FileSource(Source):
-    """A source of image files: subclasses set `label_map`, `name`, `exif` and implement
-    `split_records(split)` (the split's records, in order)."""
+    """A source of image files: subclasses set `label_map`, `name`, `exif` and either read every
+    split at once and hand the records to `set_splits`, or implement `split_records(split)`
+    (the split's records, in order) themselves."""
 
     exif: str = 'ignore'
+    verify_images: bool = True
+    aliases: ClassVar[dict] = {}  # another name a split is reached by: {'validation': 'val'}
+
+    def set_splits(self, records: dict[str, list[dict]], fractions: dict | None) -> None:
+        """The splits: {split: records}, their files checked (check_files); with `fractions`
+        (split -> fraction) every record pooled and split by its key's hash instead."""
+        self._splits = {
+            split: check_files(f'{self.name} {split}', r, self.verify_images, False, self.name)
+            for split, r in records.items()
+        }
+        if fractions is not None:
+            fractions = check_fractions(fractions, self.name)
+            pooled = {r['key']: r for s in self._splits.values() for r in s}
+            self._splits = split_records([pooled[k] for k in sorted(pooled)], fractions)
 
     def split_records(self, split: str) -> list[dict]:
-        raise NotImplementedError
+        if split not in self._splits and self.aliases.get(split) in self._splits:
+            split = self.aliases[split]
+        if split not in self._splits:
+            raise UserError(f'{self.name}: no split {split!r}; known: {sorted(self._splits)}')
+        return self._splits[split]
 
     def num_examples(self, split: str) -> int:
         return len(self.split_records(split))
@@ -80,6 +100,18 @@ class FileSource(Source):
                 'is_crowd': r['is_crowd'],
                 'area': r['area'],
             }
+
+
+def per_split(value, fractions, name: str, what: str) -> dict:
+    """{split: value}: `value` as given where it maps splits to files or folders; one file or
+    folder (a str or Path) is the whole set, {'all': value}, and needs `fractions` to split."""
+    if isinstance(value, str | Path):
+        if fractions is None:
+            raise UserError(f'{name}: one {what} needs split_fractions (or give one per split)')
+        return {'all': value}
+    if not isinstance(value, dict) or not value:
+        raise UserError(f'{name}: give a {what} per split (split -> {what}), got {value!r}')
+    return value
 
 
 def make_record(image_id: int, file: Path, key: str, height, width, objects: list) -> dict:

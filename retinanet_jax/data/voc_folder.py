@@ -32,14 +32,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from retinanet_jax.data import images, label_maps
-from retinanet_jax.data.file_source import (
-    FileSource,
-    check_files,
-    check_fractions,
-    make_record,
-    relative_keys,
-    split_records,
-)
+from retinanet_jax.data.file_source import FileSource, make_record, per_split, relative_keys
 from retinanet_jax.errors import MissingFile, UserError
 
 COORDINATES = ('voc', 'pixels')
@@ -71,24 +64,14 @@ class VocFolderSource(FileSource):
         index = {n: k for k, n in enumerate(names)}
         keys = sorted({key for f in files.values() for _, _, key in f})
         ids = {key: k for k, key in enumerate(keys)}  # an image's id: in every split the same
-        self._splits = {}
-        for split, entries in files.items():
-            records = [
+        records = {
+            split: [
                 self._record(ids[key], image, xml, key, p, index)
                 for (image, xml, key), p in zip(entries, parsed[split], strict=True)
             ]
-            self._splits[split] = check_files(
-                f'voc_folder {split}', records, self.verify_images, False, self.name
-            )
-        if self.split_fractions is not None:
-            fractions = check_fractions(self.split_fractions, self.name)
-            pooled = [r for s in self._splits.values() for r in s]
-            self._splits = split_records(sorted(pooled, key=lambda r: r['key']), fractions)
-
-    def split_records(self, split):
-        if split not in self._splits:
-            raise UserError(f'voc_folder: no split {split!r}; known: {sorted(self._splits)}')
-        return self._splits[split]
+            for split, entries in files.items()
+        }
+        self.set_splits(records, self.split_fractions)
 
     def _annotated_files(self) -> dict[str, list]:
         if self.root is not None:
@@ -107,13 +90,7 @@ class VocFolderSource(FileSource):
                 stems = [line.split()[0] for line in s.read_text().splitlines() if line.strip()]
                 out[s.stem] = [(None, root / 'Annotations' / f'{x}.xml', x) for x in stems]
             return out
-        folders = self.folders
-        if isinstance(folders, str | Path):
-            if self.split_fractions is None:
-                raise UserError('voc_folder: one folder needs split_fractions (or give folders)')
-            folders = {'all': folders}
-        if not isinstance(folders, dict) or not folders:
-            raise UserError(f'voc_folder: folders must map split -> folder, got {folders!r}')
+        folders = per_split(self.folders, self.split_fractions, self.name, 'folder')
         out = {split: _flat_folder(Path(folder)) for split, folder in folders.items()}
         keys = relative_keys([image for entries in out.values() for image, _, _ in entries])
         return {s: [(i, x, keys[i]) for i, x, _ in entries] for s, entries in out.items()}

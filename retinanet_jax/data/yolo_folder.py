@@ -25,18 +25,12 @@ outside [0, 1] (ultralytics refuses those too), a negative size, a missing image
 import dataclasses
 import math
 from pathlib import Path
+from typing import ClassVar
 
 import yaml
 
 from retinanet_jax.data import images, label_maps
-from retinanet_jax.data.file_source import (
-    FileSource,
-    check_files,
-    check_fractions,
-    make_record,
-    relative_keys,
-    split_records,
-)
+from retinanet_jax.data.file_source import FileSource, make_record, relative_keys
 from retinanet_jax.errors import MissingFile, UserError
 
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
@@ -51,6 +45,7 @@ class YoloFolderSource(FileSource):
     exif: str = 'apply'
     verify_images: bool = True
     name: str = 'yolo_folder'
+    aliases: ClassVar[dict] = ALIASES
 
     def __post_init__(self):
         if not self.data_yaml:
@@ -79,23 +74,10 @@ class YoloFolderSource(FileSource):
         files = {split: _split_images(path, root, f) for split, f in folders.items()}
         keys = relative_keys(sorted({f for fs in files.values() for f in fs}))
         ids = {key: k for k, key in enumerate(sorted(keys.values()))}
-        self._splits = {}
-        for split, fs in files.items():
-            records = [self._record(ids[keys[f]], f, keys[f]) for f in fs]
-            self._splits[split] = check_files(
-                f'yolo_folder {split}', records, self.verify_images, False, self.name
-            )
-        if self.split_fractions is not None:
-            fractions = check_fractions(self.split_fractions, self.name)
-            pooled = {r['key']: r for s in self._splits.values() for r in s}
-            self._splits = split_records([pooled[k] for k in sorted(pooled)], fractions)
-
-    def split_records(self, split):
-        if split not in self._splits and ALIASES.get(split) in self._splits:
-            split = ALIASES[split]
-        if split not in self._splits:
-            raise UserError(f'yolo_folder: no split {split!r}; known: {sorted(self._splits)}')
-        return self._splits[split]
+        records = {
+            s: [self._record(ids[keys[f]], f, keys[f]) for f in fs] for s, fs in files.items()
+        }
+        self.set_splits(records, self.split_fractions)
 
     def _record(self, image_id: int, image: Path, key: str) -> dict:
         label_file = label_path(image)
