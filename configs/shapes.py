@@ -64,6 +64,11 @@ def get_config() -> ml_collections.ConfigDict:
     )
     c.loss = 'paper'
     c.postprocess = ml_collections.ConfigDict({'max_detections': 100})
+    # COCO's AP / AR at up to 100 detections an image (dense scenes: more, with as many in
+    # postprocess.max_detections), and precision / recall / F1 at an IoU and a score threshold.
+    c.evaluation = ml_collections.ConfigDict(
+        {'max_detections': (1, 10, 100), 'pr_iou': 0.5, 'pr_score_threshold': 0.3}
+    )
     c.optim = ml_collections.ConfigDict(
         {
             'name': 'adamw',

@@ -235,7 +235,10 @@ def test_every_command_that_takes_a_model_takes_run_best(tmp_path, best_run, cap
     Image.new('RGB', (80, 60), (90, 120, 200)).save(images / 'a.png')
     runs = {
         'predict': (predict, [f'--images={images}', f'--out={tmp_path / "predicted"}']),
-        'evaluate': (evaluate, [f'--out={tmp_path / "eval.json"}', '--weights=raw']),
+        'evaluate': (
+            evaluate,
+            [f'--out={tmp_path / "eval.json"}', '--weights=raw', '--pr_iou=0.4'],
+        ),
         'analyze': (analyze, [f'--out={tmp_path / "analysis"}', '--worst=1']),
         'export': (
             export,
@@ -250,7 +253,8 @@ def test_every_command_that_takes_a_model_takes_run_best(tmp_path, best_run, cap
     evaluated = json.loads((tmp_path / 'eval.json').read_text())
     assert evaluated['step'] == best_step and evaluated['model'] == best
     np.testing.assert_allclose(evaluated['val_loss'], scores[best_step], rtol=1e-5)
+    assert {'P', 'R', 'F1', 'best_F1', 'best_F1_score'} <= set(evaluated)
     analysed = json.loads((tmp_path / 'analysis' / 'metrics.json').read_text())
-    assert {'AP', 'val_loss'} <= set(analysed)
+    assert {'AP', 'val_loss', 'F1'} <= set(analysed)
     manifest = json.loads((tmp_path / 'export' / 'export.json').read_text())
     assert list(manifest['files']) == ['stablehlo']

@@ -7,6 +7,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from retinanet_jax.data import label_maps, shapes
+from retinanet_jax.evaluation import precision_recall
 from retinanet_jax.evaluation.coco_metrics import (
     STAT_NAMES,
     CocoEvaluator,
@@ -53,8 +54,10 @@ def test_perfect_predictions_score_one():
     evaluator.add_batch(*detections_from(examples))
     metrics = evaluator.metrics()
     per_class = {f'{stat}/{n}' for stat in ('AP', 'AP50', 'AP75') for n in LABELS.names}
-    assert set(metrics) == set(STAT_NAMES) | per_class
+    field = set(precision_recall.metric_names(LABELS.names))  # P, R, F1 (test_precision_recall)
+    assert set(metrics) == set(STAT_NAMES) | per_class | field
     assert metrics['AP'] == pytest.approx(1.0) and metrics['AP50'] == pytest.approx(1.0)
+    assert metrics['P'] == metrics['R'] == metrics['F1'] == metrics['best_F1'] == 1.0
     assert metrics['AR100'] == pytest.approx(1.0)
     assert 'AP50' in format_table(metrics)
 

@@ -212,7 +212,7 @@ def command_help(name: str) -> tuple[str, set[str]]:
 SHARED = {  # the shared flags each command takes (commands/command.py)
     'train': {'config', 'workdir', 'compilation_cache'},
     'predict': {'model', 'weights', 'variant', 'short_side', 'max_side', 'compilation_cache'},
-    'evaluate': {'model', 'weights', 'split', 'dataset', 'dataset_options', 'batch_size'},
+    'evaluate': {'model', 'weights', 'split', 'dataset', 'batch_size', 'pr_iou'},
     'analyze': {'model', 'weights', 'split', 'dataset', 'dataset_options', 'compilation_cache'},
     'export': {'model', 'weights', 'variant', 'compilation_cache'},
     'convert': {'input', 'output', 'variant'},
@@ -281,3 +281,27 @@ def test_the_entry_points_list_and_run_the_commands_and_only_user_errors_are_one
     argv = ['anchors', '--config=configs/smoke.py', '--max_images=2', f'--out={tmp_path}/no/x.json']
     assert command.run(anchors, argv, 'anchors') == 1  # a path that cannot be written: one line
     assert 'ValueError: an injected bug' in injected.stderr
+
+
+@pytest.mark.parametrize('config', ['configs/shapes.py', 'configs/coco.py', 'configs/voc.py'])
+def test_the_documented_evaluation_and_init_overrides_parse_on_the_shipped_configs(config):
+    """README: --config.evaluation.max_detections (dense scenes), pr_iou / pr_score_threshold,
+    --config.init.detector (fine-tuning), --config.postprocess.max_detections."""
+    from absl import flags
+
+    from retinanet_jax.commands import command
+
+    argv = [
+        'train.py',
+        f'--config={config}',
+        '--config.evaluation.max_detections=(1,10,1000)',
+        '--config.evaluation.pr_iou=0.4',
+        '--config.postprocess.max_detections=1000',
+        '--config.init.detector=/models/retinanet.pth',
+    ]
+    fv = flags.FlagValues()
+    command.define_config_flag(fv, argv)
+    fv(argv)
+    c = fv.config
+    assert c.evaluation.max_detections == (1, 10, 1000) and c.evaluation.pr_iou == 0.4
+    assert c.postprocess.max_detections == 1000 and c.init.detector == '/models/retinanet.pth'

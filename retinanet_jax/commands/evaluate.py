@@ -1,4 +1,4 @@
-"""Evaluate a model on a dataset split: COCO metrics and validation loss, as a table and JSON.
+"""Evaluate a model on a dataset split: COCO metrics, P / R / F1 and validation loss.
 
   python -m retinanet_jax evaluate --model=/tmp/shapes [--split=validation]
   python -m retinanet_jax evaluate --model=/tmp/shapes:best
@@ -10,8 +10,9 @@
 dataset; a workdir whose checkpoints do not match its config is refused with a reason), a model
 directory from the convert command, or a torchvision state dict file (these need --dataset and
 --split). Every image of the split is evaluated once (progress bar), as training evaluates: the
-metrics are printed and written to --out (default for a training run:
-<workdir>/eval_<split>.json).
+metrics (COCO's AP and AR, precision, recall and F1 at --pr_iou and --pr_score_threshold with
+the best-F1 score threshold, the validation loss) are printed and written to --out (default
+for a training run: <workdir>/eval_<split>.json).
 """
 
 import json
@@ -29,11 +30,24 @@ def define_flags(fv: flags.FlagValues) -> None:
     command.define_cache_flag(fv)
     command.define_split_flags(fv)
     flags.DEFINE_string('out', None, 'write the metrics here as JSON', flag_values=fv)
+    flags.DEFINE_float(
+        'pr_iou',
+        None,
+        "precision / recall / F1: IoU of a hit (default: the run's, or 0.5)",
+        flag_values=fv,
+    )
+    flags.DEFINE_float(
+        'pr_score_threshold',
+        None,
+        "precision / recall / F1: the score a detection needs (default: the run's, or 0.3)",
+        flag_values=fv,
+    )
     flags.mark_flags_as_required(['model'], flag_values=fv)
 
 
 def main(f: flags.FlagValues) -> None:
     options = command.split_options(f) | command.model_options(f)
+    options |= dict(pr_iou=f.pr_iou, pr_score_threshold=f.pr_score_threshold)
     evaluate_run(f.model, f.split, out=f.out, **options)
 
 

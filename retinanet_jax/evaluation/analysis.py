@@ -51,6 +51,7 @@ def analyze_run(
         raise UserError(f'score_threshold must be in [0, 1], got {score_threshold}')
     if worst < 0:
         raise UserError(f'worst must be >= 0, got {worst}')
+    options |= dict(pr_iou=iou, pr_score_threshold=score_threshold)  # P / R / F1 alike
     e = split_evaluation.prepare(model, split, **options)
     metrics = e.run()
     rows, image_ids = e.evaluator.detections()

@@ -21,6 +21,9 @@ Metrics (EvaluationConfig; the defaults are COCO's and give its 12 numbers):
   AR1 AR10 AR100  recall at each max_detections; ARs ARm ARl at the most detections
   AP/<class>, AP50/<class>, AP75/<class>   per category (as detectron2's COCOEvaluator)
   VOC_AP50      on VOC sources: PASCAL VOC's own AP50 (voc_metric.py)
+  P R F1 best_F1 best_F1_score, P/<class> R/<class> F1/<class>   precision, recall and F1 at
+                pr_iou and pr_score_threshold, and the best F1 over score thresholds
+                (precision_recall.py)
 -1 where a number is undefined (no ground truth of that kind), as pycocotools.
 """
 
@@ -36,6 +39,7 @@ from pycocotools.cocoeval import COCOeval
 from retinanet_jax import sharding
 from retinanet_jax.data.label_maps import LabelMap
 from retinanet_jax.errors import UserError
+from retinanet_jax.evaluation import precision_recall
 from retinanet_jax.evaluation.voc_metric import voc_ap50
 
 STAT_NAMES = (
@@ -66,8 +70,11 @@ class EvaluationConfig:
     """pycocotools' parameters. Area ranges: (name, min area, max area); the first is 'all'."""
 
     iou_thresholds: tuple[float, ...] = tuple(round(0.5 + 0.05 * i, 2) for i in range(10))
-    max_detections: tuple[int, ...] = (1, 10, 100)
+    max_detections: tuple[int, ...] = (1, 10, 100)  # more for dense scenes: (1, 10, 1000)
     area_ranges: tuple[tuple[str, float, float], ...] = COCO_AREAS
+    # Precision, recall and F1 (precision_recall.py) at this IoU and score threshold.
+    pr_iou: float = 0.5
+    pr_score_threshold: float = 0.3
 
     def __post_init__(self):
         if not self.iou_thresholds or not all(0 < t < 1 for t in self.iou_thresholds):
@@ -78,6 +85,11 @@ class EvaluationConfig:
             raise UserError(f'EvaluationConfig.max_detections must be >= 1: {self.max_detections}')
         if not self.area_ranges or self.area_ranges[0][0] != 'all':
             raise UserError("EvaluationConfig.area_ranges must start with ('all', 0, 1e10)")
+        if not 0 < self.pr_iou < 1 or not 0 <= self.pr_score_threshold <= 1:
+            raise UserError(
+                'EvaluationConfig.pr_iou must be in (0, 1) and pr_score_threshold in [0, 1]: '
+                f'{self.pr_iou}, {self.pr_score_threshold}'
+            )
 
 
 class CocoEvaluator:
@@ -161,7 +173,11 @@ class CocoEvaluator:
             metrics['VOC_AP50'] = voc_ap50(
                 rows, self.coco_gt.dataset, sorted(set(image_ids)), self.voc_ap50 == '11_point'
             )
-        return metrics
+        c = self.config
+        labels = self.dataset_label_map
+        return metrics | precision_recall.field_metrics(
+            self.coco_gt.dataset, rows, image_ids, labels, c.pr_iou, c.pr_score_threshold
+        )
 
     def pr_curves(self, iou: float) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """{class name: (recall [101], precision [101])} of the last `metrics()` at IoU `iou`
@@ -196,7 +212,9 @@ class CocoEvaluator:
             for stat, iou in PER_CLASS
             if iou is None or np.isclose(self.config.iou_thresholds, iou).any()
         ]
-        return [*stat_names(self.config), *per_class, *(['VOC_AP50'] if self.voc_ap50 else [])]
+        voc = ['VOC_AP50'] if self.voc_ap50 else []
+        field = precision_recall.metric_names(self.dataset_label_map.names)
+        return [*stat_names(self.config), *per_class, *voc, *field]
 
     def _per_class(self, results: dict, category_ids: list[int]) -> dict[str, float]:
         names = dict(
@@ -365,8 +383,9 @@ def format_table(metrics: dict[str, float]) -> str:
     if not classes:
         return table
     width = max(5, *(len(c) for c in classes))
-    rows = [f'{"class":<{width}}     AP   AP50   AP75']
+    stats = ('AP', 'AP50', 'AP75', 'P', 'R', 'F1')
+    rows = [f'{"class":<{width}} ' + ' '.join(f'{s:>6}' for s in stats)]
     for c in classes:
-        values = [metrics.get(f'{stat}/{c}', -1.0) for stat in ('AP', 'AP50', 'AP75')]
+        values = [metrics.get(f'{stat}/{c}', -1.0) for stat in stats]
         rows.append(f'{c:<{width}} ' + ' '.join(f'{v:6.3f}' for v in values))
     return table + '\n' + '\n'.join(rows)

@@ -180,11 +180,14 @@ def prepare(
     dataset: str | None = None,
     dataset_options: dict | None = None,
     batch_size: int | None = None,
+    pr_iou: float | None = None,
+    pr_score_threshold: float | None = None,
     **predictor_options,
 ) -> Prepared:
     """`model` (model_path.resolve) ready to evaluate on a split: a training run on its own
     evaluation data unless `dataset` is given; any other model needs `dataset` and `split`.
-    `predictor_options`: loading.load_predictor's."""
+    `pr_iou` / `pr_score_threshold`: those of precision, recall and F1 where given (else the
+    run's config.evaluation, or 0.5 / 0.3). `predictor_options`: loading.load_predictor's."""
     where = model_path.resolve(model)
     if not where.is_run and (dataset is None or split is None):
         raise UserError(f'model {model} is not a training run: give its dataset and split')
@@ -206,6 +209,8 @@ def prepare(
     same = p.label_map.names == source.label_map.names
     detection_labels = None if same else p.label_map
     config = p.settings.evaluation if p.settings else coco_metrics.EvaluationConfig()
+    changes = dict(pr_iou=pr_iou, pr_score_threshold=pr_score_threshold)
+    config = dataclasses.replace(config, **{k: v for k, v in changes.items() if v is not None})
     evaluation = SplitEvaluation.make(
         p.graphdef,
         p.input,
