@@ -32,6 +32,7 @@ from retinanet_jax.ops import losses, postprocess
 from retinanet_jax.ops.normalization import normalize_images
 
 
+@functools.lru_cache(maxsize=8)
 def eval_graphdef(model_config: ModelConfig) -> nnx.GraphDef:
     """The graphdef of the model in eval mode (running batch-norm statistics), from shapes."""
     model = nnx.eval_shape(lambda: build_retinanet(model_config))
@@ -39,6 +40,7 @@ def eval_graphdef(model_config: ModelConfig) -> nnx.GraphDef:
     return nnx.graphdef(model)
 
 
+@functools.lru_cache(maxsize=8)  # the same arguments again in one process: the same program
 def make_predict_step(
     graphdef: nnx.GraphDef,
     image_hw: tuple[int, int],

@@ -7,9 +7,15 @@ backbone from a torchvision file, and a run's resume.
 with its static structure in a `TrainGraph` (nnx graphdefs), every array replicated on the
 ('data',) mesh. A resumed run restores into train_graph's abstract state and never initialises
 a fresh one (resume_or_create).
+
+A process that builds the same run again (a notebook, a sweep, the tests) reuses the structure
+and the jitted initialiser of the first (functools.lru_cache, keyed by what they depend on: the
+model, seed, optimiser, schedule length, EMA and mesh), so it neither traces nor lowers them
+again; make_train_step and make_predict_step do the same with their programs.
 """
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -39,8 +45,17 @@ class TrainGraph:
 
 def build_modules(settings: settings_lib.Settings):
     """(model, optimizer) of a run, built op by op (inside a trace: jit or eval_shape)."""
-    model = build_retinanet(settings.model, seed=settings.seed)
-    tx = optim.make_optimizer(settings.optim, settings.train_steps)
+    return _build_modules(*_recipe(settings))
+
+
+def _recipe(settings: settings_lib.Settings) -> tuple:
+    """What a run's train state is built from (hashable): model, seed, optimiser, schedule."""
+    return settings.model, settings.seed, settings.optim, settings.train_steps
+
+
+def _build_modules(model_config, seed, optim_config, train_steps):
+    model = build_retinanet(model_config, seed=seed)
+    tx = optim.make_optimizer(optim_config, train_steps)
     return model, nnx.Optimizer(model, tx, wrt=nnx.Param)
 
 
@@ -48,11 +63,17 @@ def train_graph(settings: settings_lib.Settings, mesh) -> tuple[TrainGraph, dict
     """(graph, abstract state) of a run: the static structure and the shape-dtype structs
     (replicated on the mesh) of its train state, from eval_shape: nothing is computed. A
     resumed run restores into the abstract state; a fresh one calls create_state."""
-    model, optimizer = nnx.eval_shape(lambda: build_modules(settings))
-    graph = TrainGraph(nnx.graphdef(model), eval_graphdef(settings.model), nnx.graphdef(optimizer))
+    return _train_graph(_recipe(settings), settings.ema.enabled, mesh)
+
+
+@functools.lru_cache(maxsize=4)
+def _train_graph(recipe: tuple, ema: bool, mesh) -> tuple[TrainGraph, dict]:
+    model, optimizer = nnx.eval_shape(lambda: _build_modules(*recipe))
+    model_config = recipe[0]
+    graph = TrainGraph(nnx.graphdef(model), eval_graphdef(model_config), nnx.graphdef(optimizer))
     rep = sharding.replicated(mesh)
     state = {'model': nnx.state(model), 'optimizer': nnx.state(optimizer)}
-    if settings.ema.enabled:
+    if ema:
         state['ema'] = state['model']
     return graph, jax.tree.map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rep), state
@@ -66,15 +87,21 @@ def create_state(
     mesh (one computation, jit with out_shardings). `graph`: the run's train_graph, where the
     caller has it already (building it traces the whole model)."""
     graph = train_graph(settings, mesh)[0] if graph is None else graph
+    state = _initializer(_recipe(settings), mesh)()
+    return graph, restart_ema(state) if settings.ema.enabled else state
+
+
+@functools.lru_cache(maxsize=4)
+def _initializer(recipe: tuple, mesh):
+    """jit() -> a fresh train state (without its EMA), replicated on the mesh."""
 
     def init():
-        model, optimizer = build_modules(settings)
+        model, optimizer = _build_modules(*recipe)
         return {'model': nnx.state(model), 'optimizer': nnx.state(optimizer)}
 
-    state = jax.jit(
+    return jax.jit(
         init, out_shardings=sharding.replicated(mesh), compiler_options=compiler_options.run_once()
-    )()
-    return graph, restart_ema(state) if settings.ema.enabled else state
+    )
 
 
 @jax.jit

@@ -10,6 +10,8 @@ statistics over the global batch too (synchronised batch norm), because the step
 arrays.
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -30,13 +32,31 @@ def make_train_step(graph: TrainGraph, anchors: np.ndarray, settings: settings_l
 
     batch: 'image' uint8 [B, H, W, 3], 'gt_boxes' float32 [B, M, 4] xyxy, 'gt_labels' int32
     [B, M] (-1 = padding). The model runs in training mode: trainable batch norm normalises
-    with the statistics of the global batch and updates its running statistics."""
-    schedule = optim.make_schedule(settings.optim, settings.train_steps)
-    anchors = jnp.asarray(anchors)
+    with the statistics of the global batch and updates its running statistics.
+
+    The same arguments again in one process give the same jitted step (no new trace)."""
+    anchors = np.asarray(anchors, np.float32)
+    return _train_step(
+        graph,
+        (anchors.shape, anchors.tobytes()),
+        settings.optim,
+        settings.train_steps,
+        settings.loss,
+        settings.ema,
+        settings.skip_nonfinite,
+        mesh,
+    )
+
+
+@functools.lru_cache(maxsize=4)
+def _train_step(graph, anchor_bytes, optim_config, train_steps, loss_config, ema, skip, mesh):
+    schedule = optim.make_schedule(optim_config, train_steps)
+    shape, data = anchor_bytes
+    anchors = jnp.asarray(np.frombuffer(data, np.float32).reshape(shape))
 
     def step(state, batch):
         # The state before the update, kept apart: merge shares variables, which update mutates.
-        before = jax.tree.map(lambda x: x, state) if settings.skip_nonfinite else None
+        before = jax.tree.map(lambda x: x, state) if skip else None
         model = nnx.merge(graph.model, state['model'])
         optimizer = nnx.merge(graph.optimizer, state['optimizer'])
         learning_rate = schedule(optimizer.step[...])  # the rate this update uses
@@ -49,7 +69,7 @@ def make_train_step(graph: TrainGraph, anchors: np.ndarray, settings: settings_l
                 anchors,
                 batch['gt_boxes'],
                 batch['gt_labels'],
-                settings.loss,
+                loss_config,
             )
 
         (loss, aux), grads = nnx.value_and_grad(
@@ -66,11 +86,11 @@ def make_train_step(graph: TrainGraph, anchors: np.ndarray, settings: settings_l
             'positives_per_image': aux['num_positives'] / batch['image'].shape[0],
         }
         new = {'model': nnx.state(model), 'optimizer': nnx.state(optimizer)}
-        if settings.ema.enabled:  # the average of the weights after this update
-            decay = ema_decay(settings.ema, updates_before)
+        if ema.enabled:  # the average of the weights after this update
+            decay = ema_decay(ema, updates_before)
             new['ema'] = update_ema(state['ema'], new['model'], decay)
             metrics['ema_decay'] = decay
-        if settings.skip_nonfinite:  # a non-finite step changes nothing, batch statistics included
+        if skip:  # a non-finite step changes nothing, batch statistics included
             finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
             new = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, before)
             metrics['skipped'] = 1.0 - finite.astype(jnp.float32)
