@@ -25,7 +25,7 @@ BENCHMARKS = {
 SLOW = ('startup', 'convs', 'race', 'faults', 'fed')
 
 
-def main(argv=None) -> int:
+def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog='python -m bench', description=__doc__)
     parser.add_argument('name', choices=[*BENCHMARKS, 'all'])
     parser.add_argument('--quick', action='store_true', help='tiny sizes, few runs (a smoke test)')
@@ -38,7 +38,11 @@ def main(argv=None) -> int:
         help='persistent XLA compilation cache folder (default: the tools\' own; "" for none, '
         'so that first-call figures are real compile times)',
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = make_parser().parse_args(argv)
     from retinanet_jax import compilation_cache
 
     # Children (bench/isolated.py) read the same folder from the environment.

@@ -15,15 +15,22 @@ settings. Everything downstream (train, predict, evaluate, export, bench) takes 
   keep_checkpoints, skip_nonfinite, init_backbone (config.init.backbone), init_detector
   (config.init.detector)
   make_sources(settings) -> (training source, evaluation source), classes checked
+  default_config()      every key of a run's config, with its default (the dataclasses'):
+                        what configs/*.py start from, so `--config.key=value` reaches any key
 
 Every error names the config key at fault ("config.model.norm must be one of ..."); unknown
-keys are refused with the known ones listed.
+keys are refused with the known ones listed. An unset key (None, ml_collections' placeholder)
+takes its default; in `anchors` and `loss`, the preset's value.
 """
 
 import dataclasses
 import json
 import os
+import typing
 from typing import Any
+
+import ml_collections
+from ml_collections import config_dict
 
 from retinanet_jax.data import sources
 from retinanet_jax.data.bad_records import ON_BAD_RECORD
@@ -33,6 +40,7 @@ from retinanet_jax.evaluation.coco_metrics import EvaluationConfig
 from retinanet_jax.models import ModelConfig
 from retinanet_jax.ops.anchors import AnchorConfig
 from retinanet_jax.ops.losses import LossConfig
+from retinanet_jax.ops.matching import MatcherConfig
 from retinanet_jax.ops.postprocess import PostprocessConfig
 from retinanet_jax.training.ema import EmaConfig
 from retinanet_jax.training.optim import OptimConfig
@@ -155,6 +163,8 @@ def from_config(config) -> Settings:
     missing = sorted(k for k in ('model', 'data', 'batch_size', 'train_steps') if k not in c)
     if missing:
         raise UserError(f'the config lacks {missing}')
+    if isinstance(c['data'], dict) and 'dataset' not in c['data']:
+        raise UserError('config.data.dataset is not set: name a source (data/sources.py)')
     seed = c.get('seed', 0)
     init = c.get('init') or {}
     if set(init) - {'backbone', 'detector'}:
@@ -233,12 +243,12 @@ def make_source(name: str, options, key: str = 'dataset_options'):
 
 
 def _plain(value) -> Any:
-    """ConfigDict / FrozenConfigDict -> plain dicts, recursively; placeholders (None) dropped
-    from option dicts by the sections that take them."""
+    """ConfigDict / FrozenConfigDict -> plain dicts, recursively, without their unset keys
+    (None: ml_collections' placeholders), which take their defaults."""
     if hasattr(value, 'to_dict'):
         value = value.to_dict()
     if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
+        return {k: _plain(v) for k, v in value.items() if v is not None}
     if isinstance(value, list):
         return tuple(_plain(v) for v in value)
     return value
@@ -254,11 +264,6 @@ def _section(cls, name: str, values):
         raise UserError(
             f'config.{name} has unknown keys {unknown}; known: {sorted(fields - {"seed"})}'
         )
-    if cls is DataConfig:  # unset placeholders (e.g. data_dir) are not options
-        values = {
-            k: {o: x for o, x in v.items() if x is not None} if k.endswith('options') else v
-            for k, v in values.items()
-        }
     try:
         return cls(**values)
     except (TypeError, ValueError) as e:
@@ -283,11 +288,81 @@ def _preset(cls, name: str, value, presets: tuple[str, ...]):
     if unknown:
         raise UserError(f'config.{name} has unknown keys {unknown}; known: {sorted(fields)}')
     try:
+        if isinstance(changes.get('matcher'), dict):  # loss.matcher: the preset's, changed
+            known = {f.name for f in dataclasses.fields(MatcherConfig)}
+            if set(changes['matcher']) - known:
+                unknown = sorted(set(changes['matcher']) - known)
+                raise UserError(
+                    f'config.{name}.matcher has unknown keys {unknown}; known: {sorted(known)}'
+                )
+            changes['matcher'] = dataclasses.replace(base.matcher, **changes['matcher'])
         return dataclasses.replace(base, **changes)
+    except UserError:
+        raise
     except (TypeError, ValueError) as e:
-        raise UserError(str(e).replace(f'{cls.__name__}', f'config.{name}')) from None
+        message = str(e).replace(f'{cls.__name__}', f'config.{name}')
+        raise UserError(message.replace('MatcherConfig', f'config.{name}.matcher')) from None
 
 
 def to_json(config) -> str:
     """The config as JSON, as written to a run's config.json and read back by from_config."""
     return json.dumps(_plain(config), indent=1)
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """Every key a run's config takes, with its default: the settings dataclasses' own (the one
+    place defaults live). Unset (a typed placeholder, None) where a config must give it
+    (data.dataset, batch_size, train_steps) and, in `anchors` and `loss`, where the preset
+    (`preset`, 'paper' by default) decides. configs/*.py start from it and set what differs;
+    `--config.key=value` reaches every key of every config."""
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    for cls, name in ((ModelConfig, 'model'), (InputConfig, 'input')):
+        c[name] = _defaults(cls, skip=('seed',))
+    c.anchors = {'preset': 'paper', **_unset(AnchorConfig.paper())}
+    c.loss = {'preset': 'paper', **_unset(LossConfig.paper())}
+    for cls, name in (
+        (PostprocessConfig, 'postprocess'),
+        (OptimConfig, 'optim'),
+        (EvaluationConfig, 'evaluation'),
+        (EmaConfig, 'ema'),
+    ):
+        c[name] = _defaults(cls)
+    c.data = _defaults(DataConfig)
+    c.data.dataset = config_dict.placeholder(str)
+    c.init = {'backbone': '', 'detector': ''}
+    c.batch_size = config_dict.placeholder(int)
+    c.train_steps = config_dict.placeholder(int)
+    for f in dataclasses.fields(Settings):
+        if f.default is not dataclasses.MISSING and not f.name.startswith('init_'):
+            c[f.name] = f.default
+    return c
+
+
+def _defaults(cls, skip=()) -> ml_collections.ConfigDict:
+    """A dataclass's fields with their defaults (None ones as typed placeholders)."""
+    values = {}
+    for f in dataclasses.fields(cls):
+        if f.name in skip or f.init is False:
+            continue
+        if f.default_factory is not dataclasses.MISSING:
+            values[f.name] = f.default_factory()
+        elif f.default is None:  # `T | None`: a placeholder of type T
+            kind = next(t for t in typing.get_args(f.type) if t is not type(None))
+            values[f.name] = config_dict.placeholder(typing.get_origin(kind) or kind)
+        elif f.default is not dataclasses.MISSING:
+            values[f.name] = f.default
+    return ml_collections.ConfigDict(values)
+
+
+def _unset(preset) -> dict:
+    """A preset's fields, each unset (a placeholder of its value's type): the preset decides."""
+    values = {}
+    for f in dataclasses.fields(preset):
+        value = getattr(preset, f.name)
+        values[f.name] = (
+            _unset(value)
+            if dataclasses.is_dataclass(value)
+            else config_dict.placeholder(type(value))
+        )
+    return values

@@ -3,6 +3,7 @@ against the evaluation pipeline's, coverage on hand-made boxes, and the report o
 demo: starting from the paper's anchors it proposes the demo's hand-chosen 16-256."""
 
 import dataclasses
+import shlex
 
 import numpy as np
 import pytest
@@ -115,5 +116,12 @@ def test_on_shapes_the_paper_anchors_lead_to_the_demos_hand_chosen_ones(capsys):
     namespace = {'c': config, 'ml_collections': ml_collections}
     exec(snippet, namespace)
     assert settings_lib.from_config(namespace['c']).anchors == proposed
-    # aspect_ratios is no key of configs/shapes.py, so no flag could set it: no flags offered
-    assert 'aspect_ratios' in snippet and '--config.anchors' not in text
+    # the flags offered give the same anchors on the demo's config file
+    from absl import flags
+    from ml_collections import config_flags
+
+    argv = ['anchors', f'--config={shapes.__file__}', *shlex.split(text.split('command line: ')[1])]
+    fv = flags.FlagValues()
+    config_flags.DEFINE_config_file('config', flag_values=fv, sys_argv=argv)
+    fv(argv)
+    assert settings_lib.from_config(fv.config).anchors == proposed

@@ -71,3 +71,39 @@ def test_input_readers_are_checked(changes, message):
     skip = dataclasses.replace(data, on_bad_record='skip')  # its record list is in-process
     assert skip.workers_for('gpu') == 0
     assert dataclasses.replace(data, read_workers=3).workers_for('cpu') == 3
+
+
+def test_the_default_config_holds_every_setting_and_unset_keys_take_their_defaults():
+    """default_config() has a key for every field of every settings section (so any key can be
+    overridden on any config that starts from it); unset ones take the dataclass's default or,
+    in anchors and loss, the preset's; what a run must give is named when missing."""
+    from retinanet_jax.ops.anchors import AnchorConfig
+    from retinanet_jax.ops.losses import LossConfig
+    from retinanet_jax.ops.matching import MatcherConfig
+
+    c = settings.default_config()
+    for section, cls in (('model', settings.ModelConfig), ('data', settings.DataConfig)):
+        assert {f.name for f in dataclasses.fields(cls)} == set(c[section])
+    assert {f.name for f in dataclasses.fields(MatcherConfig)} == set(c.loss.matcher)
+    with pytest.raises(ValueError, match=r"the config lacks \['batch_size', 'train_steps'\]"):
+        settings.from_config(c)
+    c.batch_size, c.train_steps = 2, 10
+    with pytest.raises(ValueError, match=r'config\.data\.dataset is not set'):
+        settings.from_config(c)
+    c.data.dataset = 'shapes'
+    s = settings.from_config(c)
+    assert s.anchors == AnchorConfig.paper() and s.loss == LossConfig.paper()
+    assert s.model == settings.ModelConfig() and s.skip_nonfinite == 0
+    c.anchors.preset, c.loss.preset, c.loss.gamma = 'torchvision', 'torchvision_v2', 1.5
+    c.loss.matcher.positive_threshold = 0.6
+    s = settings.from_config(c)
+    assert s.anchors == AnchorConfig.torchvision()
+    v2 = LossConfig.torchvision_v2()
+    matcher = dataclasses.replace(v2.matcher, positive_threshold=0.6)
+    assert s.loss == dataclasses.replace(v2, gamma=1.5, matcher=matcher)
+    with pytest.raises(ValueError, match=r"config\.loss\.matcher has unknown keys \['iou'\]"):
+        settings.from_config({**c.to_dict(), 'loss': {'matcher': {'iou': 0.5}}})
+    # a run's config.json, written and read back, gives the same settings
+    import json
+
+    assert settings.from_config(json.loads(settings.to_json(c))) == s

@@ -483,3 +483,26 @@ def test_non_finite_steps_are_skipped_counted_and_too_many_stop_naming_the_image
             np.testing.assert_array_equal(saved[skipped][key], saved[skipped - 1][key], key)
     kernel = next(k for k in saved[1] if 'head' in k and 'kernel' in k)  # trained (not frozen)
     assert not np.array_equal(saved[3][kernel], saved[2][kernel])  # step 3 trained
+
+
+def test_a_run_built_again_in_one_process_reuses_its_programs():
+    """The same settings give the same train graph, initialiser, train step and predict step
+    objects (no new trace); a change they depend on gives new ones."""
+    import dataclasses
+
+    from retinanet_jax import sharding
+    from retinanet_jax.inference.predictor import make_predict_step
+
+    s, mesh = settings.from_config(smoke.get_config()), sharding.make_mesh()
+    graph = train_state.train_graph(s, mesh)[0]
+    assert train_state.train_graph(s, mesh)[0] is graph
+    anchors = np.asarray(anchor_lib.generate_anchors(s.image_hw, s.anchors))
+    step = train_step.make_train_step(graph, anchors, s, mesh)
+    assert train_step.make_train_step(graph, anchors.copy(), s, mesh) is step
+    longer = dataclasses.replace(s, train_steps=s.train_steps + 1)  # another schedule
+    assert train_state.train_graph(longer, mesh)[0] is not graph
+    assert train_step.make_train_step(graph, anchors, longer, mesh) is not step
+    predict = make_predict_step(graph.eval_model, s.image_hw, s.anchors, s.postprocess, mesh)
+    assert make_predict_step(graph.eval_model, s.image_hw, s.anchors, s.postprocess, mesh) is (
+        predict
+    )

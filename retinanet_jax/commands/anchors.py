@@ -46,9 +46,13 @@ def report(config, split: str | None, max_images: int, out: str | None) -> None:
     from retinanet_jax.evaluation import anchor_fit
 
     result = anchor_fit.report(settings_lib.from_config(config), split, max_images)
-    anchors = config.get('anchors')
-    has_keys = set(anchors.keys()) if hasattr(anchors, 'keys') else set()
-    print(anchor_fit.format_report(result, has_keys))
+    anchors = config.get('anchors')  # a preset name in a config of old, or a dict
+    set_keys = (
+        {k for k, v in anchors.items() if v is not None and k != 'preset'}
+        if hasattr(anchors, 'items')
+        else set()
+    )
+    print(anchor_fit.format_report(result, set_keys))
     if out:
         with open(out, 'w') as file:
             json.dump(anchor_fit.to_json(result), file, indent=1)

@@ -21,6 +21,8 @@ The shared flags: define_model_flags (--model and how to read it), define_split_
 data a model is evaluated on), define_cache_flag (any command that compiles).
 """
 
+import difflib
+import importlib.util
 import json
 import sys
 from types import ModuleType
@@ -36,26 +38,13 @@ HELP = ('--help', '-h', '-help', '--helpfull', '--helpshort')
 def run(module: ModuleType, argv: list[str], prog: str) -> int:
     """Runs the command `module` on `argv` (argv[0] the program; see the module docstring) and
     returns its exit status."""
-    fv = flags.FlagValues()
-    if getattr(module, 'TAKES_CONFIG', False):
-        define_config_flag(fv, argv)
-    module.define_flags(fv)
     if any(a in HELP for a in argv[1:]):
-        print(help_text(module, fv))
+        print(help_text(module, flag_values(module, argv)))
         return 0
     try:
-        rest = fv(argv)
-        if 'config' in fv:
-            fv.config.get('seed')  # the config file loads lazily: load it now
-    except flags.Error as e:
-        return _fail(f'{prog}: {e}\nPass --help for the flags.')
-    except (KeyError, AttributeError) as e:
-        return _fail(f'{prog}: the config has no key {str(e).strip(chr(34) + chr(39))}')
-    except (TypeError, ValueError, OSError, SyntaxError, ImportError) as e:
-        reason = str(e).strip().splitlines()[-1].strip()  # the innermost reason
-        return _fail(f'{prog}: bad --config ({type(e).__name__}): {reason}')
-    if len(rest) > 1:
-        return _fail(f'{prog}: unexpected arguments {rest[1:]}\nPass --help for the flags.')
+        fv = parse(module, argv)
+    except UsageError as e:
+        return _fail(f'{prog}: {e}')
     flags.FLAGS.mark_as_parsed()  # libraries' absl flags (grain's) at their defaults
     absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every step at INFO
     if 'compilation_cache' in fv:
@@ -66,6 +55,94 @@ def run(module: ModuleType, argv: list[str], prog: str) -> int:
         return module.main(fv) or 0
     except (UserError, OSError) as e:  # an OSError: a path given that cannot be read or written
         return _fail(f'{prog}: {e}')
+
+
+class UsageError(UserError):
+    """A flag the command does not take, a bad value, or a bad --config: its one line."""
+
+
+def flag_values(module: ModuleType, argv: list[str]) -> flags.FlagValues:
+    """The command's own flags, unparsed (a --config among them reads its overrides from
+    `argv`)."""
+    fv = flags.FlagValues()
+    if getattr(module, 'TAKES_CONFIG', False):
+        define_config_flag(fv, argv)
+    module.define_flags(fv)
+    return fv
+
+
+def parse(module: ModuleType, argv: list[str]) -> flags.FlagValues:
+    """The command's flags parsed from `argv`, its --config loaded with its overrides;
+    UsageError with the one line that says what is wrong. What `run` does before the work."""
+    fv = flag_values(module, argv)
+    unknown = _unknown_flag(argv, fv)
+    if unknown:  # named before the config file loads (it imports JAX: seconds)
+        raise UsageError(f'{unknown}\nPass --help for the flags.')
+    try:
+        rest = fv(argv)
+        if 'config' in fv:
+            fv.config.get('seed')  # the config file loads lazily: load it now
+    except flags.Error as e:
+        raise UsageError(f'{e}\nPass --help for the flags.') from None
+    except (KeyError, AttributeError):
+        raise UsageError(_no_such_key(argv)) from None
+    except (TypeError, ValueError, OSError, SyntaxError, ImportError) as e:
+        reason = str(e).strip().splitlines()[-1].strip()  # the innermost reason
+        raise UsageError(f'bad --config ({type(e).__name__}): {reason}') from None
+    if len(rest) > 1:
+        raise UsageError(f'unexpected arguments {rest[1:]}\nPass --help for the flags.')
+    return fv
+
+
+def _unknown_flag(argv: list[str], fv: flags.FlagValues) -> str | None:
+    """'unknown flag --x (did you mean --y?)' for the first flag of `argv` that the command
+    does not take (--config.key overrides aside: the config's keys), else None."""
+    for arg in argv[1:]:
+        if arg == '--':
+            return None
+        if not arg.startswith('-') or arg.startswith('--config.'):
+            continue
+        name = arg.lstrip('-').split('=', 1)[0]
+        if name in fv or (name.startswith('no') and name[2:] in fv):
+            continue
+        near = difflib.get_close_matches(name, list(fv), n=1)
+        return f'unknown flag --{name}' + (f' (did you mean --{near[0]}?)' if near else '')
+    return None
+
+
+def _no_such_key(argv: list[str]) -> str:
+    """'the config has no key X; the nearest known key: Y' for the first --config.X override
+    of `argv` that the config file's ConfigDict lacks."""
+    path = next((a.split('=', 1)[1] for a in argv if a.startswith('--config=')), None)
+    try:
+        spec = importlib.util.spec_from_file_location('_config', path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        keys = config_keys(module.get_config())
+    except Exception:
+        keys = []
+    for arg in argv:
+        if arg.startswith('--config.'):
+            key = arg[len('--config.') :].split('=', 1)[0]
+            if key not in keys:
+                near = difflib.get_close_matches(key, keys, n=1, cutoff=0.5)
+                hint = f'; the nearest known key: {near[0]}' if near else ''
+                return f'the config has no key {key}{hint}'
+    return 'the config has no such key'
+
+
+def config_keys(config, prefix: str = '', leaves_only: bool = False) -> list[str]:
+    """Every key of a (nested) ConfigDict, dotted: 'model', 'model.depth', ...; `leaves_only`:
+    the keys of values, a source's options counted as one ('data.options')."""
+    keys = []
+    for name, value in config.items():
+        key = prefix + name
+        nested = hasattr(value, 'items') and not (leaves_only and name.endswith('options'))
+        if not (leaves_only and nested):
+            keys.append(key)
+        if nested:
+            keys += config_keys(value, f'{key}.', leaves_only)
+    return keys
 
 
 def _fail(message: str) -> int:

@@ -150,10 +150,11 @@ def report(settings, split: str | None = None, max_images: int | None = 10_000) 
     return out
 
 
-def format_report(r: dict, has_keys=()) -> str:
+def format_report(r: dict, set_keys=()) -> str:
     """The report as text: a coverage table for the current and proposed anchors, the boxes
     only low-quality matching catches, and the proposal as config lines to paste (and as
-    --config flags where `has_keys`, the anchor keys the config file sets, holds them all)."""
+    --config flags where they give it exactly: `set_keys`, the anchor keys the config sets
+    besides its preset, are among the proposal's)."""
     m = r['matcher']
     head = (
         f'anchor coverage on {r["dataset"]} {r["split"]}: {r["images"]} images, '
@@ -192,8 +193,11 @@ def format_report(r: dict, has_keys=()) -> str:
     lines.append('\nproposed, in the config file (get_config):')
     pairs = ', '.join(f"'{k}': {v!r}" for k, v in fields.items())
     lines.append(f"    c.anchors = ml_collections.ConfigDict({{'preset': 'paper', {pairs}}})")
-    if set(fields) <= set(has_keys):  # a flag can only change a key the config file sets
-        flags = ' '.join(f"--config.anchors.{k}='{v}'" for k, v in fields.items())
+    if set(set_keys) <= set(fields):  # no other key of the config's anchors is set
+        flags = ' '.join(
+            ['--config.anchors.preset=paper']
+            + [f"--config.anchors.{k}='{v}'" for k, v in fields.items()]
+        )
         lines.append(f'or on the command line: {flags}')
     if r['proposed']['anchors'] == r['current']['anchors']:
         lines.append('(the current anchors are the best of the layouts tried)')
