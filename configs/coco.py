@@ -3,10 +3,11 @@
   python train.py --config=configs/coco.py --workdir=/tmp/coco \
       --config.init.backbone=/path/to/resnet50-0676ba61.pth
 
-COCO must be prepared for tensorflow-datasets (`tfds build coco/2017`, or set
---config.data.options.data_dir). The backbone is a torchvision ImageNet ResNet-50 state dict
-(.pth / .safetensors / .npz), loaded through the convert command; without one the
-run trains from scratch (and will not reach the paper's numbers).
+COCO must be prepared for tensorflow-datasets (`tfds build coco/2017
+--file_format=array_record`, or set --config.data.options.data_dir). The backbone is a
+torchvision ImageNet ResNet-50 state dict (.pth / .safetensors / .npz), loaded through the
+convert command; without one the run trains from scratch (and will not reach the paper's
+numbers).
 
 The recipe: SGD momentum 0.9, lr 0.01 (batch 16), weight decay 1e-4 on kernels, linear warmup
 over 1000 iterations from lr/1000, 10x drops at 60k and 80k of 90k iterations, horizontal

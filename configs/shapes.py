@@ -4,8 +4,9 @@
 
 ResNet-18 trunk with trainable batch norm (nothing frozen: there are no pretrained weights), a
 64-wide FPN and two-conv heads with GroupNorm, 128x128 images, anchors one octave smaller than
-the paper's, AdamW at 2e-3 with warmup and cosine decay, batch 16, 520 steps (~7.5 minutes on
-2 cores). Override anything from the command line, e.g. --config.train_steps=200.
+the paper's, AdamW at 2e-3 with warmup and cosine decay, batch 16, 520 steps: about 7 minutes
+on 2 CPU cores, mAP@[.5:.95] 0.74-0.76 (AP50 about 0.97) on the 200 validation images.
+Override anything from the command line, e.g. --config.train_steps=200.
 
 How it was chosen (mAP@[.5:.95] on the 200 validation images, 500 steps unless stated):
 no norm 0.685 (700 steps, the old recipe); batch norm 0.660 at lr 1e-3 with the paper's

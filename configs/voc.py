@@ -4,7 +4,8 @@ VOC 2007 test (the usual "07+12" protocol), 20 classes.
   python train.py --config=configs/voc.py --workdir=/tmp/voc \
       --config.init.backbone=/path/to/resnet50-0676ba61.pth
 
-VOC must be prepared for tensorflow-datasets (`tfds build voc/2007 voc/2012`, or set
+VOC must be prepared for tensorflow-datasets (`tfds build voc/2007 voc/2012
+--file_format=array_record`, or set
 --config.data.options.data_dir and --config.data.eval_options.data_dir). The recipe is
 detectron2's VOC schedule scaled to single-scale training: batch 16, SGD lr 0.01, 18k
 iterations with 10x drops at 12k and 16k, horizontal flip, images resized to a short side of

@@ -4,6 +4,8 @@ tests."""
 import contextlib
 import importlib
 import os
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +16,36 @@ INSTALL = (
 )
 # Set by .ci/run: a test that would skip for a missing tool fails instead.
 NO_SKIPS = 'RETINANET_JAX_NO_SKIPS'
+ROOT = Path(__file__).resolve().parents[1]
+# The documentation a reader follows (tests/test_docs.py); history (CHANGELOG.md,
+# docs/benchmark-history.md) records what was, not what works.
+DOCS = [
+    ROOT / 'README.md',
+    ROOT / 'CONTRIBUTING.md',
+    ROOT / 'BENCHMARKS.md',
+    *sorted(p for p in (ROOT / 'docs').glob('*.md') if p.name != 'benchmark-history.md'),
+]
+
+
+def doc_blocks():
+    """(file, language, body, first line number, the line before the fence) of every fenced
+    code block of DOCS."""
+    fence = re.compile(r'^```(\w*)\n(.*?)^```', re.M | re.S)
+    for path in DOCS:
+        text = path.read_text()
+        for match in fence.finditer(text):
+            line = text.count('\n', 0, match.start()) + 2
+            before = text[: match.start()].rstrip('\n').rsplit('\n', 1)[-1]
+            yield path, match.group(1), match.group(2), line, before
+
+
+def doc_snippet(name: str) -> str:
+    """The python snippet of DOCS marked `<!-- snippet: NAME ... -->` (KeyError if none), for
+    the test that has the fixture it needs to run it."""
+    for _, lang, body, _, before in doc_blocks():
+        if lang == 'python' and re.match(rf'<!-- snippet: {name}\b', before):
+            return body
+    raise KeyError(f'no documented snippet {name!r}')
 
 
 def require(*modules: str):

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from .helpers import require, xla_flags
+from .helpers import doc_snippet, require, xla_flags
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -130,6 +130,14 @@ def test_predict_and_evaluate_torchvision_weights(tmp_path):
     np.testing.assert_array_equal(
         model.fpn.p7.bias[...], reference.state_dict()['backbone.fpn.extra_blocks.p7.bias']
     )
+    # docs/api.md's snippet on these files: the model directory, and the file into 20 classes
+    code = doc_snippet('torchvision_weights')
+    code = code.replace("'/tmp/retinanet_v1'", repr(str(tmp_path / 'model')))
+    code = code.replace("'retinanet_resnet50_fpn_coco.pth'", repr(str(tmp_path / 'retinanet.pth')))
+    namespace = {}
+    exec(code, namespace)
+    assert namespace['config'] == config and namespace['model20'].num_classes == 20
+    np.testing.assert_array_equal(namespace['model20'].fpn.p7.bias[...], model.fpn.p7.bias[...])
     images = tmp_path / 'images'
     images.mkdir()
     Image.fromarray(shapes.generate_example(0, 'test', image_size=96)['image']).save(

@@ -1,7 +1,9 @@
 """Export: the whole detector to StableHLO and ONNX, reloaded in fresh processes without this
 package, against the JAX predictor."""
 
+import contextlib
 import dataclasses
+import io
 import json
 import os
 import subprocess
@@ -11,12 +13,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from retinanet_jax import inference
 from retinanet_jax.data import shapes
 from retinanet_jax.inference import export
 
-from .helpers import require
+from .helpers import doc_snippet, require
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -162,6 +165,15 @@ def test_smoke_model_exports_to_both_formats_and_matches_the_predictor(tmp_path,
     for fmt in ('onnx', 'stablehlo'):
         for n in (1, 3):
             assert_same_detections({k: v[:n] for k, v in want.items()}, got, f'{fmt}_{n}')
+
+    # docs/deploy.md's onnxruntime snippet on this export: the first image's detections
+    Image.fromarray(images[0]).save(tmp_path / 'photo.png')
+    code = doc_snippet('onnxruntime').replace('/tmp/shapes_export', str(out))
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        exec(code.replace("'photo.jpg'", repr(str(tmp_path / 'photo.png'))), {})
+    lines = printed.getvalue().splitlines()
+    assert len(lines) == want['valid'][0].sum() and lines[0].split()[0] in manifest['names']
 
     # Another export into the same folder is refused, unless asked for.
     with pytest.raises(ValueError, match=r'holds another export .* overwrite=True'):

@@ -47,11 +47,11 @@ def run(module: ModuleType, argv: list[str], prog: str) -> int:
         return _fail(f'{prog}: {e}')
     flags.FLAGS.mark_as_parsed()  # libraries' absl flags (grain's) at their defaults
     absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every step at INFO
-    if 'compilation_cache' in fv:
-        from retinanet_jax import compilation_cache
-
-        compilation_cache.enable(fv.compilation_cache)
     try:
+        if 'compilation_cache' in fv:  # a folder that cannot be made: one line, as any path
+            from retinanet_jax import compilation_cache
+
+            compilation_cache.enable(fv.compilation_cache)
         return module.main(fv) or 0
     except (UserError, OSError) as e:  # an OSError: a path given that cannot be read or written
         return _fail(f'{prog}: {e}')

@@ -57,7 +57,7 @@ class BadRecords:
         if count > self.max_fraction * size / self.process_count:
             raise TooManyBadRecords(
                 f'{count} of {size} records of split {split!r} are bad, more than '
-                f'data.max_bad_fraction={self.max_fraction}; the last: {name}: {reason}'
+                f'config.data.max_bad_fraction={self.max_fraction}; the last: {name}: {reason}'
             )
 
     def entries(self) -> list[dict]:

@@ -45,7 +45,7 @@ class FileSource(Source):
         """The splits: {split: records}, their files checked (check_files); with `fractions`
         (split -> fraction) every record pooled and split by its key's hash instead."""
         self._splits = {
-            split: check_files(f'{self.name} {split}', r, self.verify_images, False, self.name)
+            split: check_files(f'{self.name} {split}', r, self.verify_images, None, self.name)
             for split, r in records.items()
         }
         if fractions is not None:
@@ -132,7 +132,7 @@ def make_record(image_id: int, file: Path, key: str, height, width, objects: lis
 
 
 def check_files(
-    where, records: list[dict], verify_images: bool, skip_bad_images: bool, name: str
+    where, records: list[dict], verify_images: bool, skip_bad_images: bool | None, name: str
 ) -> list[dict]:
     """`records` whose image files exist (else MissingFile naming them) and, with
     `verify_images`, pass PIL's structural check (else UserError, or with `skip_bad_images`
@@ -149,10 +149,10 @@ def check_files(
         reason = images.verify_image(r['file'])
         if reason is not None:
             bad[r['id']] = f'{r["file"]} ({reason})'
-    if bad and not skip_bad_images:
+    if bad and not skip_bad_images:  # None: the source has no such option
+        hint = ' (skip_bad_images=True leaves them out)' if skip_bad_images is False else ''
         raise UserError(
-            f'{where}: {len(bad)} unreadable image file(s): {list(bad.values())[:10]} '
-            '(skip_bad_images=True leaves them out)'
+            f'{where}: {len(bad)} unreadable image file(s): {list(bad.values())[:10]}{hint}'
         )
     for what in bad.values():
         logging.warning('%s: %s: left out of the split: %s', name, where, what)

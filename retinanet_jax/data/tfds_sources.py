@@ -75,10 +75,8 @@ class TfdsSource(Source):
             raise UserError(
                 f'{part} split {split!r}: no data in {builder.data_dir} ({reason}). '
                 f'Either prepare it: `tfds build {part} --file_format=array_record` (or set '
-                f'data_dir to where it is), or train from the COCO files you have with the '
-                f'coco_folder source: --config.data.dataset=coco_folder and '
-                f'--config.data.options with annotations (e.g. instances_train2017.json for '
-                f'train) and image_dir (e.g. train2017/), see README "Your own data"'
+                f'data_dir to where it is), or train from the files you have with a folder '
+                f'source (coco_folder, voc_folder) in a config file: docs/datasets.md'
             ) from None
         finally:
             absl_logging.set_verbosity(verbosity)

@@ -281,7 +281,7 @@ def export_model(
         if json.loads(existing.read_text()) != json.loads(json.dumps(spec)):
             raise UserError(
                 f'out {out} holds another export ({existing}); pass overwrite=True '
-                'to replace it or choose another folder'
+                '(--overwrite) to replace it or choose another folder'
             )
     elif out.exists() and any(out.iterdir()) and not existing.is_file() and not overwrite:
         raise UserError(f'out {out} is not empty and holds no export; choose another folder')
