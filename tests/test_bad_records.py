@@ -67,7 +67,7 @@ def test_skip_stops_past_the_fraction(tmp_path):
     with pytest.raises(
         TooManyBadRecords,
         match=r"2 of 8 records of split 'train' are bad, more than "
-        r'data\.max_bad_fraction=0\.2; the last: .*png',
+        r'config\.data\.max_bad_fraction=0\.2; the last: .*png',
     ):
         epoch_ids(ds, 4)
 

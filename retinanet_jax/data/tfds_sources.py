@@ -28,6 +28,12 @@ from retinanet_jax.data.source import Source
 from retinanet_jax.errors import UserError
 
 NAMES = ('coco/2017', 'voc/2007', 'voc/2012', 'voc/2007+2012')
+# What a user who has the dataset's own files gives a folder source instead (data/sources.py).
+_FOLDER_HINT = {
+    'coco': "data.dataset='coco_folder' with annotations (e.g. instances_train2017.json for "
+    'train) and image_dir (e.g. train2017/)',
+    'voc': "data.dataset='voc_folder' with root (e.g. VOCdevkit/VOC2007)",
+}
 
 
 @dataclasses.dataclass
@@ -76,7 +82,7 @@ class TfdsSource(Source):
                 f'{part} split {split!r}: no data in {builder.data_dir} ({reason}). '
                 f'Either prepare it: `tfds build {part} --file_format=array_record` (or set '
                 f'data_dir to where it is), or train from the files you have with a folder '
-                f'source (coco_folder, voc_folder) in a config file: docs/datasets.md'
+                f'source in a config file: {_FOLDER_HINT[part.split("/")[0]]} (docs/datasets.md)'
             ) from None
         finally:
             absl_logging.set_verbosity(verbosity)
