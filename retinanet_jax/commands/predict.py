@@ -10,8 +10,16 @@ palette, RGBA, 16-bit, CMYK); JPEGs are turned upright by their EXIF orientation
 (--exif=apply, the default: boxes refer to the picture as a viewer shows it; --exif=ignore: to
 the stored pixels). Unreadable files are skipped with a warning naming them; the rest are
 still written.
+
+Large images with small objects: --tile_size=512 cuts each image into overlapping 512-pixel
+windows (--tile_overlap, 0.2) that run at the model's scale in batches of --tile_batch, and
+merges their detections so that one object gives one detection (inference/tiling.py):
+
+  python -m retinanet_jax predict --model=/runs/aerial --images=site.png --out=/tmp/site \
+      --tile_size=512 --tile_overlap=0.2
 """
 
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -22,6 +30,7 @@ from retinanet_jax import visualize
 from retinanet_jax.commands import command
 from retinanet_jax.data import images
 from retinanet_jax.errors import MissingFile, UserError
+from retinanet_jax.inference import tiling
 from retinanet_jax.inference.loading import load_predictor
 from retinanet_jax.inference.predictor import Predictor
 
@@ -45,12 +54,38 @@ def define_flags(fv: flags.FlagValues) -> None:
         'EXIF orientation: apply it (upright) or ignore it',
         flag_values=fv,
     )
+    flags.DEFINE_integer(
+        'tile_size',
+        0,
+        'sliced inference: cut each image into windows of this side (pixels; 0: none, the '
+        'whole image resized to the canvas); see inference/tiling.py',
+        flag_values=fv,
+    )
+    flags.DEFINE_float(
+        'tile_overlap',
+        0.2,
+        'sliced inference: the share of a window its neighbour overlaps',
+        flag_values=fv,
+    )
+    flags.DEFINE_integer(
+        'tile_batch', 8, 'sliced inference: windows per jitted call', flag_values=fv
+    )
     flags.mark_flags_as_required(['model', 'images', 'out'], flag_values=fv)
 
 
 def main(f: flags.FlagValues) -> None:
     predictor = load_predictor(f.model, **command.model_options(f))
-    predict_files(predictor, f.images, Path(f.out), f.min_score, f.exif)
+    tiles = Tiles(f.tile_size, f.tile_overlap, f.tile_batch) if f.tile_size else None
+    predict_files(predictor, f.images, Path(f.out), f.min_score, f.exif, tiles)
+
+
+@dataclasses.dataclass(frozen=True)
+class Tiles:
+    """Sliced inference's settings (inference/tiling.py)."""
+
+    size: int
+    overlap: float = 0.2
+    batch: int = 8
 
 
 def image_files(paths: list[str]) -> list[Path]:
@@ -74,9 +109,11 @@ def predict_files(
     out: Path,
     min_score: float = 0.3,
     exif: str = 'apply',
+    tiles: Tiles | None = None,
 ) -> list[dict]:
     """Detections of every image file under `paths` (see the module docstring); `exif`: see
-    data/images.py ('apply': boxes refer to the upright picture a viewer shows)."""
+    data/images.py ('apply': boxes refer to the upright picture a viewer shows); `tiles`:
+    sliced inference, each image cut into overlapping windows at the model's scale."""
     p = predictor
     names, category_ids = p.label_map.names, p.label_map.category_ids
     files = image_files(paths)
@@ -89,7 +126,10 @@ def predict_files(
             logging.warning('skipping %s', e)
             skipped.append(str(path))
             continue
-        dets = p.predict_image(image)
+        if tiles is None:
+            dets = p.predict_image(image)
+        else:
+            dets = tiling.predict_tiled(p, [image], tiles.size, tiles.overlap, tiles.batch)[0]
         keep = dets['valid']
         boxes, scores, labels = dets['boxes'][keep], dets['scores'][keep], dets['labels'][keep]
         shown = scores >= min_score

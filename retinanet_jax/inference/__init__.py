@@ -5,6 +5,8 @@
   loading.py          load_predictor(path) -> Predictor
   predictor.py        Predictor (immutable), make_predict_step (also training's validation
                       step), eval_graphdef
+  tiling.py           sliced inference: large images cut into overlapping windows, batched
+                      through the predict step, their detections merged (predict_tiled)
   export.py           the whole detector as one function of uint8 images; export_model writes
                       StableHLO and ONNX files
   detect_template.py  a TEMPLATE, not a module of this package: copied into every export

@@ -135,21 +135,36 @@ class Predictor:
         """The model (eval mode) as an nnx module."""
         return nnx.merge(self.graphdef, self.state)
 
-    def predict_images(self, images: list[np.ndarray]) -> list[dict]:
-        """Detections of each uint8 [H, W, 3] RGB image (see the module docstring)."""
-        examples = [pipeline.preprocess_image(im, self.input) for im in images]
-        out = []
-        per_call = jax.device_count()
-        for start in range(0, len(examples), per_call):
-            chunk = examples[start : start + per_call]
-            batch = {k: np.stack([e[k] for e in chunk]) for k in chunk[0]}
-            filler = per_call - len(chunk)  # pad to a multiple of the device count
-            batch = {k: np.concatenate([v, np.repeat(v[-1:], filler, 0)]) for k, v in batch.items()}
-            dets = sharding.to_local(
-                self.predict(self.state, sharding.to_global(batch, self.mesh)), self.mesh
-            )
-            out += [{k: v[i] for k, v in dets.items()} for i in range(len(chunk))]
-        return out
+    def predict_images(self, images: list[np.ndarray], batch_size: int = 0) -> list[dict]:
+        """Detections of each uint8 [H, W, 3] RGB image (see the module docstring), in batches
+        of `batch_size` (0: one image per device)."""
+        examples = (pipeline.preprocess_image(im, self.input) for im in images)
+        return list(self.predict_examples(examples, batch_size))
+
+    def predict_examples(self, examples, batch_size: int = 0):
+        """Detections of each preprocessed example (pipeline.preprocess_image) of the iterable
+        `examples`, yielded in order: fixed-size batches of `batch_size` (rounded up to a
+        multiple of the device count; 0: one per device) through the one jitted predict step,
+        the last padded. Only one batch is held at a time."""
+        devices = jax.device_count()
+        per_call = max(devices, -(-batch_size // devices) * devices)
+        chunk = []
+        for example in examples:
+            chunk.append(example)
+            if len(chunk) == per_call:
+                yield from self._predict_chunk(chunk, per_call)
+                chunk = []
+        if chunk:
+            yield from self._predict_chunk(chunk, per_call)
+
+    def _predict_chunk(self, chunk: list[dict], per_call: int) -> list[dict]:
+        batch = {k: np.stack([e[k] for e in chunk]) for k in chunk[0]}
+        filler = per_call - len(chunk)  # padded with copies of the last: a static batch
+        batch = {k: np.concatenate([v, np.repeat(v[-1:], filler, 0)]) for k, v in batch.items()}
+        dets = sharding.to_local(
+            self.predict(self.state, sharding.to_global(batch, self.mesh)), self.mesh
+        )
+        return [{k: v[i] for k, v in dets.items()} for i in range(len(chunk))]
 
     def predict_image(self, image: np.ndarray) -> dict:
         return self.predict_images([image])[0]

@@ -1,0 +1,155 @@
+"""Sliced (tiled) inference: a large image cut into overlapping windows, the windows of one or
+many images run in fixed-size batches through the predictor's one jitted step, and their
+detections mapped back and merged so that one object gives one detection.
+
+  windows = tile_windows((H, W), tile=512, overlap=0.2)  # int [T, 4] (y0, x0, y1, x1)
+  dets = predict_tiled(predictor, images, tile=512, overlap=0.2, batch_size=8)
+  # per image: 'boxes' float32 [N, 4] xyxy in the image's pixels, 'scores' [N], 'labels'
+  # int32 [N] (indices into predictor.label_map.names), 'valid' bool [N] (all True), best first
+
+Windows (SAHI's layout): a grid of tile x tile windows with a stride of round(tile * (1 -
+overlap)), the last row and column moved back to end at the image's edge, so every window lies
+inside the image; along a side shorter than the tile, one window of that side's length. Each
+window is preprocessed as an evaluation image (resized to the predictor's canvas: a tile the
+size of the canvas runs at scale 1, the model's own).
+
+Merging (merge_detections), for each image, class by class:
+  - a detection is *cut* when its box comes within `edge` pixels of an inner side of its
+    window (a side that is not on the image's border): the window saw part of the object;
+  - the detections that are not cut go through greedy NMS at the predictor's IoU, best score
+    first (an object whole in two windows of an overlap gives the same box twice);
+  - then each cut detection, best score first, is dropped where it lies mostly inside a kept
+    detection (intersection over its own area >= `match`, SAHI's "IOS": a neighbouring window
+    holds the object whole) or overlaps a kept one beyond the NMS IoU; else it is kept (an
+    object larger than the overlap is cut in every window).
+Objects no larger than the overlap are whole in some window, so the cut views of them all go.
+The merge runs on the host in numpy (hundreds to thousands of boxes an image).
+"""
+
+import numpy as np
+
+from retinanet_jax.data import pipeline
+from retinanet_jax.errors import UserError
+
+
+def tile_windows(image_hw: tuple[int, int], tile: int, overlap: float) -> np.ndarray:
+    """int64 [T, 4] windows (y0, x0, y1, x1) covering an image of `image_hw`, row by row."""
+    if tile < 1:
+        raise UserError(f'tile size must be >= 1, got {tile}')
+    if not 0 <= overlap < 1:
+        raise UserError(f'tile overlap must be in [0, 1), got {overlap}')
+    stride = max(1, round(tile * (1 - overlap)))
+    starts = [_starts(side, tile, stride) for side in image_hw]
+    ys, xs = np.meshgrid(*starts, indexing='ij')
+    h, w = (min(tile, side) for side in image_hw)
+    y0, x0 = ys.ravel(), xs.ravel()
+    return np.stack([y0, x0, y0 + h, x0 + w], axis=1).astype(np.int64)
+
+
+def _starts(side: int, tile: int, stride: int) -> np.ndarray:
+    if side <= tile:
+        return np.zeros(1, np.int64)
+    starts = np.arange(0, side - tile, stride)
+    return np.append(starts, side - tile)  # the last window ends at the edge
+
+
+def predict_tiled(
+    predictor,
+    images,
+    tile: int | None = None,
+    overlap: float = 0.2,
+    batch_size: int = 8,
+    edge: float = 2.0,
+    match: float = 0.5,
+) -> list[dict]:
+    """Detections of each uint8 [H, W, 3] image of `images` by sliced inference (see the module
+    docstring); `tile` defaults to the predictor's canvas (its larger side). Windows of all the
+    images share batches of `batch_size`; one batch of windows is in memory at a time besides
+    the images."""
+    images = list(images)
+    tile = tile or max(predictor.image_hw)
+    plan = [
+        (i, window)
+        for i, im in enumerate(images)
+        for window in tile_windows(im.shape[:2], tile, overlap)
+    ]
+
+    def examples():
+        for i, (y0, x0, y1, x1) in plan:
+            yield pipeline.preprocess_image(images[i][y0:y1, x0:x1], predictor.input)
+
+    found = [[] for _ in images]
+    for (i, window), dets in zip(
+        plan, predictor.predict_examples(examples(), batch_size), strict=True
+    ):
+        keep = dets['valid']
+        found[i].append((window, dets['boxes'][keep], dets['scores'][keep], dets['labels'][keep]))
+    iou = predictor.postprocess.nms_iou_threshold
+    return [
+        merge_detections(parts, im.shape[:2], iou, edge, match)
+        for parts, im in zip(found, images, strict=True)
+    ]
+
+
+def merge_detections(parts, image_hw, iou: float, edge: float = 2.0, match: float = 0.5) -> dict:
+    """One image's detections from its windows: `parts` a list of (window (y0, x0, y1, x1),
+    boxes [n, 4] xyxy in the window's pixels, scores [n], labels [n]); returns the merged
+    detections in the image's pixels (see the module docstring)."""
+    boxes, scores, labels, cut = [np.zeros((0, 4), np.float32)], [], [], []
+    h, w = image_hw
+    for (y0, x0, y1, x1), b, s, lab in parts:
+        b = np.asarray(b, np.float32) + np.array([x0, y0, x0, y0], np.float32)
+        inner = np.array([x0 > 0, y0 > 0, x1 < w, y1 < h])  # the window's sides inside the image
+        near = np.stack(
+            [
+                b[:, 0] <= x0 + edge,
+                b[:, 1] <= y0 + edge,
+                b[:, 2] >= x1 - edge,
+                b[:, 3] >= y1 - edge,
+            ],
+            axis=1,
+        )
+        boxes.append(b)
+        scores.append(np.asarray(s, np.float32))
+        labels.append(np.asarray(lab, np.int32))
+        cut.append((near & inner).any(axis=1))
+    boxes = np.concatenate(boxes)
+    scores = np.concatenate(scores) if scores else np.zeros(0, np.float32)
+    labels = np.concatenate(labels) if labels else np.zeros(0, np.int32)
+    cut = np.concatenate(cut) if cut else np.zeros(0, bool)
+    kept = []
+    for label in np.unique(labels):
+        (mine,) = np.nonzero(labels == label)
+        whole = _greedy(boxes, scores, mine[~cut[mine]], [], iou, None)
+        kept += _greedy(boxes, scores, mine[cut[mine]], whole, iou, match)
+    kept = np.array(sorted(kept, key=lambda k: (-scores[k], k)), np.int64)
+    return {
+        'boxes': boxes[kept],
+        'scores': scores[kept],
+        'labels': labels[kept],
+        'valid': np.ones(len(kept), bool),
+    }
+
+
+def _greedy(boxes, scores, candidates, kept: list, iou: float, match: float | None) -> list:
+    """`kept` plus the candidates (indices) that no box kept before overlaps beyond `iou`
+    (IoU) or, with `match`, covers (intersection over the candidate's area >= match); best
+    score first."""
+    kept = list(kept)
+    for k in sorted(candidates, key=lambda k: (-scores[k], k)):
+        if kept:
+            inter, area, union = _overlaps(boxes[k], boxes[kept])
+            if (inter > iou * union).any() or (match is not None and (inter >= match * area).any()):
+                continue
+        kept.append(k)
+    return kept
+
+
+def _overlaps(box, others):
+    """(intersection [K], the box's area, union [K]) of one xyxy box with K others."""
+    lo = np.maximum(box[:2], others[:, :2])
+    hi = np.minimum(box[2:], others[:, 2:])
+    inter = np.prod(np.clip(hi - lo, 0, None), axis=1)
+    area = np.prod(np.clip(box[2:] - box[:2], 0, None))
+    areas = np.prod(np.clip(others[:, 2:] - others[:, :2], 0, None), axis=1)
+    return inter, area, area + areas - inter

@@ -1,0 +1,175 @@
+"""Sliced inference (inference/tiling.py): windows that cover the image, detections mapped back
+and merged so that one object gives one detection, and the sliced predictor equal to the
+whole-image one where one window holds the image."""
+
+import itertools
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from retinanet_jax.errors import UserError
+from retinanet_jax.inference import tiling
+
+
+def test_windows_golden():
+    windows = tiling.tile_windows((1000, 700), tile=512, overlap=0.2)  # stride 410
+    ys = sorted({int(w[0]) for w in windows})
+    xs = sorted({int(w[1]) for w in windows})
+    assert ys == [0, 410, 488] and xs == [0, 188]
+    assert (windows[:, 2] - windows[:, 0] == 512).all() and (
+        windows[:, 3] - windows[:, 1] == 512
+    ).all()
+    # a side shorter than the tile: one window of that side
+    np.testing.assert_array_equal(tiling.tile_windows((300, 200), 512, 0.2), [[0, 0, 300, 200]])
+    with pytest.raises(UserError, match='overlap must be in'):
+        tiling.tile_windows((10, 10), 8, 1.0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(1, 2000),
+    st.integers(1, 2000),
+    st.integers(16, 600),
+    st.floats(0.0, 0.9),
+)
+def test_windows_cover_the_image_inside_it_and_overlap_as_asked(h, w, tile, overlap):
+    windows = tiling.tile_windows((h, w), tile, overlap)
+    covered = np.zeros((h, w), bool)
+    for y0, x0, y1, x1 in windows:
+        assert 0 <= y0 < y1 <= h and 0 <= x0 < x1 <= w
+        assert (y1 - y0, x1 - x0) == (min(tile, h), min(tile, w))
+        covered[y0:y1, x0:x1] = True
+    assert covered.all()
+    stride = max(1, round(tile * (1 - overlap)))
+    for axis in (0, 1):
+        starts = sorted({int(s) for s in windows[:, axis]})
+        assert all(b - a <= stride for a, b in itertools.pairwise(starts)), starts
+
+
+def oracle_parts(gt_boxes, gt_labels, windows, score=0.9):
+    """What a perfect detector sees in each window: every object that shows in it, clipped to
+    the window (a cut object gives its visible part), in the window's pixels."""
+    parts = []
+    for y0, x0, y1, x1 in windows:
+        clipped = np.clip(gt_boxes, [x0, y0, x0, y0], [x1, y1, x1, y1])
+        visible = (clipped[:, 2] - clipped[:, 0] > 1) & (clipped[:, 3] - clipped[:, 1] > 1)
+        boxes = clipped[visible] - np.array([x0, y0, x0, y0], np.float32)
+        scores = np.full(visible.sum(), score, np.float32) - 0.001 * np.arange(visible.sum())
+        parts.append(((y0, x0, y1, x1), boxes, scores, gt_labels[visible]))
+    return parts
+
+
+def scene(rng, n, hw=(1500, 1700), sizes=(10, 90), cell=100):
+    """n objects of random sizes, one in each of n random cells of a grid: no two overlap (NMS
+    would rightly merge overlapping ones of a class)."""
+    rows, cols = hw[0] // cell, hw[1] // cell
+    picked = rng.choice(rows * cols, n, replace=False)
+    side = rng.uniform(*sizes, (n, 2))
+    y0 = picked // cols * cell + rng.uniform(0, cell - side[:, 0])
+    x0 = picked % cols * cell + rng.uniform(0, cell - side[:, 1])
+    boxes = np.stack([x0, y0, x0 + side[:, 1], y0 + side[:, 0]], axis=1).astype(np.float32)
+    return boxes, rng.integers(0, 3, n).astype(np.int32)
+
+
+def test_a_perfect_detector_through_the_windows_gives_each_object_once():
+    """Objects no larger than the overlap: each is whole in some window, so its cut views go
+    and it is found once, with its own box; no two detections of one class overlap."""
+    rng = np.random.default_rng(0)
+    gt_boxes, gt_labels = scene(rng, 200)
+    windows = tiling.tile_windows((1500, 1700), tile=512, overlap=0.2)  # overlap ~102 px
+    parts = oracle_parts(gt_boxes, gt_labels, windows)
+    total = sum(len(p[1]) for p in parts)
+    assert total > 330  # objects seen in several windows, some of them cut
+    merged = tiling.merge_detections(parts, (1500, 1700), iou=0.5)
+    assert len(merged['boxes']) == len(gt_boxes)
+    found = {
+        (*np.round(b, 3).tolist(), int(lab))
+        for b, lab in zip(merged['boxes'], merged['labels'], strict=True)
+    }
+    truth = {
+        (*np.round(b, 3).tolist(), int(lab)) for b, lab in zip(gt_boxes, gt_labels, strict=True)
+    }
+    assert found == truth
+    assert (np.diff(merged['scores']) <= 0).all() and merged['valid'].all()
+
+
+def test_merge_rules_on_hand_made_windows():
+    left, right = (0, 0, 100, 100), (0, 80, 100, 180)  # overlap: x 80..100
+    whole_in_left = np.array([[82, 10, 96, 30]], np.float32)  # inside the overlap: both see it
+    parts = [
+        (left, whole_in_left, np.array([0.8]), np.array([1])),
+        (right, whole_in_left - [80, 0, 80, 0], np.array([0.7]), np.array([1])),
+        # an object cut by the left window's inner edge (x=100), whole in the right one
+        (left, np.array([[90, 50, 100, 70]], np.float32), np.array([0.9]), np.array([2])),
+        (right, np.array([[10, 50, 30, 70]], np.float32), np.array([0.6]), np.array([2])),
+        # a large object cut in both windows (wider than the overlap): both views stay
+        (left, np.array([[40, 80, 100, 95]], np.float32), np.array([0.5]), np.array([0])),
+        (right, np.array([[0, 80, 60, 95]], np.float32), np.array([0.4]), np.array([0])),
+    ]
+    merged = tiling.merge_detections(parts, (100, 180), iou=0.5)
+    got = sorted(
+        (int(lab), tuple(b.tolist()))
+        for b, lab in zip(merged['boxes'], merged['labels'], strict=True)
+    )
+    assert got == [
+        (0, (40.0, 80.0, 100.0, 95.0)),
+        (0, (80.0, 80.0, 140.0, 95.0)),
+        (1, (82.0, 10.0, 96.0, 30.0)),  # the better of two whole views
+        (2, (90.0, 50.0, 110.0, 70.0)),  # the whole view, not the cut one of higher score
+    ]
+    empty = tiling.merge_detections([], (10, 10), iou=0.5)
+    assert empty['boxes'].shape == (0, 4) and empty['scores'].shape == (0,)
+    none_found = tiling.merge_detections(
+        [(left, np.zeros((0, 4)), np.zeros(0), np.zeros(0, np.int32))], (100, 180), iou=0.5
+    )
+    assert none_found['boxes'].shape == (0, 4) and none_found['labels'].dtype == np.int32
+
+
+@pytest.mark.slow
+def test_one_window_equals_the_whole_image_predictor(smoke_run):
+    """An image no larger than a tile: its sliced detections are the predictor's own; a larger
+    one runs its windows in batches and maps them into its pixels."""
+    import dataclasses
+
+    from retinanet_jax.data import shapes
+    from retinanet_jax.inference import load_predictor
+
+    predictor = load_predictor(smoke_run[0])
+    post = dataclasses.replace(predictor.postprocess, score_threshold=0.01)
+    predictor = dataclasses.replace(predictor, postprocess=post)
+    image = shapes.generate_example(3, 'validation', image_size=64)['image']
+    want = predictor.predict_image(image)
+    got = tiling.predict_tiled(predictor, [image], tile=64, overlap=0.2)[0]
+    keep = want['valid']
+    assert keep.sum() > 5
+    np.testing.assert_array_equal(got['labels'], want['labels'][keep])
+    np.testing.assert_allclose(got['boxes'], want['boxes'][keep], atol=1e-4)
+    np.testing.assert_allclose(got['scores'], want['scores'][keep], atol=1e-6)
+
+    large = np.concatenate([np.concatenate([image, image[:, ::-1]], 1)] * 2, 0)  # 128 x 128
+    dets = tiling.predict_tiled(predictor, [large, image], tile=64, overlap=0.25, batch_size=1)
+    assert len(dets) == 2 and len(dets[0]['boxes']) > 0
+    assert (dets[0]['boxes'] >= -1).all() and (dets[0]['boxes'] <= 129).all()
+    np.testing.assert_array_equal(dets[1]['labels'], want['labels'][keep])
+
+
+def test_windows_of_many_images_share_fixed_size_batches(smoke_run):
+    """predict_examples: every call gets the same batch size (the last batch padded with
+    copies), and each example's detections come back in order."""
+    from retinanet_jax.inference import load_predictor
+
+    predictor = load_predictor(smoke_run[0])
+    calls = []
+
+    def fake_predict(state, batch):  # the image's first pixel as its only detection's score
+        calls.append(batch['image'].shape[0])
+        first = np.asarray(batch['image'])[:, 0, 0, 0].astype(np.float32)
+        return {'scores': first[:, None], 'valid': np.ones((len(first), 1), bool)}
+
+    predictor.__dict__['predict'] = fake_predict  # the cached jitted step, replaced
+    examples = [{'image': np.full((64, 64, 3), i, np.uint8)} for i in range(7)]
+    out = list(predictor.predict_examples(iter(examples), batch_size=3))
+    assert calls == [3, 3, 3]
+    assert [float(d['scores'][0]) for d in out] == list(range(7))
