@@ -287,21 +287,21 @@ def _preset(cls, name: str, value, presets: tuple[str, ...]):
     unknown = sorted(set(changes) - fields)
     if unknown:
         raise UserError(f'config.{name} has unknown keys {unknown}; known: {sorted(fields)}')
+    matcher = changes.get('matcher')
+    if isinstance(matcher, dict):  # loss.matcher: the preset's, changed
+        known = {f.name for f in dataclasses.fields(MatcherConfig)}
+        if set(matcher) - known:
+            unknown = sorted(set(matcher) - known)
+            raise UserError(
+                f'config.{name}.matcher has unknown keys {unknown}; known: {sorted(known)}'
+            )
     try:
-        if isinstance(changes.get('matcher'), dict):  # loss.matcher: the preset's, changed
-            known = {f.name for f in dataclasses.fields(MatcherConfig)}
-            if set(changes['matcher']) - known:
-                unknown = sorted(set(changes['matcher']) - known)
-                raise UserError(
-                    f'config.{name}.matcher has unknown keys {unknown}; known: {sorted(known)}'
-                )
-            changes['matcher'] = dataclasses.replace(base.matcher, **changes['matcher'])
+        if isinstance(matcher, dict):
+            changes['matcher'] = dataclasses.replace(base.matcher, **matcher)
         return dataclasses.replace(base, **changes)
-    except UserError:
-        raise
-    except (TypeError, ValueError) as e:
-        message = str(e).replace(f'{cls.__name__}', f'config.{name}')
-        raise UserError(message.replace('MatcherConfig', f'config.{name}.matcher')) from None
+    except (TypeError, ValueError) as e:  # UserError included: the key named as configs name it
+        message = str(e).replace('MatcherConfig', f'config.{name}.matcher')
+        raise UserError(message.replace(f'{cls.__name__}', f'config.{name}')) from None
 
 
 def to_json(config) -> str:

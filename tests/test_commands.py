@@ -313,3 +313,40 @@ def test_the_documented_evaluation_and_init_overrides_parse_on_the_shipped_confi
     c = fv.config
     assert c.evaluation.max_detections == (1, 10, 1000) and c.evaluation.pr_iou == 0.4
     assert c.postprocess.max_detections == 1000 and c.init.detector == '/models/retinanet.pth'
+
+
+def test_parse_takes_absl_syntax_and_names_what_is_unknown(tmp_path):
+    """command.parse (what run does before the work): absl's flag syntax (a value as the next
+    argument, even a negative one; --nobool; --flagfile), an unknown flag named with the
+    nearest one before the config loads, an unknown config key with the nearest known key, and
+    a bad preset field named by its config key."""
+    from retinanet_jax import settings
+    from retinanet_jax.commands import command, predict, train
+
+    config = str(ROOT / 'configs' / 'smoke.py')
+    argv = ['predict', '--model', 'm', '--images', 'a.png', '--out', 'o', '--min_score', '-0.5']
+    fv = command.parse(predict, argv)
+    assert fv.min_score == -0.5 and fv.images == ['a.png']
+    fv = command.parse(
+        train,
+        ['train.py', '--config', config, '--workdir', str(tmp_path), '--config.loss.alpha', '-1'],
+    )
+    assert settings.from_config(fv.config).loss.alpha == -1
+    flagfile = tmp_path / 'flags'
+    flagfile.write_text(f'--workdir={tmp_path}\n')
+    assert command.parse(train, ['train.py', f'--config={config}', f'--flagfile={flagfile}'])
+    with pytest.raises(command.UsageError, match=r'unknown flag --wokdir \(did you mean --workdir'):
+        command.parse(train, ['train.py', '--config', '/nonexistent.py', '--wokdir=x'])
+    with pytest.raises(
+        command.UsageError,
+        match=r'no key optim\.weight_decy; the nearest known key: optim\.weight_decay',
+    ):
+        command.parse(
+            train,
+            ['train.py', '--config', config, '--workdir=w', '--config.optim.weight_decy=0.1'],
+        )
+    fv = command.parse(
+        train, ['train.py', f'--config={config}', '--workdir=w', '--config.loss.gamma=-1']
+    )
+    with pytest.raises(ValueError, match=r'config\.loss\.gamma must be >= 0'):
+        settings.from_config(fv.config)

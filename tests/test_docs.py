@@ -87,12 +87,14 @@ def resolve(tokens: list[str]):
 
 def parse(module, argv: list[str]):
     """The command's flags parsed from argv (command.parse), a --config turned into settings.
-    A config file that is not in this repository (the reader's own, e.g. my_config.py) is read
-    as configs/shapes.py."""
+    A config file of the reader's own outside configs/ (my_config.py) is read as
+    configs/shapes.py; one in configs/ must be there."""
     argv = [
-        a
-        if not a.startswith('--config=') or (ROOT / a[9:]).is_file()
-        else '--config=configs/shapes.py'
+        '--config=configs/shapes.py'
+        if a.startswith('--config=')
+        and not a.startswith('--config=configs/')
+        and not (ROOT / a[9:]).is_file()
+        else a
         for a in argv
     ]
     fv = command.parse(module, argv)

@@ -3,11 +3,13 @@ and merged so that one object gives one detection, and the sliced predictor equa
 whole-image one where one window holds the image."""
 
 import itertools
+from pathlib import Path
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from PIL import Image
 
 from retinanet_jax.errors import UserError
 from retinanet_jax.inference import tiling
@@ -119,6 +121,14 @@ def test_merge_rules_on_hand_made_windows():
         (1, (82.0, 10.0, 96.0, 30.0)),  # the better of two whole views
         (2, (90.0, 50.0, 110.0, 70.0)),  # the whole view, not the cut one of higher score
     ]
+    # an object on the image's top border: the left window sees it whole (its top side is the
+    # image's, not an inner edge), the right one cut by its inner left edge, with a higher score
+    on_border = [
+        (left, np.array([[70, 0, 90, 20]], np.float32), np.array([0.5]), np.array([3])),
+        (right, np.array([[0, 0, 10, 20]], np.float32), np.array([0.9]), np.array([3])),
+    ]
+    merged = tiling.merge_detections(on_border, (100, 180), iou=0.5)
+    np.testing.assert_array_equal(merged['boxes'], [[70, 0, 90, 20]])
     empty = tiling.merge_detections([], (10, 10), iou=0.5)
     assert empty['boxes'].shape == (0, 4) and empty['scores'].shape == (0,)
     none_found = tiling.merge_detections(
@@ -141,7 +151,7 @@ def test_one_window_equals_the_whole_image_predictor(smoke_run):
     predictor = dataclasses.replace(predictor, postprocess=post)
     image = shapes.generate_example(3, 'validation', image_size=64)['image']
     want = predictor.predict_image(image)
-    got = tiling.predict_tiled(predictor, [image], tile=64, overlap=0.2)[0]
+    got = tiling.predict_tiled(predictor, [image], tiling.TileConfig(64, 0.2))[0]
     keep = want['valid']
     assert keep.sum() > 5
     np.testing.assert_array_equal(got['labels'], want['labels'][keep])
@@ -149,10 +159,45 @@ def test_one_window_equals_the_whole_image_predictor(smoke_run):
     np.testing.assert_allclose(got['scores'], want['scores'][keep], atol=1e-6)
 
     large = np.concatenate([np.concatenate([image, image[:, ::-1]], 1)] * 2, 0)  # 128 x 128
-    dets = tiling.predict_tiled(predictor, [large, image], tile=64, overlap=0.25, batch_size=1)
+    tiles = tiling.TileConfig(64, 0.25, batch=1)  # the smoke model's scale-1 tile
+    dets = tiling.predict_tiled(predictor, [large, image], tiles)
     assert len(dets) == 2 and len(dets[0]['boxes']) > 0
-    assert (dets[0]['boxes'] >= -1).all() and (dets[0]['boxes'] <= 129).all()
+    assert (dets[0]['boxes'] >= 0).all() and (dets[0]['boxes'] <= 128).all()
     np.testing.assert_array_equal(dets[1]['labels'], want['labels'][keep])
+    # the top-left window is the image itself: its objects away from the window's inner
+    # edges are found where the whole-image predictor finds them
+    inside = want['valid'] & (want['boxes'][:, 2] < 60) & (want['boxes'][:, 3] < 60)
+    for box, label in zip(want['boxes'][inside][:3], want['labels'][inside][:3], strict=True):
+        same = (dets[0]['labels'] == label) & (np.abs(dets[0]['boxes'] - box).max(1) < 1e-3)
+        assert same.any(), (box, label)
+
+
+def test_windows_map_back_by_their_offsets_and_pad_to_a_whole_tile(smoke_run):
+    """A non-square image whose windows differ in x and y: each window's detections come back
+    shifted by its own (x0, y0); a window cut short by the image is padded to a whole tile, so
+    it runs at the scale of the others."""
+    from retinanet_jax.inference import load_predictor
+
+    predictor = load_predictor(smoke_run[0])
+    seen = []
+
+    def fake_examples(examples, batch_size):
+        for e in examples:  # a box at (20, 10)-(30, 16) of each window, in its pixels
+            seen.append(e['image'].shape[:2])
+            yield {
+                'boxes': np.array([[20, 10, 30, 16]], np.float32),
+                'scores': np.array([0.9], np.float32),
+                'labels': np.array([1], np.int32),
+                'valid': np.array([True]),
+            }
+
+    predictor.__dict__['predict_examples'] = fake_examples  # the batched step, replaced
+    image = np.zeros((100, 150, 3), np.uint8)
+    (dets,) = tiling.predict_tiled(predictor, [image], tiling.TileConfig(64, 0.25))
+    windows = tiling.tile_windows((100, 150), 64, 0.25)  # y 0, 36; x 0, 48, 86
+    want = sorted((x0 + 20.0, y0 + 10.0, x0 + 30.0, y0 + 16.0) for y0, x0, _, _ in windows)
+    assert sorted(map(tuple, dets['boxes'].tolist())) == want
+    assert len(set(seen)) == 1  # every window preprocessed to one canvas
 
 
 def test_windows_of_many_images_share_fixed_size_batches(smoke_run):
@@ -173,3 +218,68 @@ def test_windows_of_many_images_share_fixed_size_batches(smoke_run):
     out = list(predictor.predict_examples(iter(examples), batch_size=3))
     assert calls == [3, 3, 3]
     assert [float(d['scores'][0]) for d in out] == list(range(7))
+
+
+@pytest.mark.slow
+def test_evaluating_by_tiles_of_the_image_size_is_evaluating_whole_images(smoke_run, tmp_path):
+    """On images no larger than a tile, sliced evaluation (Prepared.run, what evaluate and
+    analyze run) gives the whole-image evaluation's metrics: the same detections. The ground
+    truth is the smoke model's own best detections at a low score threshold (a 4-step model's
+    scores are low), so that the metrics are not all zero."""
+    import dataclasses
+    import json
+
+    from retinanet_jax.data import shapes_files
+    from retinanet_jax.evaluation import split_evaluation
+    from retinanet_jax.evaluation.coco_metrics import EvaluationConfig
+
+    options = shapes_files.write_coco_folder(tmp_path / 'data', 4)
+    dataset_options = {**options, 'annotations': {'validation': str(tmp_path / 'own.json')}}
+    coco = json.loads(Path(options['annotations']['validation']).read_text())
+    (tmp_path / 'own.json').write_text(json.dumps(coco))
+    prepared = split_evaluation.prepare(
+        smoke_run[0], 'validation', dataset='coco_folder', dataset_options=dataset_options
+    )
+    p = prepared.predictor
+    p = dataclasses.replace(
+        p, postprocess=dataclasses.replace(p.postprocess, score_threshold=0.001)
+    )
+    coco['annotations'] = []
+    for im in coco['images']:
+        image = np.asarray(Image.open(Path(options['image_dir']) / im['file_name']).convert('RGB'))
+        dets = p.predict_image(image)
+        keep = dets['valid']
+        best = zip(dets['boxes'][keep][:5], dets['labels'][keep][:5], strict=True)
+        for (x1, y1, x2, y2), label in best:
+            coco['annotations'].append(
+                {
+                    'id': len(coco['annotations']) + 1,
+                    'image_id': im['id'],
+                    'iscrowd': 0,
+                    'category_id': int(label) + 1,
+                    'bbox': [float(x1), float(y1), float(x2 - x1), float(y2 - y1)],
+                }
+            )
+    assert len(coco['annotations']) == 20
+    (tmp_path / 'own.json').write_text(json.dumps(coco))
+    prepared = split_evaluation.prepare(
+        smoke_run[0], 'validation', dataset='coco_folder', dataset_options=dataset_options
+    )
+    evaluation = split_evaluation.SplitEvaluation.make(
+        p.graphdef,
+        p.input,
+        p.anchors,
+        p.postprocess,
+        p.loss,
+        prepared.source,
+        'validation',
+        1,
+        p.mesh,
+        EvaluationConfig(),
+    )
+    prepared = dataclasses.replace(prepared, predictor=p, evaluation=evaluation)
+    whole = prepared.run()
+    tiled = prepared.run(tiling.TileConfig(64))
+    assert 'val_loss' not in tiled and whole['AP50'] > 0.5
+    for name in ('AP', 'AP50', 'AR100', 'P', 'R', 'F1', 'best_F1'):
+        assert tiled[name] == pytest.approx(whole[name], abs=1e-6), name

@@ -29,6 +29,7 @@ def define_flags(fv: flags.FlagValues) -> None:
     flags.DEFINE_integer(
         'worst', 16, 'how many of the images with the most errors to draw', flag_values=fv
     )
+    command.define_tile_flags(fv)
     flags.mark_flags_as_required(['model', 'out'], flag_values=fv)
 
 
@@ -40,6 +41,7 @@ def main(f: flags.FlagValues) -> None:
         score_threshold=f.score_threshold,
         iou=f.iou,
         worst=f.worst,
+        tiles=command.tile_options(f),
         **command.split_options(f),
         **command.model_options(f),
     )

@@ -84,8 +84,8 @@ def parse(module: ModuleType, argv: list[str]) -> flags.FlagValues:
             fv.config.get('seed')  # the config file loads lazily: load it now
     except flags.Error as e:
         raise UsageError(f'{e}\nPass --help for the flags.') from None
-    except (KeyError, AttributeError):
-        raise UsageError(_no_such_key(argv)) from None
+    except (KeyError, AttributeError) as e:
+        raise UsageError(_no_such_key(argv, e)) from None
     except (TypeError, ValueError, OSError, SyntaxError, ImportError) as e:
         reason = str(e).strip().splitlines()[-1].strip()  # the innermost reason
         raise UsageError(f'bad --config ({type(e).__name__}): {reason}') from None
@@ -94,41 +94,70 @@ def parse(module: ModuleType, argv: list[str]) -> flags.FlagValues:
     return fv
 
 
+# absl's own flags, which every FlagValues parses.
+_ABSL = ('flagfile', 'undefok')
+
+
 def _unknown_flag(argv: list[str], fv: flags.FlagValues) -> str | None:
     """'unknown flag --x (did you mean --y?)' for the first flag of `argv` that the command
-    does not take (--config.key overrides aside: the config's keys), else None."""
-    for arg in argv[1:]:
+    does not take (--config.key overrides aside: the config's keys), else None. absl's syntax:
+    --name=value, --name value (the next argument is the value, whatever it starts with),
+    --bool / --nobool, one dash or two; nothing after '--' is a flag."""
+    args = iter(argv[1:])
+    for arg in args:
         if arg == '--':
             return None
         if not arg.startswith('-') or arg.startswith('--config.'):
+            if arg.startswith('--config.') and '=' not in arg:
+                next(args, None)  # its value
             continue
-        name = arg.lstrip('-').split('=', 1)[0]
-        if name in fv or (name.startswith('no') and name[2:] in fv):
+        name, has_value = arg.lstrip('-').split('=', 1)[0], '=' in arg
+        if name in fv:
+            if not has_value and not fv[name].boolean:
+                next(args, None)  # its value
+            continue
+        if name in _ABSL or (name.startswith('no') and name[2:] in fv):
             continue
         near = difflib.get_close_matches(name, list(fv), n=1)
         return f'unknown flag --{name}' + (f' (did you mean --{near[0]}?)' if near else '')
     return None
 
 
-def _no_such_key(argv: list[str]) -> str:
+def _no_such_key(argv: list[str], error: Exception) -> str:
     """'the config has no key X; the nearest known key: Y' for the first --config.X override
-    of `argv` that the config file's ConfigDict lacks."""
-    path = next((a.split('=', 1)[1] for a in argv if a.startswith('--config=')), None)
-    try:
-        spec = importlib.util.spec_from_file_location('_config', path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        keys = config_keys(module.get_config())
-    except Exception:
-        keys = []
+    of `argv` that the config file's ConfigDict lacks; else the error's own words (a key that
+    the config file itself reads and lacks)."""
+    keys = _file_keys(argv)
     for arg in argv:
-        if arg.startswith('--config.'):
+        if arg.startswith('--config.') and keys is not None:
             key = arg[len('--config.') :].split('=', 1)[0]
             if key not in keys:
                 near = difflib.get_close_matches(key, keys, n=1, cutoff=0.5)
                 hint = f'; the nearest known key: {near[0]}' if near else ''
                 return f'the config has no key {key}{hint}'
-    return 'the config has no such key'
+    reason = str(error).strip('"\'').splitlines()[0].strip('"\'')
+    return f'the config has no key {reason}'
+
+
+def _file_keys(argv: list[str]) -> list[str] | None:
+    """Every key of the ConfigDict of argv's --config file (--config=PATH or --config PATH;
+    PATH:arg passes arg to get_config), or None where it cannot be read."""
+    path = None
+    for i, arg in enumerate(argv):
+        if arg.startswith('--config='):
+            path = arg.split('=', 1)[1]
+        elif arg == '--config' and i + 1 < len(argv):
+            path = argv[i + 1]
+    if path is None:
+        return None
+    path, _, arg = path.partition(':')
+    try:
+        spec = importlib.util.spec_from_file_location('_config', path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return config_keys(module.get_config(arg) if arg else module.get_config())
+    except Exception:
+        return None
 
 
 def config_keys(config, prefix: str = '', leaves_only: bool = False) -> list[str]:
@@ -251,3 +280,32 @@ def define_config_flag(fv: flags.FlagValues, argv: list[str]) -> None:
         lock_config=True,
         sys_argv=argv,
     )
+
+
+def define_tile_flags(fv: flags.FlagValues) -> None:
+    """--tile_size, --tile_overlap and --tile_batch: sliced inference (inference/tiling.py)."""
+    flags.DEFINE_integer(
+        'tile_size',
+        0,
+        'sliced inference: cut each image into overlapping windows of this side in pixels, '
+        "each run at the model's scale (0: none, the whole image resized to the canvas)",
+        flag_values=fv,
+    )
+    flags.DEFINE_float(
+        'tile_overlap',
+        0.2,
+        'sliced inference: the share of a window its neighbour overlaps',
+        flag_values=fv,
+    )
+    flags.DEFINE_integer(
+        'tile_batch', 8, 'sliced inference: windows per jitted call', flag_values=fv
+    )
+
+
+def tile_options(f: flags.FlagValues):
+    """The TileConfig of define_tile_flags' flags, or None (--tile_size=0: no slicing)."""
+    if not f.tile_size:
+        return None
+    from retinanet_jax.inference.tiling import TileConfig
+
+    return TileConfig(f.tile_size, f.tile_overlap, f.tile_batch)

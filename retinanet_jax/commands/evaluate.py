@@ -42,21 +42,24 @@ def define_flags(fv: flags.FlagValues) -> None:
         "precision / recall / F1: the score a detection needs (default: the run's, or 0.3)",
         flag_values=fv,
     )
+    command.define_tile_flags(fv)
     flags.mark_flags_as_required(['model'], flag_values=fv)
 
 
 def main(f: flags.FlagValues) -> None:
     options = command.split_options(f) | command.model_options(f)
     options |= dict(pr_iou=f.pr_iou, pr_score_threshold=f.pr_score_threshold)
-    evaluate_run(f.model, f.split, out=f.out, **options)
+    evaluate_run(f.model, f.split, out=f.out, tiles=command.tile_options(f), **options)
 
 
-def evaluate_run(model: str | Path, split: str | None = None, *, out=None, **options) -> dict:
+def evaluate_run(
+    model: str | Path, split: str | None = None, *, out=None, tiles=None, **options
+) -> dict:
     """The metrics of `model` on a split (split_evaluation.prepare's arguments), printed as a
     table and written as JSON to `out` (a training run: <workdir>/eval_<split>.json by
-    default)."""
+    default); `tiles` (inference.tiling.TileConfig): by sliced inference."""
     evaluation = split_evaluation.prepare(model, split, **options)
-    metrics = evaluation.run()
+    metrics = evaluation.run(tiles)
     result = {
         'model': str(model),
         'step': evaluation.predictor.step,

@@ -19,7 +19,6 @@ merges their detections so that one object gives one detection (inference/tiling
       --tile_size=512 --tile_overlap=0.2
 """
 
-import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -75,17 +74,8 @@ def define_flags(fv: flags.FlagValues) -> None:
 
 def main(f: flags.FlagValues) -> None:
     predictor = load_predictor(f.model, **command.model_options(f))
-    tiles = Tiles(f.tile_size, f.tile_overlap, f.tile_batch) if f.tile_size else None
+    tiles = command.tile_options(f)
     predict_files(predictor, f.images, Path(f.out), f.min_score, f.exif, tiles)
-
-
-@dataclasses.dataclass(frozen=True)
-class Tiles:
-    """Sliced inference's settings (inference/tiling.py)."""
-
-    size: int
-    overlap: float = 0.2
-    batch: int = 8
 
 
 def image_files(paths: list[str]) -> list[Path]:
@@ -109,7 +99,7 @@ def predict_files(
     out: Path,
     min_score: float = 0.3,
     exif: str = 'apply',
-    tiles: Tiles | None = None,
+    tiles: tiling.TileConfig | None = None,
 ) -> list[dict]:
     """Detections of every image file under `paths` (see the module docstring); `exif`: see
     data/images.py ('apply': boxes refer to the upright picture a viewer shows); `tiles`:
@@ -129,7 +119,7 @@ def predict_files(
         if tiles is None:
             dets = p.predict_image(image)
         else:
-            dets = tiling.predict_tiled(p, [image], tiles.size, tiles.overlap, tiles.batch)[0]
+            dets = tiling.predict_tiled(p, [image], tiles)[0]
         keep = dets['valid']
         boxes, scores, labels = dets['boxes'][keep], dets['scores'][keep], dets['labels'][keep]
         shown = scores >= min_score

@@ -41,6 +41,7 @@ def analyze_run(
     score_threshold: float = 0.3,
     iou: float = 0.5,
     worst: int = 16,
+    tiles=None,
     **options,
 ) -> dict:
     """Evaluates `model` on a split (split_evaluation.prepare's options) and writes the analysis
@@ -53,7 +54,7 @@ def analyze_run(
         raise UserError(f'worst must be >= 0, got {worst}')
     options |= dict(pr_iou=iou, pr_score_threshold=score_threshold)  # P / R / F1 alike
     e = split_evaluation.prepare(model, split, **options)
-    metrics = e.run()
+    metrics = e.run(tiles)
     rows, image_ids = e.evaluator.detections()
     if jax.process_index() != 0:
         return {'metrics': metrics}

@@ -167,9 +167,16 @@ class Prepared:
     def evaluator(self) -> coco_metrics.CocoEvaluator:
         return self.evaluation.evaluator
 
-    def run(self) -> dict:
+    def run(self, tiles=None) -> dict:
         """The metrics, with a progress bar; the evaluator keeps the detections
-        (`evaluator.detections()`)."""
+        (`evaluator.detections()`). `tiles` (inference.tiling.TileConfig): by sliced
+        inference, every image at its own resolution (tiled_evaluation.py; no loss)."""
+        if tiles is not None:
+            from retinanet_jax.evaluation.tiled_evaluation import evaluate_tiled
+
+            return evaluate_tiled(
+                self.predictor, self.source, self.split, self.evaluator, tiles, tqdm
+            )
         return self.evaluation(self.predictor.state, tqdm)
 
 

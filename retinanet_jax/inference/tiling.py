@@ -3,15 +3,18 @@ many images run in fixed-size batches through the predictor's one jitted step, a
 detections mapped back and merged so that one object gives one detection.
 
   windows = tile_windows((H, W), tile=512, overlap=0.2)  # int [T, 4] (y0, x0, y1, x1)
-  dets = predict_tiled(predictor, images, tile=512, overlap=0.2, batch_size=8)
+  dets = predict_tiled(predictor, images, TileConfig(size=512, overlap=0.2, batch=8))
   # per image: 'boxes' float32 [N, 4] xyxy in the image's pixels, 'scores' [N], 'labels'
   # int32 [N] (indices into predictor.label_map.names), 'valid' bool [N] (all True), best first
 
 Windows (SAHI's layout): a grid of tile x tile windows with a stride of round(tile * (1 -
 overlap)), the last row and column moved back to end at the image's edge, so every window lies
-inside the image; along a side shorter than the tile, one window of that side's length. Each
-window is preprocessed as an evaluation image (resized to the predictor's canvas: a tile the
-size of the canvas runs at scale 1, the model's own).
+inside the image; along a side shorter than the tile, one window of that side's length, padded
+(bottom / right, with the mean colour, as the canvas is) to a whole tile, so that every window
+of every image runs at one scale. Each window is then preprocessed as an evaluation image:
+resized by the predictor's input settings, so a tile of `default_tile` (the input's short side,
+or the canvas side for square resizing) runs at scale 1, the model's own. An image no larger
+than a tile is one window, the image itself: exactly what the whole-image predictor sees.
 
 Merging (merge_detections), for each image, class by class:
   - a detection is *cut* when its box comes within `edge` pixels of an inner side of its
@@ -22,14 +25,45 @@ Merging (merge_detections), for each image, class by class:
     detection (intersection over its own area >= `match`, SAHI's "IOS": a neighbouring window
     holds the object whole) or overlaps a kept one beyond the NMS IoU; else it is kept (an
     object larger than the overlap is cut in every window).
-Objects no larger than the overlap are whole in some window, so the cut views of them all go.
-The merge runs on the host in numpy (hundreds to thousands of boxes an image).
+Objects no larger than the overlap are whole in some window, so the cut views of them all go
+and each is found once. An object larger than the overlap is cut in every window that sees it:
+its views stay, one per window (choose an overlap at least as large as the largest objects).
+Boxes are clipped to the image. The merge runs on the host in numpy.
 """
+
+import dataclasses
 
 import numpy as np
 
 from retinanet_jax.data import pipeline
+from retinanet_jax.data.input_config import InputConfig
 from retinanet_jax.errors import UserError
+from retinanet_jax.ops.normalization import PAD_VALUE
+
+
+@dataclasses.dataclass(frozen=True)
+class TileConfig:
+    """Sliced inference's settings: the window side in pixels (None: the predictor's
+    default_tile), the share of a window its neighbour overlaps, windows per jitted call."""
+
+    size: int | None = None
+    overlap: float = 0.2
+    batch: int = 8
+
+    def __post_init__(self):
+        if self.size is not None and self.size < 1:
+            raise UserError(f'tile size must be >= 1 pixel, got {self.size}')
+        if not 0 <= self.overlap <= 0.9:
+            raise UserError(f'tile overlap must be in [0, 0.9], got {self.overlap}')
+        if self.batch < 1:
+            raise UserError(f'tile batch must be >= 1, got {self.batch}')
+
+
+def default_tile(config: InputConfig) -> int:
+    """The window side that the predictor's preprocessing leaves at scale 1."""
+    if config.resize == 'square':
+        return min(config.image_size)
+    return min(config.short_side, config.max_side)
 
 
 def tile_windows(image_hw: tuple[int, int], tile: int, overlap: float) -> np.ndarray:
@@ -53,42 +87,44 @@ def _starts(side: int, tile: int, stride: int) -> np.ndarray:
     return np.append(starts, side - tile)  # the last window ends at the edge
 
 
-def predict_tiled(
-    predictor,
-    images,
-    tile: int | None = None,
-    overlap: float = 0.2,
-    batch_size: int = 8,
-    edge: float = 2.0,
-    match: float = 0.5,
-) -> list[dict]:
+def predict_tiled(predictor, images, tiles: TileConfig = TileConfig()) -> list[dict]:
     """Detections of each uint8 [H, W, 3] image of `images` by sliced inference (see the module
-    docstring); `tile` defaults to the predictor's canvas (its larger side). Windows of all the
-    images share batches of `batch_size`; one batch of windows is in memory at a time besides
-    the images."""
+    docstring). Windows of all the images share batches of `tiles.batch`; one batch of windows
+    is in memory at a time besides the images."""
     images = list(images)
-    tile = tile or max(predictor.image_hw)
+    tile = tiles.size or default_tile(predictor.input)
     plan = [
         (i, window)
         for i, im in enumerate(images)
-        for window in tile_windows(im.shape[:2], tile, overlap)
+        for window in tile_windows(im.shape[:2], tile, tiles.overlap)
     ]
 
     def examples():
         for i, (y0, x0, y1, x1) in plan:
-            yield pipeline.preprocess_image(images[i][y0:y1, x0:x1], predictor.input)
+            window = images[i][y0:y1, x0:x1]
+            if window.shape[:2] != images[i].shape[:2]:  # one of several: a whole tile
+                window = _padded(window, tile)
+            yield pipeline.preprocess_image(window, predictor.input)
 
     found = [[] for _ in images]
-    for (i, window), dets in zip(
-        plan, predictor.predict_examples(examples(), batch_size), strict=True
-    ):
+    detections = predictor.predict_examples(examples(), tiles.batch)
+    for (i, window), dets in zip(plan, detections, strict=True):
         keep = dets['valid']
         found[i].append((window, dets['boxes'][keep], dets['scores'][keep], dets['labels'][keep]))
     iou = predictor.postprocess.nms_iou_threshold
     return [
-        merge_detections(parts, im.shape[:2], iou, edge, match)
-        for parts, im in zip(found, images, strict=True)
+        merge_detections(parts, im.shape[:2], iou) for parts, im in zip(found, images, strict=True)
     ]
+
+
+def _padded(window: np.ndarray, tile: int) -> np.ndarray:
+    h, w = window.shape[:2]
+    if (h, w) == (tile, tile):
+        return window
+    canvas = np.empty((tile, tile, 3), np.uint8)
+    canvas[...] = PAD_VALUE
+    canvas[:h, :w] = window
+    return canvas
 
 
 def merge_detections(parts, image_hw, iou: float, edge: float = 2.0, match: float = 0.5) -> dict:
@@ -113,7 +149,7 @@ def merge_detections(parts, image_hw, iou: float, edge: float = 2.0, match: floa
         scores.append(np.asarray(s, np.float32))
         labels.append(np.asarray(lab, np.int32))
         cut.append((near & inner).any(axis=1))
-    boxes = np.concatenate(boxes)
+    boxes = np.clip(np.concatenate(boxes), 0, np.array([w, h, w, h], np.float32))
     scores = np.concatenate(scores) if scores else np.zeros(0, np.float32)
     labels = np.concatenate(labels) if labels else np.zeros(0, np.int32)
     cut = np.concatenate(cut) if cut else np.zeros(0, bool)

@@ -1,0 +1,36 @@
+"""A model's evaluation on a split by sliced inference: every image of the split at its own
+resolution, cut into overlapping windows (inference/tiling.py), its merged detections scored
+against the ground truth by the same COCO evaluator (coco_metrics.py) as the whole-image
+evaluation (split_evaluation.py), so the metrics have the same names and meaning.
+
+  metrics = evaluate_tiled(predictor, source, split, evaluator, tiles, progress=tqdm)
+
+Each process evaluates its share of the split's images (index % process count), the evaluator
+gathers the detections of every process. There is no validation loss: the loss is the
+training loss of the model's canvas, which a whole large image never fits.
+"""
+
+import jax
+import numpy as np
+
+from retinanet_jax.inference import tiling
+
+
+def evaluate_tiled(predictor, source, split: str, evaluator, tiles, progress=None) -> dict:
+    """The evaluator's metrics of `predictor`'s sliced detections (tiles: tiling.TileConfig)
+    on every image of `source`'s `split`; `progress`: an optional progress-bar class."""
+    evaluator.reset()
+    indices = range(jax.process_index(), source.num_examples(split), jax.process_count())
+    bar = progress(total=len(indices), desc='eval (tiles)', leave=False) if progress else None
+    for index in indices:
+        example = source.example(split, index)
+        (dets,) = tiling.predict_tiled(predictor, [example['image']], tiles)
+        evaluator.add_batch(
+            {k: v[None] for k, v in dets.items()},
+            {'image_id': np.array([example['image_id']]), 'valid': np.ones(1, bool)},
+        )
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    return evaluator.metrics()
