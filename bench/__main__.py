@@ -20,9 +20,10 @@ BENCHMARKS = {
     'race': 'bench.race',
     'faults': 'bench.faults',
     'fed': 'bench.fed',
+    'tiles': 'bench.tiles',
 }
 # Not part of `all` (run them by name): each starts or trains whole runs of its own, minutes.
-SLOW = ('startup', 'convs', 'race', 'faults', 'fed')
+SLOW = ('startup', 'convs', 'race', 'faults', 'fed', 'tiles')
 
 
 def make_parser() -> argparse.ArgumentParser:

@@ -97,6 +97,35 @@ def test_a_perfect_detector_through_the_windows_gives_each_object_once():
     assert (np.diff(merged['scores']) <= 0).all() and merged['valid'].all()
 
 
+def same_objects(merged, gt_boxes, gt_labels, tol=1.0) -> bool:
+    """One detection for each object, of its class, its box within `tol` pixels."""
+    if len(merged['boxes']) != len(gt_boxes):
+        return False
+    free = np.ones(len(gt_boxes), bool)
+    for box, label in zip(merged['boxes'], merged['labels'], strict=True):
+        close = free & (gt_labels == label) & (np.abs(gt_boxes - box).max(axis=1) <= tol)
+        if not close.any():
+            return False
+        free[np.argmax(close)] = False
+    return True
+
+
+@settings(max_examples=12, deadline=None)
+@given(
+    st.integers(0, 2**16),
+    st.sampled_from([(256, 0.1, (30, 90)), (128, 0.2, (10, 90)), (200, 0.05, (20, 95))]),
+)
+def test_objects_larger_than_the_overlap_merge_back_into_one(seed, layout):
+    """Small overlaps and objects up to 95 px: most are cut in every window that sees them;
+    their views merge across the seams (corners included) into the whole box."""
+    tile, overlap, sizes = layout
+    gt_boxes, gt_labels = scene(np.random.default_rng(seed), 200, sizes=sizes)
+    windows = tiling.tile_windows((1500, 1700), tile, overlap)
+    parts = oracle_parts(gt_boxes, gt_labels, windows)
+    merged = tiling.merge_detections(parts, (1500, 1700), iou=0.5)
+    assert same_objects(merged, gt_boxes, gt_labels)
+
+
 def test_merge_rules_on_hand_made_windows():
     left, right = (0, 0, 100, 100), (0, 80, 100, 180)  # overlap: x 80..100
     whole_in_left = np.array([[82, 10, 96, 30]], np.float32)  # inside the overlap: both see it
@@ -106,7 +135,7 @@ def test_merge_rules_on_hand_made_windows():
         # an object cut by the left window's inner edge (x=100), whole in the right one
         (left, np.array([[90, 50, 100, 70]], np.float32), np.array([0.9]), np.array([2])),
         (right, np.array([[10, 50, 30, 70]], np.float32), np.array([0.6]), np.array([2])),
-        # a large object cut in both windows (wider than the overlap): both views stay
+        # a large object cut in both windows (wider than the overlap): its views merge
         (left, np.array([[40, 80, 100, 95]], np.float32), np.array([0.5]), np.array([0])),
         (right, np.array([[0, 80, 60, 95]], np.float32), np.array([0.4]), np.array([0])),
     ]
@@ -116,8 +145,7 @@ def test_merge_rules_on_hand_made_windows():
         for b, lab in zip(merged['boxes'], merged['labels'], strict=True)
     )
     assert got == [
-        (0, (40.0, 80.0, 100.0, 95.0)),
-        (0, (80.0, 80.0, 140.0, 95.0)),
+        (0, (40.0, 80.0, 140.0, 95.0)),  # the union of the two views
         (1, (82.0, 10.0, 96.0, 30.0)),  # the better of two whole views
         (2, (90.0, 50.0, 110.0, 70.0)),  # the whole view, not the cut one of higher score
     ]

@@ -16,19 +16,10 @@ resized by the predictor's input settings, so a tile of `default_tile` (the inpu
 or the canvas side for square resizing) runs at scale 1, the model's own. An image no larger
 than a tile is one window, the image itself: exactly what the whole-image predictor sees.
 
-Merging (merge_detections), for each image, class by class:
-  - a detection is *cut* when its box comes within `edge` pixels of an inner side of its
-    window (a side that is not on the image's border): the window saw part of the object;
-  - the detections that are not cut go through greedy NMS at the predictor's IoU, best score
-    first (an object whole in two windows of an overlap gives the same box twice);
-  - then each cut detection, best score first, is dropped where it lies mostly inside a kept
-    detection (intersection over its own area >= `match`, SAHI's "IOS": a neighbouring window
-    holds the object whole) or overlaps a kept one beyond the NMS IoU; else it is kept (an
-    object larger than the overlap is cut in every window).
-Objects no larger than the overlap are whole in some window, so the cut views of them all go
-and each is found once. An object larger than the overlap is cut in every window that sees it:
-its views stay, one per window (choose an overlap at least as large as the largest objects).
-Boxes are clipped to the image. The merge runs on the host in numpy.
+Merging (tile_merge.merge_detections): a view that a window's inner edge cuts yields to a
+whole view of the object in a neighbouring window; whole views go through class-aware NMS;
+the views of an object larger than the overlap, cut in every window, merge across the seams
+into one box. Boxes are clipped to the image.
 """
 
 import dataclasses
@@ -38,6 +29,7 @@ import numpy as np
 from retinanet_jax.data import pipeline
 from retinanet_jax.data.input_config import InputConfig
 from retinanet_jax.errors import UserError
+from retinanet_jax.inference.tile_merge import merge_detections
 from retinanet_jax.ops.normalization import PAD_VALUE
 
 
@@ -125,67 +117,3 @@ def _padded(window: np.ndarray, tile: int) -> np.ndarray:
     canvas[...] = PAD_VALUE
     canvas[:h, :w] = window
     return canvas
-
-
-def merge_detections(parts, image_hw, iou: float, edge: float = 2.0, match: float = 0.5) -> dict:
-    """One image's detections from its windows: `parts` a list of (window (y0, x0, y1, x1),
-    boxes [n, 4] xyxy in the window's pixels, scores [n], labels [n]); returns the merged
-    detections in the image's pixels (see the module docstring)."""
-    boxes, scores, labels, cut = [np.zeros((0, 4), np.float32)], [], [], []
-    h, w = image_hw
-    for (y0, x0, y1, x1), b, s, lab in parts:
-        b = np.asarray(b, np.float32) + np.array([x0, y0, x0, y0], np.float32)
-        inner = np.array([x0 > 0, y0 > 0, x1 < w, y1 < h])  # the window's sides inside the image
-        near = np.stack(
-            [
-                b[:, 0] <= x0 + edge,
-                b[:, 1] <= y0 + edge,
-                b[:, 2] >= x1 - edge,
-                b[:, 3] >= y1 - edge,
-            ],
-            axis=1,
-        )
-        boxes.append(b)
-        scores.append(np.asarray(s, np.float32))
-        labels.append(np.asarray(lab, np.int32))
-        cut.append((near & inner).any(axis=1))
-    boxes = np.clip(np.concatenate(boxes), 0, np.array([w, h, w, h], np.float32))
-    scores = np.concatenate(scores) if scores else np.zeros(0, np.float32)
-    labels = np.concatenate(labels) if labels else np.zeros(0, np.int32)
-    cut = np.concatenate(cut) if cut else np.zeros(0, bool)
-    kept = []
-    for label in np.unique(labels):
-        (mine,) = np.nonzero(labels == label)
-        whole = _greedy(boxes, scores, mine[~cut[mine]], [], iou, None)
-        kept += _greedy(boxes, scores, mine[cut[mine]], whole, iou, match)
-    kept = np.array(sorted(kept, key=lambda k: (-scores[k], k)), np.int64)
-    return {
-        'boxes': boxes[kept],
-        'scores': scores[kept],
-        'labels': labels[kept],
-        'valid': np.ones(len(kept), bool),
-    }
-
-
-def _greedy(boxes, scores, candidates, kept: list, iou: float, match: float | None) -> list:
-    """`kept` plus the candidates (indices) that no box kept before overlaps beyond `iou`
-    (IoU) or, with `match`, covers (intersection over the candidate's area >= match); best
-    score first."""
-    kept = list(kept)
-    for k in sorted(candidates, key=lambda k: (-scores[k], k)):
-        if kept:
-            inter, area, union = _overlaps(boxes[k], boxes[kept])
-            if (inter > iou * union).any() or (match is not None and (inter >= match * area).any()):
-                continue
-        kept.append(k)
-    return kept
-
-
-def _overlaps(box, others):
-    """(intersection [K], the box's area, union [K]) of one xyxy box with K others."""
-    lo = np.maximum(box[:2], others[:, :2])
-    hi = np.minimum(box[2:], others[:, 2:])
-    inter = np.prod(np.clip(hi - lo, 0, None), axis=1)
-    area = np.prod(np.clip(box[2:] - box[:2], 0, None))
-    areas = np.prod(np.clip(others[:, 2:] - others[:, :2], 0, None), axis=1)
-    return inter, area, area + areas - inter

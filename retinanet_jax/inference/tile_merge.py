@@ -1,0 +1,218 @@
+"""The merge of sliced inference (tiling.py): the detections of an image's overlapping windows
+into one detection per object, in the image's pixels.
+
+  merged = merge_detections(parts, image_hw, iou)
+  parts:  [(window (y0, x0, y1, x1), boxes [n, 4] xyxy in the window's pixels, scores [n],
+            labels [n])], one per window
+  merged: 'boxes' float32 [N, 4] xyxy in the image's pixels (clipped to it), 'scores' [N],
+          'labels' int32 [N], 'valid' bool [N] (all True); best score first
+
+For each class:
+  - a detection is *cut* when its box comes within `edge` pixels of an inner side of its
+    window (a side that is not on the image's border): the window saw part of the object;
+  - the detections that are not cut (whole views) go through greedy NMS at `iou`, best score
+    first (an object whole in two windows of an overlap gives the same box twice);
+  - a cut view that lies mostly inside a kept whole view (intersection over its own area >=
+    `match`, SAHI's "IOS") or overlaps one beyond `iou` is dropped: a neighbouring window holds
+    the object whole (every object no larger than the overlap is whole somewhere);
+  - the cut views left belong to objects larger than the overlap, cut in every window that
+    sees them: two views of different windows where one is cut at a side of its window and the
+    other runs on across that line, with the same extent along it (1-D IoU >= 0.5), are parts
+    of one object, merged into their union with the best score (union-find: an object cut four
+    ways at a corner is one);
+  - merged objects, largest first, are dropped where a kept detection already gives them
+    (IoU beyond `iou`, or lying mostly inside it).
+Only detections near each other are compared (a grid of cells the size of a window), so an
+image of tens of thousands of detections merges in seconds, on the host in numpy.
+"""
+
+import collections
+
+import numpy as np
+
+
+def merge_detections(parts, image_hw, iou: float, edge: float = 2.0, match: float = 0.5) -> dict:
+    """One detection per object from an image's windows (see the module docstring)."""
+    boxes, scores, labels, sides, window = _gather(parts, image_hw, edge)
+    cell = float(max((w[2] - w[0] for w, *_ in parts), default=64) or 64)
+    cut = sides.any(axis=1)
+    out = []
+    for label in np.unique(labels):
+        (mine,) = np.nonzero(labels == label)
+        kept = _Grid(boxes, cell)
+        for k in _by_score(scores, mine[~cut[mine]]):  # whole views: greedy NMS
+            inter, _, union = kept.overlaps(boxes[k])
+            if not (inter > iou * union).any():
+                kept.add(k)
+        views = []
+        for k in mine[cut[mine]]:  # cut views no whole view gives
+            inter, area, union = kept.overlaps(boxes[k])
+            if not ((inter >= match * area).any() or (inter > iou * union).any()):
+                views.append(k)
+        merged = [_union(boxes, scores, g) for g in _seam_groups(boxes, sides, window, views, edge)]
+        found = [(boxes[k], scores[k]) for k in kept.items]
+        grid = _Grid(np.array([f[0] for f in found] + [m[0] for m in merged]).reshape(-1, 4), cell)
+        whole = len(found)
+        for i in range(whole):
+            grid.add(i)
+        for i in sorted(range(len(merged)), key=lambda i: -_area(merged[i][0])):
+            box = merged[i][0]  # largest first: a part of an object already kept goes
+            inter, area, union = grid.overlaps(box)
+            if not ((inter > iou * union).any() or (inter >= match * area).any()):
+                grid.add(whole + i)
+                found.append(merged[i])
+        out += [(box, score, label) for box, score in found]
+    out.sort(key=lambda d: -d[1])
+    return {
+        'boxes': np.array([d[0] for d in out], np.float32).reshape(-1, 4),
+        'scores': np.array([d[1] for d in out], np.float32),
+        'labels': np.array([d[2] for d in out], np.int32),
+        'valid': np.ones(len(out), bool),
+    }
+
+
+def _gather(parts, image_hw, edge: float):
+    """The windows' detections in the image's pixels: boxes [n, 4] (clipped), scores [n],
+    labels [n], sides [n, 4] (cut at its window's left, top, right, bottom), window [n, 4]."""
+    boxes, scores, labels, sides, window = [np.zeros((0, 4), np.float32)], [], [], [], []
+    h, w = image_hw
+    for (y0, x0, y1, x1), b, s, lab in parts:
+        b = np.asarray(b, np.float32).reshape(-1, 4) + np.array([x0, y0, x0, y0], np.float32)
+        inner = np.array([x0 > 0, y0 > 0, x1 < w, y1 < h])  # the window's sides inside the image
+        near = np.stack(
+            [
+                b[:, 0] <= x0 + edge,
+                b[:, 1] <= y0 + edge,
+                b[:, 2] >= x1 - edge,
+                b[:, 3] >= y1 - edge,
+            ],
+            axis=1,
+        )
+        boxes.append(b)
+        scores.append(np.asarray(s, np.float32).reshape(-1))
+        labels.append(np.asarray(lab, np.int32).reshape(-1))
+        sides.append(near & inner)
+        window.append(np.tile(np.array([[y0, x0, y1, x1]], np.float32), (len(b), 1)))
+    boxes = np.clip(np.concatenate(boxes), 0, np.array([w, h, w, h], np.float32))
+    return (
+        boxes,
+        np.concatenate(scores) if scores else np.zeros(0, np.float32),
+        np.concatenate(labels) if labels else np.zeros(0, np.int32),
+        np.concatenate(sides) if sides else np.zeros((0, 4), bool),
+        np.concatenate(window) if window else np.zeros((0, 4), np.float32),
+    )
+
+
+class _Grid:
+    """Indices of `boxes` added one by one, found again by the cells they overlap."""
+
+    def __init__(self, boxes: np.ndarray, cell: float):
+        self.boxes, self.cell = boxes, cell
+        self.cells = collections.defaultdict(list)
+        self.items = []
+
+    def _keys(self, box):
+        x0, y0, x1, y1 = (int(v // self.cell) for v in box)
+        return [(i, j) for i in range(y0, y1 + 1) for j in range(x0, x1 + 1)]
+
+    def add(self, k: int) -> None:
+        self.items.append(k)
+        for key in self._keys(self.boxes[k]):
+            self.cells[key].append(k)
+
+    def near(self, box) -> np.ndarray:
+        found = {k for key in self._keys(box) for k in self.cells.get(key, ())}
+        return np.fromiter(found, np.int64, len(found))
+
+    def overlaps(self, box):
+        """(intersection, the box's area, union) with each added box near it."""
+        return _overlaps(box, self.boxes[self.near(box)])
+
+
+def _by_score(scores, indices) -> list:
+    return sorted(indices, key=lambda k: (-scores[k], k))
+
+
+def _seam_groups(boxes, sides, window, views: list, edge: float) -> list[list[int]]:
+    """The cut views (indices) grouped into objects (union-find): two views of different
+    windows are parts of one object where one is cut at a side of its window and the other
+    runs on across that line, and their extents along the line agree (1-D IoU >= 0.5)."""
+    parent = {k: k for k in views}
+
+    def root(k):
+        while parent[k] != k:
+            parent[k] = parent[parent[k]]
+            k = parent[k]
+        return k
+
+    cell = float(np.max(window[views, 2] - window[views, 0])) if views else 1.0
+    grid = _Grid(boxes, cell)
+    for k in views:
+        grid.add(k)
+    for i in views:
+        others = grid.near(boxes[i])
+        others = others[(window[others] != window[i]).any(axis=1)]
+        linked = _continues(boxes, sides, window, i, others, edge) | _continues_back(
+            boxes, sides, window, others, i, edge
+        )
+        for j in others[linked]:
+            parent[root(int(j))] = root(i)
+    groups = collections.defaultdict(list)
+    for k in views:
+        groups[root(k)].append(k)
+    return list(groups.values())
+
+
+def _continues(boxes, sides, window, i: int, js: np.ndarray, edge: float) -> np.ndarray:
+    """[len(js)] whether each view j runs on across a line where view i is cut (a side of i's
+    window), with the same extent along that line."""
+    x0, y0, x1, y1 = boxes[i]
+    u0, v0, u1, v1 = boxes[js].T
+    wy0, wx0, wy1, wx1 = window[i]
+    along_y, along_x = _iou_1d(y0, y1, v0, v1) >= 0.5, _iou_1d(x0, x1, u0, u1) >= 0.5
+    return (
+        (sides[i, 0] & along_y & (u0 < wx0 - edge) & (u1 > wx0))
+        | (sides[i, 2] & along_y & (u1 > wx1 + edge) & (u0 < wx1))
+        | (sides[i, 1] & along_x & (v0 < wy0 - edge) & (v1 > wy0))
+        | (sides[i, 3] & along_x & (v1 > wy1 + edge) & (v0 < wy1))
+    )
+
+
+def _continues_back(boxes, sides, window, js: np.ndarray, i: int, edge: float) -> np.ndarray:
+    """[len(js)] whether view i runs on across a line where each view j is cut."""
+    x0, y0, x1, y1 = boxes[i]
+    u0, v0, u1, v1 = boxes[js].T
+    wy0, wx0, wy1, wx1 = window[js].T
+    along_y, along_x = _iou_1d(v0, v1, y0, y1) >= 0.5, _iou_1d(u0, u1, x0, x1) >= 0.5
+    s = sides[js]
+    return (
+        (s[:, 0] & along_y & (x0 < wx0 - edge) & (x1 > wx0))
+        | (s[:, 2] & along_y & (x1 > wx1 + edge) & (x0 < wx1))
+        | (s[:, 1] & along_x & (y0 < wy0 - edge) & (y1 > wy0))
+        | (s[:, 3] & along_x & (y1 > wy1 + edge) & (y0 < wy1))
+    )
+
+
+def _iou_1d(a0, a1, b0, b1):
+    inter = np.maximum(0.0, np.minimum(a1, b1) - np.maximum(a0, b0))
+    return inter / np.maximum(a1 - a0 + b1 - b0 - inter, 1e-9)
+
+
+def _area(box) -> float:
+    return float(max(box[2] - box[0], 0) * max(box[3] - box[1], 0))
+
+
+def _union(boxes, scores, group: list[int]):
+    """(the union box of a group's views, their best score)."""
+    b = boxes[group]
+    return np.array([*b[:, :2].min(0), *b[:, 2:].max(0)], np.float32), float(scores[group].max())
+
+
+def _overlaps(box, others):
+    """(intersection [K], the box's area, union [K]) of one xyxy box with K others."""
+    lo = np.maximum(box[:2], others[:, :2])
+    hi = np.minimum(box[2:], others[:, 2:])
+    inter = np.prod(np.clip(hi - lo, 0, None), axis=1)
+    area = np.prod(np.clip(box[2:] - box[:2], 0, None))
+    areas = np.prod(np.clip(others[:, 2:] - others[:, :2], 0, None), axis=1)
+    return inter, area, area + areas - inter
