@@ -53,22 +53,7 @@ def define_flags(fv: flags.FlagValues) -> None:
         'EXIF orientation: apply it (upright) or ignore it',
         flag_values=fv,
     )
-    flags.DEFINE_integer(
-        'tile_size',
-        0,
-        'sliced inference: cut each image into windows of this side (pixels; 0: none, the '
-        'whole image resized to the canvas); see inference/tiling.py',
-        flag_values=fv,
-    )
-    flags.DEFINE_float(
-        'tile_overlap',
-        0.2,
-        'sliced inference: the share of a window its neighbour overlaps',
-        flag_values=fv,
-    )
-    flags.DEFINE_integer(
-        'tile_batch', 8, 'sliced inference: windows per jitted call', flag_values=fv
-    )
+    command.define_tile_flags(fv)
     flags.mark_flags_as_required(['model', 'images', 'out'], flag_values=fv)
 
 

@@ -152,8 +152,9 @@ def _seam_groups(boxes, sides, window, views: list, edge: float) -> list[list[in
     for i in views:
         others = grid.near(boxes[i])
         others = others[(window[others] != window[i]).any(axis=1)]
-        linked = _continues(boxes, sides, window, i, others, edge) | _continues_back(
-            boxes, sides, window, others, i, edge
+        one = np.zeros(len(others), np.int64) + i  # view i, against each of the others
+        linked = _continues(boxes[one], sides[one], window[one], boxes[others], edge) | (
+            _continues(boxes[others], sides[others], window[others], boxes[one], edge)
         )
         for j in others[linked]:
             parent[root(int(j))] = root(i)
@@ -163,33 +164,19 @@ def _seam_groups(boxes, sides, window, views: list, edge: float) -> list[list[in
     return list(groups.values())
 
 
-def _continues(boxes, sides, window, i: int, js: np.ndarray, edge: float) -> np.ndarray:
-    """[len(js)] whether each view j runs on across a line where view i is cut (a side of i's
-    window), with the same extent along that line."""
-    x0, y0, x1, y1 = boxes[i]
-    u0, v0, u1, v1 = boxes[js].T
-    wy0, wx0, wy1, wx1 = window[i]
+def _continues(cut, sides, window, other, edge: float) -> np.ndarray:
+    """Whether each view of `other` [n, 4] runs on across a line where the matching view of
+    `cut` [n, 4] (its `sides` [n, 4] and `window` [n, 4] (y0, x0, y1, x1)) is cut, with the
+    same extent along that line."""
+    x0, y0, x1, y1 = cut.T
+    u0, v0, u1, v1 = other.T
+    wy0, wx0, wy1, wx1 = window.T
     along_y, along_x = _iou_1d(y0, y1, v0, v1) >= 0.5, _iou_1d(x0, x1, u0, u1) >= 0.5
     return (
-        (sides[i, 0] & along_y & (u0 < wx0 - edge) & (u1 > wx0))
-        | (sides[i, 2] & along_y & (u1 > wx1 + edge) & (u0 < wx1))
-        | (sides[i, 1] & along_x & (v0 < wy0 - edge) & (v1 > wy0))
-        | (sides[i, 3] & along_x & (v1 > wy1 + edge) & (v0 < wy1))
-    )
-
-
-def _continues_back(boxes, sides, window, js: np.ndarray, i: int, edge: float) -> np.ndarray:
-    """[len(js)] whether view i runs on across a line where each view j is cut."""
-    x0, y0, x1, y1 = boxes[i]
-    u0, v0, u1, v1 = boxes[js].T
-    wy0, wx0, wy1, wx1 = window[js].T
-    along_y, along_x = _iou_1d(v0, v1, y0, y1) >= 0.5, _iou_1d(u0, u1, x0, x1) >= 0.5
-    s = sides[js]
-    return (
-        (s[:, 0] & along_y & (x0 < wx0 - edge) & (x1 > wx0))
-        | (s[:, 2] & along_y & (x1 > wx1 + edge) & (x0 < wx1))
-        | (s[:, 1] & along_x & (y0 < wy0 - edge) & (y1 > wy0))
-        | (s[:, 3] & along_x & (y1 > wy1 + edge) & (y0 < wy1))
+        (sides[:, 0] & along_y & (u0 < wx0 - edge) & (u1 > wx0))
+        | (sides[:, 2] & along_y & (u1 > wx1 + edge) & (u0 < wx1))
+        | (sides[:, 1] & along_x & (v0 < wy0 - edge) & (v1 > wy0))
+        | (sides[:, 3] & along_x & (v1 > wy1 + edge) & (v0 < wy1))
     )
 
 

@@ -43,17 +43,13 @@ class TrainGraph:
     optimizer: nnx.GraphDef
 
 
-def build_modules(settings: settings_lib.Settings):
-    """(model, optimizer) of a run, built op by op (inside a trace: jit or eval_shape)."""
-    return _build_modules(*_recipe(settings))
-
-
 def _recipe(settings: settings_lib.Settings) -> tuple:
     """What a run's train state is built from (hashable): model, seed, optimiser, schedule."""
     return settings.model, settings.seed, settings.optim, settings.train_steps
 
 
 def _build_modules(model_config, seed, optim_config, train_steps):
+    """(model, optimizer) of a run, built op by op (inside a trace: jit or eval_shape)."""
     model = build_retinanet(model_config, seed=seed)
     tx = optim.make_optimizer(optim_config, train_steps)
     return model, nnx.Optimizer(model, tx, wrt=nnx.Param)
