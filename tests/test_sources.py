@@ -272,6 +272,7 @@ def get_config():  # the smoke run's model and input on a {fmt} dataset
     c = smoke.get_config()
     c.data.dataset = '{fmt}'
     c.data.options = {options!r}
+    c.checkpoint_every = 4  # one save, at the end
     return c  # the smoke run's 4 steps: its learning-rate schedule, so its compiled step
 """
 

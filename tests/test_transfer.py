@@ -3,6 +3,7 @@ whose name and shape match is loaded; the class layer of another class count kee
 initialisation (the prior bias) but for the rows of classes named on both sides; what was not
 loaded is named."""
 
+import jax
 import numpy as np
 import pytest
 from flax import nnx
@@ -16,6 +17,15 @@ from .helpers import require
 SMALL = dict(depth=18, fpn_width=32, head_depth=1)
 
 
+def donor(config: ModelConfig, seed: int):
+    """A model of `config` with random normal weights, built without compiling its
+    initialisation: a source of weights to transfer (its values only need to differ)."""
+    graphdef, state = nnx.split(nnx.eval_shape(lambda: build_retinanet(config)))
+    rng = np.random.default_rng(seed)
+    state = jax.tree.map(lambda a: rng.standard_normal(a.shape).astype(a.dtype), state)
+    return nnx.merge(graphdef, state)
+
+
 def flat(model) -> dict:
     return {
         '.'.join(map(str, p)): np.asarray(v[...]) for p, v in nnx.to_flat_state(nnx.state(model))
@@ -23,7 +33,7 @@ def flat(model) -> dict:
 
 
 def test_matching_tensors_load_and_shared_classes_keep_their_rows():
-    source = build_retinanet(ModelConfig(num_classes=5, **SMALL), seed=1)
+    source = donor(ModelConfig(num_classes=5, **SMALL), seed=1)
     target = build_retinanet(ModelConfig(num_classes=3, **SMALL), seed=2)
     fresh, before = flat(target), flat(source)
     not_loaded = transfer(target, source, ('a', 'b', 'c', 'd', 'e'), ('c', 'a', 'z'))
@@ -42,7 +52,7 @@ def test_matching_tensors_load_and_shared_classes_keep_their_rows():
             np.testing.assert_array_equal(got[..., a * 3 + 2], new[..., a * 3 + 2])  # z: fresh
     np.testing.assert_allclose(after[f'{out}.bias'][2::3], class_prior_bias(0.01), rtol=1e-6)
     # the same classes in another order: the rows follow the names
-    same = build_retinanet(ModelConfig(num_classes=5, **SMALL), seed=3)
+    same = donor(ModelConfig(num_classes=5, **SMALL), seed=3)
     transfer(same, source, ('a', 'b', 'c', 'd', 'e'), ('e', 'd', 'c', 'b', 'a'))
     kernel = flat(same)[f'{out}.kernel']
     np.testing.assert_array_equal(kernel[..., 0], before[f'{out}.kernel'][..., 4])
@@ -56,12 +66,10 @@ def test_matching_tensors_load_and_shared_classes_keep_their_rows():
 def test_init_detector_loads_a_model_directory_into_a_train_state_with_one_line(tmp_path, capsys):
     """config.init.detector's step (training.state.init_detector) on a model directory: the
     matched tensors in the train state, the EMA restarted from them, one line naming the rest."""
-    import jax
-
     from retinanet_jax import checkpoint, sharding
     from retinanet_jax.training import state as train_state
 
-    source = build_retinanet(ModelConfig(num_classes=5, **SMALL), seed=1)
+    source = donor(ModelConfig(num_classes=5, **SMALL), seed=1)
     checkpoint.save_model(tmp_path / 'model', source, ModelConfig(num_classes=5, **SMALL))
     target = build_retinanet(ModelConfig(num_classes=3, **SMALL), seed=2)
     graph = type('Graph', (), {'model': nnx.graphdef(target)})

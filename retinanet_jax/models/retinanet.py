@@ -15,6 +15,7 @@ updated) and `model.eval()` (running statistics), for prediction, evaluation and
 """
 
 import dataclasses
+import functools
 from typing import Literal
 
 import jax
@@ -142,18 +143,27 @@ def build_retinanet(config: ModelConfig, *, seed: int = 0) -> RetinaNet:
         raise TypeError(f'build_retinanet takes a ModelConfig, got {type(config).__name__}')
     if isinstance(jnp.zeros(()), jax.core.Tracer):  # inside a trace: part of it
         return _modules(config, seed)
-    structure = {}  # the graphdef, static, recorded while the one trace runs
-
-    def init():
-        structure['graphdef'], state = nnx.split(_modules(config, seed))
-        return state
-
-    state = jax.jit(init, compiler_options=compiler_options.run_once())()
+    initialise, structure = _initializer(config)
+    state = initialise(jax.random.key(seed))  # traces once: records the graphdef
     return nnx.merge(structure['graphdef'], state)
 
 
-def _modules(config: ModelConfig, seed: int) -> RetinaNet:
-    """The modules built op by op."""
+@functools.lru_cache(maxsize=8)
+def _initializer(config: ModelConfig):
+    """(jit(key) -> the state of `config`'s modules, {'graphdef': their structure}): compiled
+    once per config in a process, the seed's key an argument (a second model of the same
+    config, another seed or not, costs no compilation). The one trace records the graphdef."""
+    structure = {}
+
+    def init(key):
+        structure['graphdef'], state = nnx.split(_modules(config, key))
+        return state
+
+    return jax.jit(init, compiler_options=compiler_options.run_once()), structure
+
+
+def _modules(config: ModelConfig, seed: int | jax.Array) -> RetinaNet:
+    """The modules built op by op (`seed`: an int or its jax.random.key)."""
     dtype = jnp.dtype(config.dtype)
     rngs = nnx.Rngs(seed)
     backbone = ResNet(
