@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
@@ -115,6 +115,7 @@ def same_objects(merged, gt_boxes, gt_labels, tol=1.0) -> bool:
     st.integers(0, 2**16),
     st.sampled_from([(256, 0.1, (30, 90)), (128, 0.2, (10, 90)), (200, 0.05, (20, 95))]),
 )
+@example(33, (128, 0.2, (10, 90)))  # a 29-px object ending 1.4 px past both windows' edges
 def test_objects_larger_than_the_overlap_merge_back_into_one(seed, layout):
     """Small overlaps and objects up to 95 px: most are cut in every window that sees them;
     their views merge across the seams (corners included) into the whole box."""

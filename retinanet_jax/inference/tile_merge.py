@@ -49,7 +49,7 @@ def merge_detections(parts, image_hw, iou: float, edge: float = 2.0, match: floa
             inter, area, union = kept.overlaps(boxes[k])
             if not ((inter >= match * area).any() or (inter > iou * union).any()):
                 views.append(k)
-        merged = [_union(boxes, scores, g) for g in _seam_groups(boxes, sides, window, views, edge)]
+        merged = [_union(boxes, scores, g) for g in _seam_groups(boxes, sides, window, views)]
         found = [(boxes[k], scores[k]) for k in kept.items]
         grid = _Grid(np.array([f[0] for f in found] + [m[0] for m in merged]).reshape(-1, 4), cell)
         whole = len(found)
@@ -133,7 +133,7 @@ def _by_score(scores, indices) -> list:
     return sorted(indices, key=lambda k: (-scores[k], k))
 
 
-def _seam_groups(boxes, sides, window, views: list, edge: float) -> list[list[int]]:
+def _seam_groups(boxes, sides, window, views: list) -> list[list[int]]:
     """The cut views (indices) grouped into objects (union-find): two views of different
     windows are parts of one object where one is cut at a side of its window and the other
     runs on across that line, and their extents along the line agree (1-D IoU >= 0.5)."""
@@ -153,8 +153,8 @@ def _seam_groups(boxes, sides, window, views: list, edge: float) -> list[list[in
         others = grid.near(boxes[i])
         others = others[(window[others] != window[i]).any(axis=1)]
         one = np.zeros(len(others), np.int64) + i  # view i, against each of the others
-        linked = _continues(boxes[one], sides[one], window[one], boxes[others], edge) | (
-            _continues(boxes[others], sides[others], window[others], boxes[one], edge)
+        linked = _continues(boxes[one], sides[one], window[one], boxes[others]) | (
+            _continues(boxes[others], sides[others], window[others], boxes[one])
         )
         for j in others[linked]:
             parent[root(int(j))] = root(i)
@@ -164,7 +164,7 @@ def _seam_groups(boxes, sides, window, views: list, edge: float) -> list[list[in
     return list(groups.values())
 
 
-def _continues(cut, sides, window, other, edge: float) -> np.ndarray:
+def _continues(cut, sides, window, other) -> np.ndarray:
     """Whether each view of `other` [n, 4] runs on across a line where the matching view of
     `cut` [n, 4] (its `sides` [n, 4] and `window` [n, 4] (y0, x0, y1, x1)) is cut, with the
     same extent along that line."""
@@ -172,11 +172,13 @@ def _continues(cut, sides, window, other, edge: float) -> np.ndarray:
     u0, v0, u1, v1 = other.T
     wy0, wx0, wy1, wx1 = window.T
     along_y, along_x = _iou_1d(y0, y1, v0, v1) >= 0.5, _iou_1d(x0, x1, u0, u1) >= 0.5
+    # Across the line by any amount: a view counts as cut within `edge` of its window's side,
+    # so an object may end less than `edge` beyond it (a case the hypothesis test found).
     return (
-        (sides[:, 0] & along_y & (u0 < wx0 - edge) & (u1 > wx0))
-        | (sides[:, 2] & along_y & (u1 > wx1 + edge) & (u0 < wx1))
-        | (sides[:, 1] & along_x & (v0 < wy0 - edge) & (v1 > wy0))
-        | (sides[:, 3] & along_x & (v1 > wy1 + edge) & (v0 < wy1))
+        (sides[:, 0] & along_y & (u0 < wx0) & (u1 > wx0))
+        | (sides[:, 2] & along_y & (u1 > wx1) & (u0 < wx1))
+        | (sides[:, 1] & along_x & (v0 < wy0) & (v1 > wy0))
+        | (sides[:, 3] & along_x & (v1 > wy1) & (v0 < wy1))
     )
 
 
