@@ -13,8 +13,9 @@ Random weights, except the class bias (-2) so that every level's top-1000 fills 
 the model's bf16 path; torchvision: torch.autocast bf16). Each side runs in its own process
 (peak memory is its own); both read the same random weights from one .npz. On the CPU the
 same converted model is also exported (inference/export.py) and run outside our code,
-onnxruntime for ONNX and JAX alone for StableHLO, with the image padded to the export's
-896x896 (sides must be multiples of 128), as a user of the files does.
+onnxruntime for ONNX and JAX alone for StableHLO, at the export's size: the image's rounded
+up to a multiple of 32 (800x800; 896x896 before 2026-12-07, when sides had to be multiples of
+128), as a user of the files does.
 """
 
 import dataclasses
@@ -87,7 +88,7 @@ def export_model(weights, image, export_dir):
 
     predictor = converted_predictor(inference, weights, image.shape[0])
     start = time.perf_counter()
-    size = anchor_lib.padded_size(image.shape[:2], predictor.anchors)  # 800 -> 896
+    size = anchor_lib.padded_size(image.shape[:2])  # 800 -> 800
     export.export_model(predictor, export_dir, ('onnx', 'stablehlo'), size, batch=1)
     seconds = time.perf_counter() - start
     print(f'export: {seconds:.0f} s')

@@ -50,6 +50,7 @@ def test_base_anchors_torchvision_rounded_golden():
         ((100, 150), [(13, 19), (7, 10), (4, 5), (2, 3), (1, 2)], 3_105),
         ((1, 1), [(1, 1)] * 5, 45),
         ((512, 512), [(64, 64), (32, 32), (16, 16), (8, 8), (4, 4)], 49_104),
+        ((416, 416), [(52, 52), (26, 26), (13, 13), (7, 7), (4, 4)], 32_526),
     ],
 )
 def test_counts_per_level(image_hw, grids, total):
@@ -90,14 +91,54 @@ def test_pytorch_retinanet_preset_matches_reference_port(image_hw):
     np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-5)
 
 
-@pytest.mark.parametrize('image_hw', [(256, 384), (512, 512), (128, 640)])
+@pytest.mark.parametrize(
+    'image_hw', [(256, 384), (512, 512), (128, 640), (416, 416), (800, 1216), (96, 224)]
+)
 def test_torchvision_preset_matches_torchvision(image_hw):
+    """At every multiple of 32, strides included: torchvision's image // grid (416: 59 at P6
+    and 104 at P7), which the torchvision preset's stride='image_over_grid' follows."""
     cfg = AnchorConfig.torchvision()
     generator: AnchorGenerator = _default_anchorgen()
     images = ImageList(torch.zeros(1, 3, *image_hw), [image_hw])
     features = [torch.zeros(1, 1, gh, gw) for gh, gw in anchor_lib.level_grid_sizes(image_hw, cfg)]
     ref = generator(images, features)[0].numpy()
     np.testing.assert_array_equal(anchor_lib.generate_anchors(image_hw, cfg), ref)
+
+
+def test_strides_by_convention_at_a_canvas_of_416():
+    grids = anchor_lib.level_grid_sizes((416, 416), AnchorConfig())
+    strides = {
+        rule: [
+            anchor_lib.level_strides((416, 416), level, grid, AnchorConfig(stride=rule))[0]
+            for level, grid in zip(range(3, 8), grids, strict=True)
+        ]
+        for rule in anchor_lib.STRIDES
+    }
+    assert strides == {'level': [8, 16, 32, 64, 128], 'image_over_grid': [8, 16, 32, 59, 104]}
+    paper = anchor_lib.generate_anchors((416, 416), AnchorConfig())
+    over_grid = anchor_lib.generate_anchors((416, 416), AnchorConfig(stride='image_over_grid'))
+    p6 = slice(sum(g * h * 9 for g, h in grids[:3]), sum(g * h * 9 for g, h in grids[:4]))
+    np.testing.assert_array_equal(paper[: p6.start], over_grid[: p6.start])  # P3-P5 the same
+    # the last P6 cell's centre: (6 + 0.5) * 64 against (6 + 0.5) * 59
+    centre = (paper[p6][-1, :2] + paper[p6][-1, 2:]) / 2
+    np.testing.assert_allclose(centre, [416.0, 416.0])
+    np.testing.assert_allclose((over_grid[p6][-1, :2] + over_grid[p6][-1, 2:]) / 2, [383.5] * 2)
+    with pytest.raises(ValueError, match=r"stride must be one of \('level', 'image_over_grid'\)"):
+        AnchorConfig(stride='torch')
+
+
+@pytest.mark.parametrize(
+    'size, ok', [((416, 416), True), ((800, 1344), True), ((400, 416), False), ((64, 100), False)]
+)
+def test_canvas_sides_are_multiples_of_32(size, ok):
+    if ok:
+        assert anchor_lib.check_image_size(size) == size
+        assert anchor_lib.padded_size(size) == size
+        return
+    up = anchor_lib.padded_size(size)
+    assert all(v % 32 == 0 and 0 <= v - s < 32 for v, s in zip(up, size, strict=True))
+    with pytest.raises(ValueError, match=rf'image size {size[0]}x{size[1]}: .*multiple of 32'):
+        anchor_lib.check_image_size(size)
 
 
 @pytest.mark.parametrize('bad', [(0, 10), (10.5, 10), 'ab', (10,), None])

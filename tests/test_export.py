@@ -186,7 +186,7 @@ def test_export_bad_input_says_why(tmp_path, smoke_run):
     predictor = inference.load_predictor(smoke_run[0])
     with pytest.raises(ValueError, match=r"formats: unknown \['tflite'\]; known: stablehlo, onnx"):
         export.export_model(predictor, tmp_path / 'a', ('tflite',))
-    with pytest.raises(ValueError, match=r'image size 100x128: .*multiple of 128.*e\.g\. 128,128'):
+    with pytest.raises(ValueError, match=r'image size 100x128: .*multiple of 32.*e\.g\. 128,128'):
         export.export_model(predictor, tmp_path / 'b', ('stablehlo',), (100, 128))
     (tmp_path / 'c').mkdir()
     (tmp_path / 'c' / 'notes.txt').write_text('mine')

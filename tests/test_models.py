@@ -74,7 +74,7 @@ def test_resnet_feature_shapes_every_depth(depth):
 
 
 @pytest.mark.parametrize('p6_from', ['c5', 'p5'])
-@pytest.mark.parametrize('image_hw', [(100, 150), (64, 64), (97, 33)])
+@pytest.mark.parametrize('image_hw', [(100, 150), (64, 64), (97, 33), (416, 416), (800, 1216)])
 def test_outputs_align_with_anchors(image_hw, p6_from):
     config = dataclasses.replace(SMALL, p6_from=p6_from)
     out = nnx.eval_shape(lambda: build_retinanet(config)(jnp.zeros((2, *image_hw, 3))))

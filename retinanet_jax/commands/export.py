@@ -12,7 +12,7 @@
                        pad value, class names and category ids, post-processing settings
   detect.py            a stand-alone runner: `python DIR/detect.py photo.jpg`
 Inputs and outputs are described in inference/export.py. --image_size defaults to the model's
-input size and must be a multiple of 128 on each side (the largest stride); --batch=dynamic
+input size and must be a multiple of 32 on each side (the deepest stride); --batch=dynamic
 (default) exports a symbolic batch dimension; --score_threshold and --max_detections override
 the model's post-processing. An --out folder that holds another export is refused unless
 --overwrite.

@@ -45,10 +45,10 @@ def best_iou(boxes: np.ndarray, image_hw, config: anchor_lib.AnchorConfig) -> np
     for i, (level, grid) in enumerate(
         zip(config.levels, anchor_lib.level_grid_sizes(image_hw, config), strict=True)
     ):
-        stride = 2.0**level
+        stride_y, stride_x = anchor_lib.level_strides(image_hw, level, grid, config)
         for base in anchor_lib.base_anchors(i, config):  # [4] xyxy around (0, 0)
             overlap = np.ones(len(boxes))
-            for axis in (0, 1):  # x, then y
+            for axis, stride in ((0, stride_x), (1, stride_y)):
                 lo, hi = boxes[:, axis], boxes[:, axis + 2]
                 wanted = (lo + hi) / 2 - (base[axis] + base[axis + 2]) / 2  # best centre
                 cell = np.clip(np.round(wanted / stride - config.offset), 0, grid[1 - axis] - 1)

@@ -12,7 +12,7 @@ What each kind gives:
   a model directory     (model_config.json + state/, from the convert command)
   a torchvision state dict   (retinanet_resnet50_fpn(_v2) .pth / .safetensors / .npz, `variant`)
 The last two are torchvision models: torchvision's anchors and resizing (short side
-`short_side`, long side at most `max_side`, on a static canvas of max_side rounded up to 128),
+`short_side`, long side at most `max_side`, on a static canvas of max_side rounded up to 32),
 class names by class count (91: torchvision's COCO labels, i.e. COCO category ids) and 100
 detections per image (torchvision keeps 300; COCO's AP counts the best 100 of each image).
 Models with trainable batch norm predict in eval mode (running statistics).
@@ -63,7 +63,7 @@ def load_predictor(
         preset = ModelConfig.torchvision_v1 if variant == 'v1' else ModelConfig.torchvision_v2
         model_config = dataclasses.replace(preset(net.num_classes), dtype=dtype)
     anchors = anchor_lib.AnchorConfig.torchvision()
-    side = anchor_lib.padded_size((max_side, max_side), anchors)[0]  # every resized image fits
+    side = anchor_lib.padded_size((max_side, max_side))[0]  # every resized image fits
     input_config = InputConfig(
         image_size=(side, side), short_side=short_side, max_side=max_side, flip=False
     )

@@ -6,8 +6,11 @@ scale-minor (anchor a = ratio_index * num_scales + scale_index). This is the ord
 model's heads emit `cls_logits` / `box_deltas`, so row r of the anchors and row r of the head
 outputs describe the same box.
 
-Level l has stride 2**l and a grid of ceil(H / 2**l) x ceil(W / 2**l) cells: exactly the feature
-map size a ResNet + FPN with stride-2, padding-1 convolutions produces for any input size.
+Level l has a grid of ceil(H / 2**l) x ceil(W / 2**l) cells: exactly the feature map size a
+ResNet + FPN with stride-2, padding-1 convolutions produces for any input size. Canvas sides
+must be multiples of 32 (`check_image_size`), the backbone's deepest stride (C5), so that the
+FPN's top-down pathway doubles each grid exactly; P6 and P7 then round up (a 416 canvas: 52,
+26, 13, 7 and 4 cells).
 
 Conventions the references disagree on are explicit fields:
   offset:            anchor centres at (i + offset) * stride. pytorch-retinanet: 0.5 (the cell
@@ -15,17 +18,23 @@ Conventions the references disagree on are explicit fields:
   truncate_sizes:    torchvision builds its sizes as int(size * scale) (40 and 50, not 40.3 and
                      50.8, at level 3).
   round_base_anchors: torchvision rounds the zero-centred base anchors to whole pixels.
-Note: torchvision derives each level's stride as image_size // grid_size, which equals 2**level
-only when both image sides divide by 2**max_level; at other sizes its anchors drift off the
-feature-map grid. We always use 2**level.
+  stride:            'level': 2**l, the feature map's own stride (the paper, detectron2,
+                     pytorch-retinanet). 'image_over_grid': torchvision's H // grid_h and
+                     W // grid_w per level, which differ from 2**l where a side is not a
+                     multiple of 2**l's grid (a 416 canvas: 59 at P6 and 104 at P7, not 64
+                     and 128).
 """
 
 import dataclasses
 import functools
+from typing import Literal
 
 import numpy as np
 
 from retinanet_jax.errors import UserError
+
+STRIDES = ('level', 'image_over_grid')
+CANVAS_MULTIPLE = 32  # canvas sides: multiples of the backbone's deepest stride (C5)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +51,7 @@ class AnchorConfig:
     offset: float = 0.5
     truncate_sizes: bool = False
     round_base_anchors: bool = False
+    stride: Literal['level', 'image_over_grid'] = 'level'
 
     def __post_init__(self):
         num_levels = self.max_level - self.min_level + 1
@@ -58,6 +68,8 @@ class AnchorConfig:
             raise UserError('AnchorConfig.scales and AnchorConfig.aspect_ratios must be non-empty')
         if min(self.sizes) <= 0 or min(self.scales) <= 0 or min(self.aspect_ratios) <= 0:
             raise UserError('AnchorConfig sizes, scales and aspect_ratios must all be positive')
+        if self.stride not in STRIDES:
+            raise UserError(f'AnchorConfig.stride must be one of {STRIDES}, got {self.stride!r}')
 
     @property
     def num_anchors_per_location(self) -> int:
@@ -83,11 +95,11 @@ class AnchorConfig:
 
     @classmethod
     def torchvision(cls) -> 'AnchorConfig':
-        """torchvision's `_default_anchorgen`: int-truncated sizes, rounded base anchors, offset 0.
-
-        torchvision itself derives strides as image // grid; see the module docstring.
-        """
-        return cls(offset=0.0, truncate_sizes=True, round_base_anchors=True)
+        """torchvision's `_default_anchorgen`: int-truncated sizes, rounded base anchors, offset 0,
+        strides image // grid (see the module docstring)."""
+        return cls(
+            offset=0.0, truncate_sizes=True, round_base_anchors=True, stride='image_over_grid'
+        )
 
 
 def level_grid_sizes(
@@ -146,9 +158,9 @@ def _generate_anchors(image_hw: tuple[int, int], config: AnchorConfig) -> np.nda
     for i, (level, (gh, gw)) in enumerate(
         zip(config.levels, level_grid_sizes(image_hw, config), strict=True)
     ):
-        stride = 2.0**level
-        ys = (np.arange(gh, dtype=np.float64) + config.offset) * stride
-        xs = (np.arange(gw, dtype=np.float64) + config.offset) * stride
+        stride_y, stride_x = level_strides(image_hw, level, (gh, gw), config)
+        ys = (np.arange(gh, dtype=np.float64) + config.offset) * stride_y
+        xs = (np.arange(gw, dtype=np.float64) + config.offset) * stride_x
         cy, cx = np.meshgrid(ys, xs, indexing='ij')
         shifts = np.stack([cx, cy, cx, cy], axis=-1).reshape(-1, 1, 4)
         per_level.append((shifts + base_anchors(i, config)[None]).reshape(-1, 4))
@@ -157,27 +169,33 @@ def _generate_anchors(image_hw: tuple[int, int], config: AnchorConfig) -> np.nda
     return anchors
 
 
-def check_image_size(image_hw, config: AnchorConfig = AnchorConfig()) -> tuple[int, int]:
-    """(H, W) if each side is a positive multiple of the largest stride 2**max_level (128), so
-    that every level's grid covers the image exactly (what torchvision's anchor generator
-    assumes, and what detectron2 pads inputs to); else a ValueError saying so."""
+def level_strides(image_hw, level: int, grid_hw, config: AnchorConfig) -> tuple[int, int]:
+    """(stride_y, stride_x) of `level` in pixels, by config.stride (see the module docstring)."""
+    if config.stride == 'image_over_grid':
+        return image_hw[0] // grid_hw[0], image_hw[1] // grid_hw[1]
+    return 2**level, 2**level
+
+
+def check_image_size(image_hw) -> tuple[int, int]:
+    """(H, W) if each side is a positive multiple of CANVAS_MULTIPLE (32, the backbone's
+    deepest stride: what torchvision pads its inputs to), else a UserError saying so and
+    suggesting the next size up."""
     h, w = _check_image_hw(image_hw)
-    stride = 2**config.max_level
-    if h % stride or w % stride:
-        up = padded_size((h, w), config)
+    if h % CANVAS_MULTIPLE or w % CANVAS_MULTIPLE:
+        up = padded_size((h, w))
         raise UserError(
-            f'image size {h}x{w}: each side must be a multiple of {stride}, the largest stride '
-            f'(P{config.max_level}); e.g. {up[0]},{up[1]}'
+            f'image size {h}x{w}: each side must be a multiple of {CANVAS_MULTIPLE}, the '
+            f"backbone's deepest stride (C5); e.g. {up[0]},{up[1]}"
         )
     return h, w
 
 
-def padded_size(image_hw, config: AnchorConfig = AnchorConfig()) -> tuple[int, int]:
-    """(H, W) with each side rounded up to a multiple of the largest stride 2**max_level
-    (128 by default): the smallest canvas that check_image_size accepts. 800x800 -> 896x896."""
-    stride = 2**config.max_level
+def padded_size(image_hw) -> tuple[int, int]:
+    """(H, W) with each side rounded up to a multiple of CANVAS_MULTIPLE (32): the smallest
+    canvas that check_image_size accepts. 400x400 -> 416x416, 800x1333 -> 800x1344."""
     h, w = _check_image_hw(image_hw)
-    return -(-h // stride) * stride, -(-w // stride) * stride
+    m = CANVAS_MULTIPLE
+    return -(-h // m) * m, -(-w // m) * m
 
 
 def _check_image_hw(image_hw) -> tuple[int, int]:
