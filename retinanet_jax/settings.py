@@ -38,6 +38,7 @@ from retinanet_jax.data.input_config import InputConfig
 from retinanet_jax.errors import UserError
 from retinanet_jax.evaluation.coco_metrics import EvaluationConfig
 from retinanet_jax.models import ModelConfig
+from retinanet_jax.ops import anchors as anchor_lib
 from retinanet_jax.ops.anchors import AnchorConfig
 from retinanet_jax.ops.losses import LossConfig
 from retinanet_jax.ops.matching import MatcherConfig
@@ -192,11 +193,18 @@ def from_config(config) -> Settings:
             f'config.anchors levels must be 3..7 (the FPN gives P3-P7), got '
             f'{anchors.min_level}..{anchors.max_level}'
         )
+    input_config = _section(InputConfig, 'input', {**c.get('input', {}), 'seed': seed})
+    for key in ('image_size', 'crop_size'):
+        if getattr(input_config, key) is not None:
+            try:
+                anchor_lib.check_image_size(getattr(input_config, key))
+            except UserError as e:
+                raise UserError(f'config.input.{key}: {e}') from None
     return Settings(
         model=model,
         anchors=anchors,
         loss=_preset(LossConfig, 'loss', c.get('loss', 'paper'), LOSS_PRESETS),
-        input=_section(InputConfig, 'input', {**c.get('input', {}), 'seed': seed}),
+        input=input_config,
         postprocess=_section(PostprocessConfig, 'postprocess', c.get('postprocess', {})),
         optim=_section(OptimConfig, 'optim', c.get('optim', {})),
         data=_section(DataConfig, 'data', c['data']),

@@ -108,6 +108,23 @@ def smoke_run(tmp_path_factory):
     """configs/smoke.py trained straight through (4 steps), shared by every test that needs a
     trained run, in every pytest-xdist worker (the first trains it, the others wait and read
     it): (workdir, summary). Tests copy it before changing anything in it."""
+    from configs import smoke
+
+    return shared_run(tmp_path_factory, 'smoke-run', smoke.get_config)
+
+
+@pytest.fixture(scope='session')
+def crop_run(tmp_path_factory, smoke_run):
+    """The smoke run trained by 64-px windows of 96-px images instead (helpers.crop_config;
+    the smoke run's programs: the same canvas, model and schedule), shared as smoke_run."""
+    from .helpers import crop_config
+
+    return shared_run(tmp_path_factory, 'crop-run', crop_config)
+
+
+def shared_run(tmp_path_factory, name: str, get_config):
+    """(workdir, summary) of get_config()'s run, trained once per session (the first worker
+    trains it, the others wait and read it)."""
     import json
 
     from filelock import FileLock
@@ -115,11 +132,10 @@ def smoke_run(tmp_path_factory):
     shared = tmp_path_factory.getbasetemp()
     if os.environ.get('PYTEST_XDIST_WORKER'):  # workers' base folders share this session's parent
         shared = shared.parent
-    workdir = shared / 'smoke-run'
-    with FileLock(str(shared / 'smoke-run.lock')):
+    workdir = shared / name
+    with FileLock(str(shared / f'{name}.lock')):
         if not (workdir / 'metrics.json').is_file():
-            from configs import smoke
             from retinanet_jax.training import trainer
 
-            trainer.train_and_evaluate(smoke.get_config(), str(workdir))
+            trainer.train_and_evaluate(get_config(), str(workdir))
     return workdir, json.loads((workdir / 'metrics.json').read_text())

@@ -162,3 +162,18 @@ def mock_tfds(coco: bool, num_examples: int = 10):
         num_examples=num_examples, as_data_source_fn=_as_data_source_fn(coco, num_examples)
     ):
         yield
+
+
+# The smoke run trained by windows (config.input.crop_size) of larger images: 64-px windows of
+# 96-px shapes images, evaluated on the smoke run's 64-px canvas. As command-line overrides of
+# configs/smoke.py, and as the config they give.
+CROP_OVERRIDES = ('--config.input.crop_size=(64,64)', '--config.data.options.image_size=96')
+
+
+def crop_config():
+    from configs import smoke
+
+    config = smoke.get_config()
+    config.input.crop_size = (64, 64)
+    config.data.options.image_size = 96
+    return config

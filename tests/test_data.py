@@ -53,6 +53,11 @@ TRANSFORMS = {
     'shrink_keep_aspect': lambda e: transforms.resize_keep_aspect(transforms.init_sizes(e), 40, 60),
     'resize_square': lambda e: transforms.resize_square(transforms.init_sizes(e), 64),
     'flip': lambda e: transforms.random_horizontal_flip(transforms.init_sizes(e), rng()),
+    'vflip': lambda e: transforms.random_vertical_flip(transforms.init_sizes(e), rng(1)),
+    'rot90': lambda e: transforms.random_rot90(transforms.init_sizes(e), rng(2)),
+    'window': lambda e: transforms.random_window(
+        transforms.init_sizes(e), (50, 45), 0.5, 0.0, rng()
+    ),
     'jitter_crop': lambda e: transforms.clip_and_filter_boxes(
         transforms.random_crop(
             transforms.random_scale_jitter(transforms.init_sizes(e), 90, 150, 1.2, 1.6, rng()),
@@ -129,6 +134,79 @@ def test_flip_golden():
     np.testing.assert_array_equal(out['image'], crop['image'][:, ::-1])
     np.testing.assert_array_equal(crop['boxes'][0], [10 - 38, 20 - 10, 40 - 38, 50 - 10])
     np.testing.assert_array_equal(out['boxes'][0], [50 - 2, 10, 50 + 28, 40])
+
+
+class Fixed:
+    """A generator whose draws are fixed: random() -> 0 (heads), integers(n) -> k."""
+
+    def __init__(self, k=0):
+        self.k = k
+
+    def random(self):
+        return 0.0
+
+    def integers(self, n):
+        return self.k
+
+
+@pytest.mark.parametrize('k', [0, 1, 2, 3])
+def test_vertical_flip_and_rotations_match_torchvision(k):
+    """The pixels as numpy's flipud / rot90, the boxes as torchvision v2's vertical_flip and
+    rotate(90 k, expand=True) of BoundingBoxes (counter-clockwise)."""
+    torch = require('torch')
+    from torchvision import tv_tensors
+    from torchvision.transforms.v2 import functional as tvf
+
+    image = rng(0).integers(0, 256, (60, 90, 3), dtype=np.uint8)
+    boxes = np.array([[10, 20, 40, 50], [0, 0, 90, 60], [70.5, 3.25, 88, 9]], np.float32)
+    example = transforms.init_sizes({**rectangle_example(), 'image': image, 'boxes': boxes})
+    reference = tv_tensors.BoundingBoxes(
+        torch.from_numpy(boxes), format='XYXY', canvas_size=(60, 90)
+    )
+    turned = transforms.random_rot90(example, Fixed(k))
+    np.testing.assert_array_equal(turned['image'], np.rot90(image, k))
+    np.testing.assert_array_equal(turned['content_size'], np.rot90(image, k).shape[:2])
+    want = tvf.rotate(reference, 90.0 * k, expand=True).numpy()
+    np.testing.assert_allclose(turned['boxes'], want, atol=1e-4)
+    flipped = transforms.random_vertical_flip(example, Fixed())
+    np.testing.assert_array_equal(flipped['image'], image[::-1])
+    np.testing.assert_allclose(flipped['boxes'], tvf.vertical_flip(reference).numpy(), atol=1e-6)
+    assert {int(transforms.random_rot90(example, rng(s))['image'].shape[0]) for s in range(20)} == {
+        60,
+        90,
+    }
+
+
+def test_color_jitter_matches_torchvision_uint8_kernels():
+    """Each of the four, on uint8, against torchvision v2's kernel at the same factor: brightness,
+    contrast and saturation equal but for rounding (the float sums' order), hue within 1 grey
+    level (OpenCV's float HSV against torchvision's own); the jitter a pure function of its
+    generator's seed, boxes untouched."""
+    torch = require('torch')
+    from torchvision.transforms.v2 import functional as tvf
+
+    image = rng(1).integers(0, 256, (40, 50, 3), dtype=np.uint8)
+    image[:10] = [200, 30, 90]  # a flat colour, where hue and saturation matter
+    chw = torch.from_numpy(image).permute(2, 0, 1)
+    ops = transforms._COLOR_OPS
+    references = (tvf.adjust_brightness, tvf.adjust_contrast, tvf.adjust_saturation, tvf.adjust_hue)
+    for op, reference, factors, tol in zip(
+        ops,
+        references,
+        ((0.6, 1.3), (0.7, 1.4), (0.0, 1.8), (-0.3, 0.05)),
+        (0, 1, 1, 1),
+        strict=True,
+    ):
+        for f in factors:
+            ours = op(image, f).astype(int)
+            want = reference(chw, f).permute(1, 2, 0).numpy().astype(int)
+            assert np.abs(ours - want).max() <= tol, (reference.__name__, f)
+            assert (ours == want).mean() > 0.95, (reference.__name__, f)
+    ex = transforms.init_sizes({**rectangle_example(), 'image': image})
+    a = transforms.random_color_jitter(ex, (0.3, 0.3, 0.3, 0.05), rng(7))
+    b = transforms.random_color_jitter(ex, (0.3, 0.3, 0.3, 0.05), rng(7))
+    np.testing.assert_array_equal(a['image'], b['image'])
+    assert a['boxes'] is ex['boxes'] and not np.array_equal(a['image'], ex['image'])
 
 
 def test_resize_keep_aspect_scale_golden():

@@ -18,7 +18,7 @@ from retinanet_jax.training import state as train_state
 from retinanet_jax.training import step as train_step
 from retinanet_jax.training import trainer
 
-from .helpers import require, xla_flags
+from .helpers import CROP_OVERRIDES, crop_config, require, xla_flags
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -352,12 +352,14 @@ def test_backbone_initialised_from_a_torchvision_file(tmp_path, smoke_run):
 
 
 @pytest.mark.multiprocess
-def test_sigkill_then_sigterm_then_resume_equals_straight(tmp_path, smoke_run, capsys):
+def test_sigkill_then_sigterm_then_resume_equals_straight(tmp_path, crop_run, capsys):
     """`python train.py` killed with SIGKILL after its first checkpoint, a save cut off half
     way (orbax's temporary directory left behind); the same command resumes and is sent a
     SIGTERM (a scheduler's preemption) as soon as it says so: it saves the step it reaches and
     exits with 143; resumed again, the run ends with exactly the parameters, optimiser state
-    and EMA of the weights of the run that was never interrupted."""
+    and EMA of the weights of the run that was never interrupted. Training by random windows
+    (config.input.crop_size, the crop run's): each step's windows are the same whatever the
+    step the run resumed at."""
     import signal
     import time
 
@@ -367,6 +369,7 @@ def test_sigkill_then_sigterm_then_resume_equals_straight(tmp_path, smoke_run, c
         'train.py',
         '--config=configs/smoke.py',
         f'--workdir={workdir}',
+        *CROP_OVERRIDES,
         '--config.checkpoint_every=1',
     ]
     proc = subprocess.Popen(
@@ -406,11 +409,11 @@ def test_sigkill_then_sigterm_then_resume_equals_straight(tmp_path, smoke_run, c
     assert (workdir / 'checkpoints' / str(reached)).is_dir()
 
     # The rest of the run, here (the command's resume is proven above): it ends bitwise equal.
-    config = smoke.get_config()
+    config = crop_config()
     config.checkpoint_every = 1000
     trainer.train_and_evaluate(config, str(workdir))
     assert f'resumed from {workdir}/checkpoints at step {reached}' in capsys.readouterr().out
-    want, got = params_of(smoke_run[0], 4), params_of(workdir, 4)
+    want, got = params_of(crop_run[0], 4), params_of(workdir, 4)
     assert want.keys() == got.keys() and any(k.startswith("['ema']") for k in want)  # EMA too
     for key in want:
         np.testing.assert_array_equal(got[key], want[key], err_msg=key)

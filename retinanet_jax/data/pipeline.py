@@ -22,7 +22,9 @@ sees as many), and batch k of a process is records [k b, (k + 1) b) of its strea
 position of step k is known without reading anything: `train_dataset(...)[k]` is step k's
 batch, and an iterator resumed at step k (`train_iterator(ds, k)`) reads and decodes only
 what steps >= k need. The augmentation of a record (flip, scale jitter + crop) is a pure
-function of (seed, record, epoch), whatever the process count or thread timing. grain
+function of (seed, record, epoch), whatever the process count or thread timing; so are the
+windows of training by crops (InputConfig.crop_size), the vertical flip, the rotations and the
+colour jitter. grain
 (MapDataset: shuffle, slice, repeat, batch; threads for prefetching) does the indexing;
 `order_of` describes the order, so that a checkpoint can refuse a resume whose order changed.
 
@@ -54,11 +56,16 @@ def preprocess(example: dict, config: InputConfig, *, train: bool, key: int = 0)
     """One raw example (numpy, a source's) -> one padded example (see the module docstring).
     A training example's augmentation is a pure function of (config.seed, key)."""
     example = transforms.init_sizes({k: example[k] for k in RAW_KEYS})
-    if train:
-        jitter_rng, crop_rng, flip_rng = (
-            np.random.default_rng(s) for s in np.random.SeedSequence([config.seed, key]).spawn(3)
+    if train:  # SeedSequence.spawn(n)'s child i does not depend on n: streams can be added
+        jitter_rng, crop_rng, flip_rng, window_rng, turn_rng, color_rng = (
+            np.random.default_rng(s) for s in np.random.SeedSequence([config.seed, key]).spawn(6)
         )
-    if train and config.scale_jitter is not None:
+    if train and config.crop_size is not None:
+        example = transforms.random_rescale(example, *config.crop_scale, window_rng)
+        example = transforms.random_window(
+            example, config.crop_size, config.crop_min_visible, config.crop_max_empty, window_rng
+        )
+    elif train and config.scale_jitter is not None:
         low, high = config.scale_jitter
         example = transforms.random_scale_jitter(
             example, config.short_side, config.max_side, low, high, jitter_rng
@@ -70,8 +77,15 @@ def preprocess(example: dict, config: InputConfig, *, train: bool, key: int = 0)
         example = transforms.resize_keep_aspect(example, config.short_side, config.max_side)
     if train and config.flip:
         example = transforms.random_horizontal_flip(example, flip_rng)
+    if train and config.vflip:
+        example = transforms.random_vertical_flip(example, turn_rng)
+    if train and config.rot90:
+        example = transforms.random_rot90(example, turn_rng)
+    if train and config.color_jitter is not None:
+        example = transforms.random_color_jitter(example, config.color_jitter, color_rng)
     example = transforms.clip_and_filter_boxes(example, config.min_box_size)
-    return transforms.pad(example, config.image_size, config.max_boxes)
+    canvas = config.train_size if train else config.image_size
+    return transforms.pad(example, canvas, config.max_boxes)
 
 
 @dataclasses.dataclass(frozen=True)

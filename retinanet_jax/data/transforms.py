@@ -92,6 +92,85 @@ def random_horizontal_flip(example: dict, rng) -> dict:
     }
 
 
+def random_vertical_flip(example: dict, rng) -> dict:
+    """Flips image and boxes top-bottom with probability 1/2."""
+    if rng.random() >= 0.5:
+        return example
+    image = example['image']
+    height = np.float32(image.shape[0])
+    x1, y1, x2, y2 = np.moveaxis(example['boxes'], -1, 0)
+    return {
+        **example,
+        'image': cv2.flip(image, 0),
+        'boxes': np.stack([x1, height - y2, x2, height - y1], axis=-1).astype(np.float32),
+    }
+
+
+_ROTATIONS = (None, cv2.ROTATE_90_COUNTERCLOCKWISE, cv2.ROTATE_180, cv2.ROTATE_90_CLOCKWISE)
+
+
+def random_rot90(example: dict, rng) -> dict:
+    """Rotates image and boxes by k * 90 degrees counter-clockwise, k uniform in 0..3 (an
+    (H, W) image becomes (W, H) for odd k)."""
+    k = int(rng.integers(4))
+    if k == 0:
+        return example
+    image = example['image']
+    h, w = (np.float32(v) for v in image.shape[:2])
+    x1, y1, x2, y2 = np.moveaxis(example['boxes'], -1, 0)
+    boxes = {
+        1: (y1, w - x2, y2, w - x1),
+        2: (w - x2, h - y2, w - x1, h - y1),
+        3: (h - y2, x1, h - y1, x2),
+    }[k]
+    rotated = cv2.rotate(image, _ROTATIONS[k])
+    return {
+        **example,
+        'image': rotated,
+        'boxes': np.stack(boxes, axis=-1).astype(np.float32),
+        'content_size': np.asarray(rotated.shape[:2], np.int32),
+    }
+
+
+def random_color_jitter(example: dict, strengths, rng) -> dict:
+    """torchvision's ColorJitter(brightness, contrast, saturation, hue) on uint8, `strengths`
+    those four: factors uniform in [max(0, 1 - b), 1 + b] (and [-hue, hue]), applied in a
+    random order, each as torchvision's uint8 kernel computes it (float32, clamped,
+    truncated). Boxes are unchanged."""
+    b, c, s, hue = (float(v) for v in strengths)
+    factors = [rng.uniform(max(0.0, 1 - v), 1 + v) for v in (b, c, s)] + [rng.uniform(-hue, hue)]
+    image = example['image']
+    for op in rng.permutation(4):
+        image = _COLOR_OPS[op](image, factors[op])
+    return {**example, 'image': image}
+
+
+def _blend(image: np.ndarray, other, ratio: float) -> np.ndarray:
+    out = image.astype(np.float32) * np.float32(ratio) + other * np.float32(1.0 - ratio)
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def _grey(image: np.ndarray) -> np.ndarray:
+    r, g, b = np.moveaxis(image.astype(np.float32), -1, 0)
+    return np.floor(r * np.float32(0.2989) + g * np.float32(0.587) + b * np.float32(0.114))
+
+
+def _hue(image: np.ndarray, shift: float) -> np.ndarray:
+    """The hue turned by `shift` of a full turn: OpenCV's float HSV (H in degrees)."""
+    hsv = cv2.cvtColor(image.astype(np.float32) / 255.0, cv2.COLOR_RGB2HSV)
+    hsv[..., 0] = np.mod(hsv[..., 0] + np.float32(shift * 360.0), 360.0)
+    rgb = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
+    return np.clip(rgb * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
+_COLOR_OPS = (
+    lambda im, f: np.clip(im.astype(np.float32) * np.float32(f), 0, 255).astype(np.uint8),
+    lambda im, f: _blend(im, np.float32(_grey(im).mean()), f),
+    lambda im, f: _blend(im, _grey(im)[..., None], f),
+    _hue,
+)
+
+
 def random_crop(example: dict, max_hw: tuple[int, int], rng) -> dict:
     """Crops a random window of at most max_hw (only where the image is larger); boxes follow."""
     hw = np.array(example['image'].shape[:2], np.int32)
@@ -104,6 +183,66 @@ def random_crop(example: dict, max_hw: tuple[int, int], rng) -> dict:
         'image': example['image'][y : y + h, x : x + w],
         'boxes': example['boxes'] - shift,
         'content_size': crop_hw,
+    }
+
+
+def random_rescale(example: dict, low: float, high: float, rng) -> dict:
+    """The image and boxes scaled by a factor uniform in [low, high) (unchanged where low ==
+    high == 1; the draw is made either way, so the streams after it do not depend on it)."""
+    factor = rng.uniform(low, high)
+    if low == high == 1.0:
+        return example
+    hw = np.array(example['image'].shape[:2], np.float64)
+    return _resize_to(example, np.maximum(np.round(hw * factor), 1).astype(np.int32))
+
+
+def random_window(
+    example: dict, crop_hw: tuple[int, int], min_visible: float, max_empty: float, rng
+) -> dict:
+    """A crop_hw window of the image at its scale (an axis shorter than the window is taken
+    whole, to be padded). A box keeps `min_visible` of its area inside the window or is
+    dropped; kept boxes are clipped to it.
+
+    The window holds an object unless the image has none: a box is drawn at random and the
+    window placed uniformly among the offsets that hold it whole (where it is larger than
+    the window: that lie inside it), except for a share `max_empty` of the examples, whose
+    window is placed uniformly over the image; so at most that share of windows is empty (of
+    images with objects). Crowd regions are not drawn. Every draw is made whatever the path,
+    so the window is a pure function of the rng's seed."""
+    image = example['image']
+    hw = np.array(image.shape[:2], np.int64)
+    win = np.minimum(hw, np.asarray(crop_hw, np.int64))
+    room = hw - win  # the largest offset, (y, x)
+    uniform, pick, place = rng.random(), rng.random(), rng.random(2)
+    boxes = example['boxes'].astype(np.float64)
+    candidates = np.flatnonzero(~example['is_crowd'])
+    if uniform < max_empty or not len(candidates):
+        offset = np.floor(place * (room + 1)).astype(np.int64)
+    else:
+        x1, y1, x2, y2 = boxes[candidates[int(pick * len(candidates))]]
+        # offsets along each axis from the window's far edge on the box's far edge to its near
+        # edge on the box's near edge (reversed where the box is larger than the window)
+        a = np.array([y2, x2]) - win
+        b = np.array([y1, x1])
+        lo = np.clip(np.ceil(np.minimum(a, b)), 0, room)
+        hi = np.clip(np.floor(np.maximum(a, b)), 0, room)
+        hi = np.maximum(hi, lo)
+        offset = (lo + np.floor(place * (hi - lo + 1))).astype(np.int64)
+        offset = np.minimum(offset, hi.astype(np.int64))
+    (y, x), (h, w) = offset, win
+    shift = np.array([x, y, x, y], np.float64)
+    inside = np.clip(boxes - shift, 0.0, np.array([w, h, w, h], np.float64))
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    visible = (inside[:, 2] - inside[:, 0]) * (inside[:, 3] - inside[:, 1])
+    keep = visible >= min_visible * area
+    keep &= visible > 0
+    return {
+        **example,
+        'image': image[y : y + h, x : x + w],
+        'boxes': inside[keep].astype(np.float32),
+        'labels': example['labels'][keep],
+        'is_crowd': example['is_crowd'][keep],
+        'content_size': np.asarray(win, np.int32),
     }
 
 

@@ -60,7 +60,7 @@ def train_with(watcher: preemption.PreemptionWatcher, config, workdir: str) -> d
     run_hooks = hooks.make_hooks(
         settings, workdir, manager, data.order, evaluate, watcher, entered, describe, data.bad
     )
-    anchors = np.asarray(anchor_lib.generate_anchors(settings.image_hw, settings.anchors))
+    anchors = np.asarray(anchor_lib.generate_anchors(settings.input.train_size, settings.anchors))
     start = time.time()
     describe_data(settings, data.source)
     workers = settings.data.workers_for(jax.default_backend())
@@ -208,6 +208,15 @@ def describe_data(settings: settings_lib.Settings, source) -> None:
     background = source.background_images(split)
     note = '' if background is None else f', {background} of them background only (no object)'
     print(f'training data: {source.name} {split}, {source.num_examples(split)} images{note}')
+    c = settings.input
+    if c.crop_size is not None:
+        low, high = c.crop_scale
+        scale = 'their own scale' if low == high == 1 else f'scales {low:g}-{high:g}'
+        print(
+            f'training by {c.crop_size[0]}x{c.crop_size[1]} windows of the images at {scale} '
+            f'(config.input.crop_size); evaluating on {c.image_size[0]}x{c.image_size[1]} '
+            'canvases (config.input.image_size)'
+        )
 
 
 def write_summary(workdir: Path, summary: dict, evaluated: str) -> None:
