@@ -21,9 +21,10 @@ BENCHMARKS = {
     'faults': 'bench.faults',
     'fed': 'bench.fed',
     'tiles': 'bench.tiles',
+    'rasters': 'bench.rasters',
 }
 # Not part of `all` (run them by name): each starts or trains whole runs of its own, minutes.
-SLOW = ('startup', 'convs', 'race', 'faults', 'fed', 'tiles')
+SLOW = ('startup', 'convs', 'race', 'faults', 'fed', 'tiles', 'rasters')
 
 
 def make_parser() -> argparse.ArgumentParser:

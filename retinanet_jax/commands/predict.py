@@ -15,8 +15,12 @@ Large images with small objects: --tile_size=512 cuts each image into overlappin
 windows (--tile_overlap, 0.2) that run at the model's scale in batches of --tile_batch, and
 merges their detections so that one object gives one detection (inference/tiling.py):
 
-  python -m retinanet_jax predict --model=/runs/aerial --images=site.png --out=/tmp/site \
+  python -m retinanet_jax predict --model=/runs/aerial --images=site.tif --out=/tmp/site \
       --tile_size=512 --tile_overlap=0.2
+
+With --tile_size a TIFF (.tif, .tiff) is read window by window (data/rasters.py: tifffile and
+zarr, optional), so a raster larger than memory runs in memory bounded by the tile batch; its
+picture is drawn on an overview of at most 4,096 pixels a side. Other files are read whole.
 """
 
 import json
@@ -27,13 +31,14 @@ from absl import flags
 
 from retinanet_jax import visualize
 from retinanet_jax.commands import command
-from retinanet_jax.data import images
+from retinanet_jax.data import images, rasters
 from retinanet_jax.errors import MissingFile, UserError
 from retinanet_jax.inference import tiling
 from retinanet_jax.inference.loading import load_predictor
 from retinanet_jax.inference.predictor import Predictor
 
-IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.webp')
+IMAGE_SUFFIXES = (*images.IMAGE_SUFFIXES, '.gif')
+PICTURE_SIDE = 4096  # the long side of a raster's picture (drawn on an overview)
 
 
 def define_flags(fv: flags.FlagValues) -> None:
@@ -96,19 +101,15 @@ def predict_files(
     results, skipped = [], []
     for path in files:
         try:
-            image = images.read_image(path, exif)
+            found = _detect(p, path, exif, tiles)
         except ValueError as e:
             logging.warning('skipping %s', e)
             skipped.append(str(path))
             continue
-        if tiles is None:
-            dets = p.predict_image(image)
-        else:
-            dets = tiling.predict_tiled(p, [image], tiles)[0]
-        keep = dets['valid']
-        boxes, scores, labels = dets['boxes'][keep], dets['scores'][keep], dets['labels'][keep]
+        (boxes, scores, labels), (image, factor) = found
         shown = scores >= min_score
-        picture = visualize.draw_boxes(image, boxes[shown], labels[shown], names, scores[shown])
+        drawn = boxes[shown] * factor
+        picture = visualize.draw_boxes(image, drawn, labels[shown], names, scores[shown])
         picture.save(out / f'{path.stem}.png')
         for box, score, label in zip(boxes, scores, labels, strict=True):
             x1, y1, x2, y2 = (float(v) for v in box)
@@ -127,3 +128,21 @@ def predict_files(
         f'image(s) -> {out}{note}'
     )
     return results
+
+
+def _detect(predictor: Predictor, path: Path, exif: str, tiles):
+    """((boxes, scores, labels) of the valid detections of one file, (the picture to draw
+    them on, its scale)): the image itself, or for a raster read by windows its overview."""
+    if tiles is not None and rasters.is_raster(path):
+        with rasters.open_raster(path) as raster:
+            dets = tiling.predict_tiled(predictor, [raster], tiles)[0]
+            picture = rasters.overview(raster, PICTURE_SIDE)
+    else:
+        picture = (images.read_image(path, exif), 1.0)
+        image = picture[0]
+        if tiles is None:
+            dets = predictor.predict_image(image)
+        else:
+            dets = tiling.predict_tiled(predictor, [image], tiles)[0]
+    keep = dets['valid']
+    return (dets['boxes'][keep], dets['scores'][keep], dets['labels'][keep]), picture

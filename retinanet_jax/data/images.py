@@ -25,6 +25,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from retinanet_jax.errors import UserError
 
 EXIF_MODES = ('ignore', 'apply')
+# The suffixes of the image files that dataset folders hold (what PIL decodes).
+IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
 _ORIENTATION = 0x0112  # the EXIF tag
 _SWAPS_AXES = (5, 6, 7, 8)  # orientations that transpose the image
 

@@ -36,7 +36,6 @@ from retinanet_jax.data.file_source import FileSource, make_record, per_split, r
 from retinanet_jax.errors import MissingFile, UserError
 
 COORDINATES = ('voc', 'pixels')
-IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
 
 
 @dataclasses.dataclass
@@ -144,7 +143,7 @@ def _flat_folder(folder: Path) -> list:
     if not folder.is_dir():
         raise MissingFile(f'voc_folder: no such folder {folder}')
     out = []
-    for image in sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
+    for image in sorted(p for p in folder.iterdir() if p.suffix.lower() in images.IMAGE_SUFFIXES):
         xml = image.with_suffix('.xml')
         out.append((image, xml if xml.is_file() else None, None))  # key: relative_keys
     orphans = sorted(

@@ -33,7 +33,6 @@ from retinanet_jax.data import images, label_maps
 from retinanet_jax.data.file_source import FileSource, make_record, relative_keys
 from retinanet_jax.errors import MissingFile, UserError
 
-IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
 SPLIT_KEYS = ('train', 'val', 'test')
 ALIASES = {'validation': 'val'}
 
@@ -110,7 +109,7 @@ def _split_images(yaml_path: Path, root: Path, folders) -> list[Path]:
             where = root / str(folder)[3:]  # ultralytics' retry (Roboflow's exports)
         if not where.is_dir():
             raise MissingFile(f'{yaml_path}: image folder {root / str(folder)} does not exist')
-        out += sorted(p for p in where.rglob('*') if p.suffix.lower() in IMAGE_SUFFIXES)
+        out += sorted(p for p in where.rglob('*') if p.suffix.lower() in images.IMAGE_SUFFIXES)
     return out
 
 
