@@ -10,7 +10,8 @@ wall time.
   python train.py --config=configs/shapes.py --workdir=/tmp/shapes   # the demo run, first
   RETINANET_JAX_DEMO_RUN=/tmp/shapes python -m bench tiles
 
-Not yet here: the race against SAHI's get_sliced_prediction with torchvision's RetinaNet.
+Then the race against SAHI's get_sliced_prediction with torchvision's RetinaNet on a 4,096-px
+image (bench/tile_race.py).
 """
 
 import os
@@ -105,7 +106,7 @@ def counts(boxes, scores, labels, gt_boxes, gt_labels) -> tuple[int, int]:
 
 
 def run(quick: bool = False, threads: int = 2, device: str = 'cpu') -> dict:
-    del threads, device
+    del device
     from retinanet_jax.inference import load_predictor, tiling
 
     run_dir = os.environ.get('RETINANET_JAX_DEMO_RUN', '/tmp/shapes')
@@ -144,7 +145,14 @@ def run(quick: bool = False, threads: int = 2, device: str = 'cpu') -> dict:
     print(f'{"":22s} {"AP":>6} {"AP50":>6} {"dup":>5} {"frag":>5} {"s":>6} {"images/windows":>14}')
     for name, (ap, ap50, dup, frag, s, n) in results.items():
         print(f'{name:22s} {ap:6.4f} {ap50:6.4f} {dup:5d} {frag:5d} {s:6.1f} {n:14d}')
+    from bench import tile_race
+
+    raced = tile_race.race(quick, threads)
+    names = ('AP', 'AP50', 'duplicates', 'fragments', 'seconds', 'inputs')
     return {
-        k: dict(zip(('AP', 'AP50', 'duplicates', 'fragments', 'seconds', 'inputs'), v, strict=True))
-        for k, v in results.items()
+        'scene': {k: dict(zip(names, v, strict=True)) for k, v in results.items()},
+        'race': {
+            k: dict(zip(('seconds', 'windows_per_s', 'peak_rss_gib', 'detections'), v, strict=True))
+            for k, v in raced.items()
+        },
     }

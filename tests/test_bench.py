@@ -32,3 +32,18 @@ def test_bench_all_quick_runs(tmp_path, capsys):
     train = {r['name']: r for r in results['train_step']}
     assert any('norm=batch' in n and train[n]['flops'] > 0 for n in train)
     assert '| GFLOP/s | of peak |' in stdout
+
+
+def test_the_peers_installed_without_dependencies_leave_our_opencv():
+    """SAHI (bench tiles) declares opencv-python, which would install OpenCV 5 beside our
+    opencv-python-headless (<5, requirements.txt) and shadow it: it is installed with --no-deps
+    (requirements-nodeps.txt), and cv2 stays the pinned one, from our distribution alone."""
+    require('sahi')
+    import importlib.metadata as metadata
+
+    import cv2
+
+    assert cv2.__version__.split('.')[0] == '4', cv2.__version__
+    assert metadata.version('opencv-python-headless').startswith(cv2.__version__)
+    installed = {d.metadata['Name'].lower() for d in metadata.distributions()}
+    assert not installed & {'opencv-python', 'opencv-contrib-python'}, installed

@@ -17,7 +17,8 @@ from PIL import Image
 
 from retinanet_jax import inference
 from retinanet_jax.data import shapes
-from retinanet_jax.inference import export
+from retinanet_jax.data.input_config import InputConfig
+from retinanet_jax.inference import export, tiling
 
 from .helpers import doc_snippet, require
 
@@ -42,6 +43,9 @@ RELOAD = textwrap.dedent("""
                 results[f'{fmt}_{n}_{name}'] = np.asarray(value)
     np.savez(out, **results)
 """)
+
+
+TILED_ONNX = ('--format', 'onnx', '--tile_size', '128', '--tile_overlap', '0.25')
 
 
 def reload_in_fresh_process(
@@ -153,6 +157,7 @@ def test_smoke_model_exports_to_both_formats_and_matches_the_predictor(tmp_path,
         'detector.stablehlo',
         'export.json',
         'detect.py',
+        'tile_merge.py',
     }
 
     images = shapes_images()
@@ -174,6 +179,34 @@ def test_smoke_model_exports_to_both_formats_and_matches_the_predictor(tmp_path,
         exec(code.replace("'photo.jpg'", repr(str(tmp_path / 'photo.png'))), {})
     lines = printed.getvalue().splitlines()
     assert len(lines) == want['valid'][0].sum() and lines[0].split()[0] in manifest['names']
+
+    # detect.py --tile_size on a larger image: the windows, their detections and the merge of
+    # predict_tiled at the export's canvas (128, scale 1), through onnxruntime and the copy of
+    # tile_merge.py beside it.
+    large = np.concatenate([np.concatenate(list(shapes_images(3, 128)), 1)] * 2)[:200, :300]
+    Image.fromarray(large).save(tmp_path / 'large.png')
+    proc = subprocess.run(
+        [sys.executable, str(out / 'detect.py'), str(tmp_path / 'large.png'), *TILED_ONNX],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads(proc.stdout)['detections']
+    canvas = InputConfig(image_size=(128, 128), short_side=128, max_side=128, flip=False)
+    (tiled,) = tiling.predict_tiled(
+        dataclasses.replace(predictor, input=canvas), [large], tiling.TileConfig(128, 0.25, 8)
+    )
+    assert len(got) == len(tiled['boxes']) > 30
+    # (near-equal scores may come in either order: compare in an order of their own)
+    mine = sorted((d['label'], *d['box'], d['score']) for d in got)
+    want = sorted(
+        (manifest['names'][k], *b.tolist(), float(s))
+        for b, s, k in zip(tiled['boxes'], tiled['scores'], tiled['labels'], strict=True)
+    )
+    assert [m[0] for m in mine] == [w[0] for w in want]
+    np.testing.assert_allclose([m[1:] for m in mine], [w[1:] for w in want], atol=0.02)
 
     # Another export into the same folder is refused, unless asked for.
     with pytest.raises(ValueError, match=r'holds another export .* overwrite=True'):

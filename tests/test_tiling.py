@@ -11,7 +11,6 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from retinanet_jax.errors import UserError
 from retinanet_jax.inference import tiling
 
 
@@ -25,7 +24,7 @@ def test_windows_golden():
     ).all()
     # a side shorter than the tile: one window of that side
     np.testing.assert_array_equal(tiling.tile_windows((300, 200), 512, 0.2), [[0, 0, 300, 200]])
-    with pytest.raises(UserError, match='overlap must be in'):
+    with pytest.raises(ValueError, match='overlap must be in'):
         tiling.tile_windows((10, 10), 8, 1.0)
 
 

@@ -10,7 +10,9 @@
   detector.onnx        ONNX (opset 21), NMS as ONNX NonMaxSuppression; runs in onnxruntime
   export.json          the contract: input and output names, shapes and dtypes, the image size,
                        pad value, class names and category ids, post-processing settings
-  detect.py            a stand-alone runner: `python DIR/detect.py photo.jpg`
+  detect.py            a stand-alone runner: `python DIR/detect.py photo.jpg`, large images
+                       by windows with --tile_size 512 [--tile_overlap 0.2]
+  tile_merge.py        the windows and their merge, numpy only (detect.py --tile_size)
 Inputs and outputs are described in inference/export.py. --image_size defaults to the model's
 input size and must be a multiple of 32 on each side (the deepest stride); --batch=dynamic
 (default) exports a symbolic batch dimension; --score_threshold and --max_detections override

@@ -48,6 +48,7 @@ from retinanet_jax.ops.normalization import PAD_VALUE, normalize_images
 
 # The stand-alone runner copied into every export as detect.py (a command of its own: not imported).
 DETECT_SCRIPT = Path(__file__).with_name('detect_template.py')
+TILE_MERGE = Path(__file__).with_name('tile_merge.py')  # numpy only: the windows and the merge
 OUTPUT_NAMES = ('boxes', 'scores', 'labels', 'num_detections')
 INPUT_NAME = 'images'
 
@@ -291,5 +292,6 @@ def export_model(
         writer = write_stablehlo if fmt == 'stablehlo' else write_onnx
         writer(detect, image_hw, batch, out / FORMATS[fmt])
     shutil.copyfile(DETECT_SCRIPT, out / 'detect.py')
+    shutil.copyfile(TILE_MERGE, out / 'tile_merge.py')  # detect.py --tile_size
     existing.write_text(json.dumps(spec, indent=1))
     return out

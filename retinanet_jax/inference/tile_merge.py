@@ -1,6 +1,8 @@
-"""The merge of sliced inference (tiling.py): the detections of an image's overlapping windows
-into one detection per object, in the image's pixels.
+"""The windows of sliced inference (tiling.py) and the merge of their detections into one
+detection per object, in the image's pixels. numpy alone: every export carries a copy, for its
+detect.py (inference/export.py).
 
+  windows = tile_windows((H, W), tile, overlap)   # int64 [T, 4] (y0, x0, y1, x1), row by row
   merged = merge_detections(parts, image_hw, iou)
   parts:  [(window (y0, x0, y1, x1), boxes [n, 4] xyxy in the window's pixels, scores [n],
             labels [n])], one per window
@@ -205,3 +207,24 @@ def _overlaps(box, others):
     area = np.prod(np.clip(box[2:] - box[:2], 0, None))
     areas = np.prod(np.clip(others[:, 2:] - others[:, :2], 0, None), axis=1)
     return inter, area, area + areas - inter
+
+
+def tile_windows(image_hw: tuple[int, int], tile: int, overlap: float) -> np.ndarray:
+    """int64 [T, 4] windows (y0, x0, y1, x1) covering an image of `image_hw`, row by row."""
+    if tile < 1:
+        raise ValueError(f'tile size must be >= 1, got {tile}')
+    if not 0 <= overlap < 1:
+        raise ValueError(f'tile overlap must be in [0, 1), got {overlap}')
+    stride = max(1, round(tile * (1 - overlap)))
+    starts = [_starts(side, tile, stride) for side in image_hw]
+    ys, xs = np.meshgrid(*starts, indexing='ij')
+    h, w = (min(tile, side) for side in image_hw)
+    y0, x0 = ys.ravel(), xs.ravel()
+    return np.stack([y0, x0, y0 + h, x0 + w], axis=1).astype(np.int64)
+
+
+def _starts(side: int, tile: int, stride: int) -> np.ndarray:
+    if side <= tile:
+        return np.zeros(1, np.int64)
+    starts = np.arange(0, side - tile, stride)
+    return np.append(starts, side - tile)  # the last window ends at the edge

@@ -29,7 +29,7 @@ import numpy as np
 from retinanet_jax.data import pipeline
 from retinanet_jax.data.input_config import InputConfig
 from retinanet_jax.errors import UserError
-from retinanet_jax.inference.tile_merge import merge_detections
+from retinanet_jax.inference.tile_merge import merge_detections, tile_windows
 from retinanet_jax.ops.normalization import PAD_VALUE
 
 
@@ -56,27 +56,6 @@ def default_tile(config: InputConfig) -> int:
     if config.resize == 'square':
         return min(config.image_size)
     return min(config.short_side, config.max_side)
-
-
-def tile_windows(image_hw: tuple[int, int], tile: int, overlap: float) -> np.ndarray:
-    """int64 [T, 4] windows (y0, x0, y1, x1) covering an image of `image_hw`, row by row."""
-    if tile < 1:
-        raise UserError(f'tile size must be >= 1, got {tile}')
-    if not 0 <= overlap < 1:
-        raise UserError(f'tile overlap must be in [0, 1), got {overlap}')
-    stride = max(1, round(tile * (1 - overlap)))
-    starts = [_starts(side, tile, stride) for side in image_hw]
-    ys, xs = np.meshgrid(*starts, indexing='ij')
-    h, w = (min(tile, side) for side in image_hw)
-    y0, x0 = ys.ravel(), xs.ravel()
-    return np.stack([y0, x0, y0 + h, x0 + w], axis=1).astype(np.int64)
-
-
-def _starts(side: int, tile: int, stride: int) -> np.ndarray:
-    if side <= tile:
-        return np.zeros(1, np.int64)
-    starts = np.arange(0, side - tile, stride)
-    return np.append(starts, side - tile)  # the last window ends at the edge
 
 
 def predict_tiled(predictor, images, tiles: TileConfig = TileConfig()) -> list[dict]:
