@@ -162,24 +162,40 @@ def test_crop_settings_are_checked_with_one_line():
 
 
 @pytest.mark.slow
-def test_a_run_by_crops_evaluates_by_tiles(crop_run, tmp_path):
-    """The smoke model trained by 64-px windows of 96-px images (the crop run: its periodic
-    evaluation on 64-px canvases), then evaluated by the evaluate command by 64-px tiles of
-    each whole image, at its own scale (no validation loss: no canvas holds a whole image)."""
+def test_a_run_by_crops_evaluates_and_predicts_by_tiles_at_its_own_scale(crop_run, tmp_path):
+    """The smoke model trained by 64-px windows of 96-px images (the crop run; its periodic
+    evaluation on 64-px canvases). It slices by its training window by default, and any tile
+    runs at the scale it trained at (tiling.window_predictor): a 96-px tile on a 96-px canvas,
+    not shrunk into 64 px; one such window holding a whole 96-px image gives that image's
+    detections at scale 1. The evaluate command by such tiles: every image whole, at its own
+    scale (no validation loss: no training canvas holds a whole image)."""
     import json
 
     from retinanet_jax.commands import command, evaluate
+    from retinanet_jax.inference import load_predictor, tiling
 
     workdir, summary = crop_run
     assert summary['step'] == 4 and np.isfinite(summary['val_loss'])
+    predictor = load_predictor(workdir)
+    post = dataclasses.replace(predictor.postprocess, score_threshold=0.01)
+    predictor = dataclasses.replace(predictor, postprocess=post)
+    assert tiling.default_tile(predictor.input) == 64 and predictor.image_hw == (64, 64)
+    native = tiling.window_predictor(predictor, 96)
+    assert native.image_hw == (96, 96) and native.input.short_side == 96
+    image = shapes.generate_example(5, 'validation', image_size=96)['image']
+    (want,) = native.predict_images([image], 8)  # (batches of 8: the tiles' program)
+    (got,) = tiling.predict_tiled(predictor, [image], tiling.TileConfig(96))
+    keep = want['valid']
+    assert keep.sum() > 5
+    np.testing.assert_array_equal(got['labels'], want['labels'][keep])
+    np.testing.assert_allclose(got['boxes'], want['boxes'][keep], atol=1e-4)
+    (shrunk,) = predictor.predict_images([image], 8)  # the whole image on the 64-px canvas
+    assert shrunk['valid'].sum() != keep.sum() or not np.allclose(
+        shrunk['boxes'][shrunk['valid']], want['boxes'][keep], atol=1
+    )
+
     out = tmp_path / 'eval.json'
-    argv = [
-        'evaluate',
-        f'--model={workdir}',
-        '--tile_size=64',
-        '--tile_overlap=0.25',
-        f'--out={out}',
-    ]
+    argv = ['evaluate', f'--model={workdir}', '--tile_size=96', f'--out={out}']
     assert command.run(evaluate, argv, 'evaluate') == 0
     metrics = json.loads(out.read_text())
     assert {'AP', 'AP50', 'P', 'R', 'F1', 'best_F1'} <= set(metrics) and 'val_loss' not in metrics

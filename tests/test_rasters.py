@@ -80,33 +80,11 @@ class Spy:
 
 def test_sliced_inference_reads_a_raster_one_window_at_a_time(tmp_path, smoke_run):
     """The detections of a TIFF read by windows equal those of the image in memory; every read
-    is one window (at most a tile a side); the overview is the image shrunk."""
-    from retinanet_jax.inference import load_predictor, tiling
-
-    image = scene()
-    path = tmp_path / 'scene.tif'
-    tifffile.imwrite(path, image, photometric='rgb', tile=(64, 64), compression='zlib')
-    predictor = load_predictor(smoke_run[0])
-    tiles = tiling.TileConfig(size=64, overlap=0.25, batch=4)
-    (want,) = tiling.predict_tiled(predictor, [image], tiles)
-    with rasters.open_raster(path) as raster:
-        spy = Spy(raster)
-        (got,) = tiling.predict_tiled(predictor, [spy], tiles)
-        picture, factor = rasters.overview(raster, 100, band=64)
-    assert len(spy.reads) == len(tiling.tile_windows((300, 500), 64, 0.25))
-    assert all(r.stop - r.start <= 64 and c.stop - c.start <= 64 for r, c in spy.reads)
-    for key in want:
-        np.testing.assert_array_equal(got[key], want[key], err_msg=key)
-    assert picture.shape == (60, 100, 3) and factor == 0.2
-    from retinanet_jax.data.transforms import resize_image
-
-    assert np.abs(picture.astype(int) - resize_image(image, (60, 100))).mean() < 3
-
-
-def test_predict_takes_a_tiff_by_tiles(tmp_path, smoke_run):
-    """The predict command's work (predict_files) with tiles on a TIFF reads it by windows: the
-    same detections as the same image saved as a PNG, and a picture (the smoke model's scores
-    are low: its score threshold lowered, so that there are detections to compare)."""
+    is one window (at most a tile a side); the overview is the image shrunk. The predict
+    command's work (predict_files) with tiles on a TIFF reads it by windows: the same
+    detections as the same image saved as a PNG, and a picture (the smoke model's scores are
+    low: its score threshold lowered, so that there are detections to compare). One test: one
+    compiled predict step."""
     import dataclasses
 
     from PIL import Image
@@ -114,18 +92,37 @@ def test_predict_takes_a_tiff_by_tiles(tmp_path, smoke_run):
     from retinanet_jax.commands.predict import predict_files
     from retinanet_jax.inference import load_predictor, tiling
 
-    image = scene(200, 260)
+    image = scene(160, 240)
+    path = tmp_path / 'scene.tif'
+    tifffile.imwrite(path, image, photometric='rgb', tile=(64, 64), compression='zlib')
+    predictor = load_predictor(smoke_run[0])
+    post = dataclasses.replace(predictor.postprocess, score_threshold=0.01)
+    predictor = dataclasses.replace(predictor, postprocess=post)
+    tiles = tiling.TileConfig(size=64, overlap=0.25)  # 3 x 5 windows, batches of 8
+    (want,) = tiling.predict_tiled(predictor, [image], tiles)
+    with rasters.open_raster(path) as raster:
+        spy = Spy(raster)
+        (got,) = tiling.predict_tiled(predictor, [spy], tiles)
+        picture, factor = rasters.overview(raster, 100, band=64)
+    assert len(spy.reads) == len(tiling.tile_windows((160, 240), 64, 0.25)) == 15
+    assert all(r.stop - r.start <= 64 and c.stop - c.start <= 64 for r, c in spy.reads)
+    for key in want:
+        np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+    assert picture.shape == (67, 100, 3) and factor == 100 / 240
+    from retinanet_jax.data.transforms import resize_image
+
+    assert np.abs(picture.astype(int) - resize_image(image, (67, 100))).mean() < 3
+
+    image = scene(128, 192)
     (tmp_path / 'in').mkdir()
     (tmp_path / 'png').mkdir()
     tifffile.imwrite(tmp_path / 'in' / 'site.tif', image, photometric='rgb', tile=(64, 64))
     Image.fromarray(image).save(tmp_path / 'png' / 'site.png')
-    p = load_predictor(smoke_run[0])
-    p = dataclasses.replace(p, postprocess=dataclasses.replace(p.postprocess, score_threshold=0.01))
     found = {}
     for kind in ('in', 'png'):
         out = tmp_path / f'{kind}-out'
-        predict_files(p, [str(tmp_path / kind)], out, tiles=tiling.TileConfig(64))
+        predict_files(predictor, [str(tmp_path / kind)], out, tiles=tiles)
         found[kind] = json.loads((out / 'detections.json').read_text())
-        assert Image.open(out / 'site.png').size == (260, 200)
+        assert Image.open(out / 'site.png').size == (192, 128)
     assert len(found['in']) > 10
     assert found['in'] == [{**d, 'file_name': 'site.tif'} for d in found['png']]

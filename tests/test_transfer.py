@@ -22,7 +22,7 @@ def donor(config: ModelConfig, seed: int):
     initialisation: a source of weights to transfer (its values only need to differ)."""
     graphdef, state = nnx.split(nnx.eval_shape(lambda: build_retinanet(config)))
     rng = np.random.default_rng(seed)
-    state = jax.tree.map(lambda a: rng.standard_normal(a.shape).astype(a.dtype), state)
+    state = jax.tree.map(lambda a: jax.numpy.asarray(rng.standard_normal(a.shape), a.dtype), state)
     return nnx.merge(graphdef, state)
 
 
@@ -89,8 +89,11 @@ def test_init_detector_loads_a_model_directory_into_a_train_state_with_one_line(
 @pytest.mark.slow
 def test_a_torchvision_coco_detector_fine_tunes_into_three_classes(tmp_path):
     """A torchvision retinanet_resnet50_fpn state dict (random weights, 91 classes) into a
-    3-class R50 (config.init.detector's loader): matched tensors equal, the class layer at the
-    prior bias, or with COCO's names, their rows."""
+    3-class R50 (config.init.detector's loader): matched tensors equal, the class layer left as
+    it was, or with COCO's names, their rows. The target's weights are random (a donor: every
+    matched tensor must be overwritten) rather than initialised, which would compile the R50's
+    initialisation (~7 s): that the fresh class layer holds the prior bias is the small
+    models' test above, through the same heads."""
     require('torch', 'torchvision')
     import torch
     from torchvision.models.detection import retinanet_resnet50_fpn
@@ -102,7 +105,7 @@ def test_a_torchvision_coco_detector_fine_tunes_into_three_classes(tmp_path):
     torch.save(reference, tmp_path / 'r50.pth')
     source, names = loading.load_detector(tmp_path / 'r50.pth')
     assert len(names) == 91 and names[17] == 'cat'
-    built = build_retinanet(ModelConfig.torchvision_v1(3))
+    built = donor(ModelConfig.torchvision_v1(3), seed=4)
     fresh = flat(built)
     out = 'classification_head.output'
     for target_names, kept in ((('cat', 'boat', 'zebra'), True), (('cell', 'nucleus', 'x'), False)):
@@ -123,5 +126,5 @@ def test_a_torchvision_coco_detector_fine_tunes_into_three_classes(tmp_path):
             tv_bias = reference['head.classification_head.cls_logits.bias'].numpy()
             np.testing.assert_array_equal(bias, tv_bias.reshape(9, 91)[:, [17, 9, 24]])
         else:
-            np.testing.assert_allclose(bias, class_prior_bias(0.01), rtol=1e-6)
+            np.testing.assert_array_equal(params[f'{out}.bias'], fresh[f'{out}.bias'])
             np.testing.assert_array_equal(params[f'{out}.kernel'], fresh[f'{out}.kernel'])

@@ -7,6 +7,10 @@ detections mapped back and merged so that one object gives one detection.
   # per image: 'boxes' float32 [N, 4] xyxy in the image's pixels, 'scores' [N], 'labels'
   # int32 [N] (indices into predictor.label_map.names), 'valid' bool [N] (all True), best first
 
+A model trained by windows at the images' own scale (input.crop_size) runs every window at
+that scale, on a canvas of the window's size (window_predictor); its default tile is its
+training window.
+
 Windows (SAHI's layout): a grid of tile x tile windows with a stride of round(tile * (1 -
 overlap)), the last row and column moved back to end at the image's edge, so every window lies
 inside the image; along a side shorter than the tile, one window of that side's length, padded
@@ -30,6 +34,7 @@ from retinanet_jax.data import pipeline
 from retinanet_jax.data.input_config import InputConfig
 from retinanet_jax.errors import UserError
 from retinanet_jax.inference.tile_merge import merge_detections, tile_windows
+from retinanet_jax.ops import anchors as anchor_lib
 from retinanet_jax.ops.normalization import PAD_VALUE
 
 
@@ -52,10 +57,32 @@ class TileConfig:
 
 
 def default_tile(config: InputConfig) -> int:
-    """The window side that the predictor's preprocessing leaves at scale 1."""
+    """The window side that the predictor's preprocessing leaves at scale 1: for a model
+    trained by windows (config.crop_size), the training window's short side."""
+    if config.crop_size is not None:
+        return min(config.crop_size)
     if config.resize == 'square':
         return min(config.image_size)
     return min(config.short_side, config.max_side)
+
+
+def window_predictor(predictor, tile: int):
+    """The predictor that runs `tile`-pixel windows. A model trained by windows at the images'
+    own scale (input.crop_size; crop_scale's geometric mean) runs every window at that scale,
+    whatever the tile: its own canvas, `tile` times the scale rounded up to a multiple of 32.
+    Any other runs windows through its own preprocessing and canvas (scale 1 at default_tile)."""
+    config = predictor.input
+    if config.crop_size is None:
+        return predictor
+    side = max(1, round(tile * float(np.sqrt(np.prod(config.crop_scale)))))
+    native = InputConfig(
+        image_size=anchor_lib.padded_size((side, side)),
+        short_side=side,
+        max_side=side,
+        flip=False,
+        max_boxes=config.max_boxes,
+    )
+    return dataclasses.replace(predictor, input=native)
 
 
 def predict_tiled(predictor, images, tiles: TileConfig = TileConfig()) -> list[dict]:
@@ -64,6 +91,7 @@ def predict_tiled(predictor, images, tiles: TileConfig = TileConfig()) -> list[d
     is in memory at a time besides the images."""
     images = list(images)
     tile = tiles.size or default_tile(predictor.input)
+    predictor = window_predictor(predictor, tile)
     plan = [
         (i, window)
         for i, im in enumerate(images)
