@@ -65,6 +65,12 @@ def test_what_cannot_be_read_is_named(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, 'zarr', None)
     with pytest.raises(UserError, match=r'needs tifffile and zarr \(pip install tifffile zarr\)'):
         rasters.open_raster(deep)
+    # the predict command stops on it, before any model work, rather than skip the file
+    from retinanet_jax.commands.predict import predict_files
+    from retinanet_jax.inference.tiling import TileConfig
+
+    with pytest.raises(UserError, match=rf'{deep}: reading a TIFF window by window needs'):
+        predict_files(None, [str(deep)], tmp_path / 'out', tiles=TileConfig(64))
 
 
 class Spy:

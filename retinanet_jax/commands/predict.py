@@ -94,9 +94,12 @@ def predict_files(
     """Detections of every image file under `paths` (see the module docstring); `exif`: see
     data/images.py ('apply': boxes refer to the upright picture a viewer shows); `tiles`:
     sliced inference, each image cut into overlapping windows at the model's scale."""
+    files = image_files(paths)
+    for path in files if tiles is not None else ():
+        if rasters.is_raster(path):  # a missing reader stops the command, not one file
+            rasters.require(path)
     p = predictor
     names, category_ids = p.label_map.names, p.label_map.category_ids
-    files = image_files(paths)
     out.mkdir(parents=True, exist_ok=True)
     results, skipped = [], []
     for path in files:

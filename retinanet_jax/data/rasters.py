@@ -28,6 +28,18 @@ def is_raster(path) -> bool:
     return Path(path).suffix.lower() in SUFFIXES
 
 
+def require(path) -> None:
+    """UserError, naming `path` and what to install, where tifffile or zarr is missing."""
+    try:
+        import tifffile  # noqa: F401
+        import zarr  # noqa: F401
+    except ImportError as e:
+        raise UserError(
+            f'{path}: reading a TIFF window by window needs tifffile and zarr '
+            f'(pip install tifffile zarr): {e}'
+        ) from None
+
+
 def open_raster(path) -> 'TiffRaster':
     """The raster at `path` (see the module docstring); UserError naming the file where it
     cannot be read this way."""
@@ -42,14 +54,10 @@ class TiffRaster:
 
     def __init__(self, path):
         self.path = Path(path)
-        try:
-            import tifffile
-            import zarr
-        except ImportError as e:
-            raise UserError(
-                f'{path}: reading a TIFF window by window needs tifffile and zarr '
-                f'(pip install tifffile zarr): {e}'
-            ) from None
+        require(path)
+        import tifffile
+        import zarr
+
         try:
             self._file = tifffile.TiffFile(self.path)
             series = self._file.series[0]
