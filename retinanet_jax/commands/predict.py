@@ -95,8 +95,8 @@ def predict_files(
     data/images.py ('apply': boxes refer to the upright picture a viewer shows); `tiles`:
     sliced inference, each image cut into overlapping windows at the model's scale."""
     files = image_files(paths)
-    for path in files if tiles is not None else ():
-        if rasters.is_raster(path):  # a missing reader stops the command, not one file
+    if tiles is not None:  # a missing raster reader stops the command, not one file
+        for path in filter(rasters.is_raster, files):
             rasters.require(path)
     p = predictor
     names, category_ids = p.label_map.names, p.label_map.category_ids
@@ -141,8 +141,8 @@ def _detect(predictor: Predictor, path: Path, exif: str, tiles):
             dets = tiling.predict_tiled(predictor, [raster], tiles)[0]
             picture = rasters.overview(raster, PICTURE_SIDE)
     else:
-        picture = (images.read_image(path, exif), 1.0)
-        image = picture[0]
+        image = images.read_image(path, exif)
+        picture = (image, 1.0)
         if tiles is None:
             dets = predictor.predict_image(image)
         else:

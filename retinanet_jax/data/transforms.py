@@ -79,30 +79,25 @@ def random_scale_jitter(
 
 def random_horizontal_flip(example: dict, rng) -> dict:
     """Flips image and boxes left-right with probability 1/2."""
-    if rng.random() >= 0.5:
-        return example
-    image = example['image']
-    width = np.float32(image.shape[1])
-    x1, y1, x2, y2 = np.moveaxis(example['boxes'], -1, 0)
-    flipped = cv2.flip(image, 1)  # ~50x faster than copying numpy's negative-stride view
-    return {
-        **example,
-        'image': flipped,
-        'boxes': np.stack([width - x2, y1, width - x1, y2], axis=-1).astype(np.float32),
-    }
+    return example if rng.random() >= 0.5 else _flip(example, axis=1)
 
 
 def random_vertical_flip(example: dict, rng) -> dict:
     """Flips image and boxes top-bottom with probability 1/2."""
-    if rng.random() >= 0.5:
-        return example
+    return example if rng.random() >= 0.5 else _flip(example, axis=0)
+
+
+def _flip(example: dict, axis: int) -> dict:
+    """Image and boxes mirrored along `axis` (0: rows, top-bottom; 1: columns, left-right)."""
     image = example['image']
-    height = np.float32(image.shape[0])
-    x1, y1, x2, y2 = np.moveaxis(example['boxes'], -1, 0)
+    size = np.float32(image.shape[axis])
+    boxes = example['boxes'].copy()
+    lo, hi = 1 - axis, 3 - axis  # the box's coordinates along that axis (x: 0, 2; y: 1, 3)
+    boxes[:, lo], boxes[:, hi] = size - example['boxes'][:, hi], size - example['boxes'][:, lo]
     return {
         **example,
-        'image': cv2.flip(image, 0),
-        'boxes': np.stack([x1, height - y2, x2, height - y1], axis=-1).astype(np.float32),
+        'image': cv2.flip(image, axis),  # ~50x faster than copying numpy's negative-stride view
+        'boxes': boxes.astype(np.float32),
     }
 
 

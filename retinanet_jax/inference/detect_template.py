@@ -56,20 +56,15 @@ def load(folder: Path, fmt: str):
 
 def detect_tiled(detect, image: Image.Image, manifest: dict, tile: int, overlap: float):
     """(boxes [N, 4] in the image's pixels, scores [N], labels [N]) by windows (module doc)."""
-    from tile_merge import merge_detections, tile_windows
+    from tile_merge import merge_detections, tile_windows, window_pixels
 
     pixels = np.asarray(image.convert('RGB'))
     windows = tile_windows(pixels.shape[:2], tile, overlap)
     canvases, scales = [], []
-    for y0, x0, y1, x1 in windows:
-        window = pixels[y0:y1, x0:x1]
-        if len(windows) > 1 and window.shape[:2] != (tile, tile):  # a whole tile, padded
-            padded = np.empty((tile, tile, 3), np.uint8)
-            padded[...] = manifest['pad_value']
-            padded[: window.shape[0], : window.shape[1]] = window
-            window = padded
+    for window in windows:
+        padded = window_pixels(pixels, window, tile, manifest['pad_value'])
         canvas, scale = letterbox(
-            Image.fromarray(window), manifest['image_size'], manifest['pad_value']
+            Image.fromarray(padded), manifest['image_size'], manifest['pad_value']
         )
         canvases.append(canvas)
         scales.append(scale)

@@ -3,6 +3,7 @@ detection per object, in the image's pixels. numpy alone: every export carries a
 detect.py (inference/export.py).
 
   windows = tile_windows((H, W), tile, overlap)   # int64 [T, 4] (y0, x0, y1, x1), row by row
+  pixels = window_pixels(image, windows[t], tile, pad_value)  # padded to a whole tile
   merged = merge_detections(parts, image_hw, iou)
   parts:  [(window (y0, x0, y1, x1), boxes [n, 4] xyxy in the window's pixels, scores [n],
             labels [n])], one per window
@@ -228,3 +229,18 @@ def _starts(side: int, tile: int, stride: int) -> np.ndarray:
         return np.zeros(1, np.int64)
     starts = np.arange(0, side - tile, stride)
     return np.append(starts, side - tile)  # the last window ends at the edge
+
+
+def window_pixels(image, window, tile: int, pad_value) -> np.ndarray:
+    """uint8 [h, w, 3]: the pixels of `window` (y0, x0, y1, x1) of `image` (an array, or a
+    raster sliced by rows and columns), padded bottom / right with `pad_value` to a whole
+    tile where the image has other windows too, so that every window runs at one scale."""
+    y0, x0, y1, x1 = window
+    pixels = np.asarray(image[y0:y1, x0:x1])
+    h, w = pixels.shape[:2]
+    if (h, w) in (tuple(image.shape[:2]), (tile, tile)):
+        return pixels
+    canvas = np.empty((tile, tile, 3), np.uint8)
+    canvas[...] = pad_value
+    canvas[:h, :w] = pixels
+    return canvas

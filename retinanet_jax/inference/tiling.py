@@ -33,7 +33,7 @@ import numpy as np
 from retinanet_jax.data import pipeline
 from retinanet_jax.data.input_config import InputConfig
 from retinanet_jax.errors import UserError
-from retinanet_jax.inference.tile_merge import merge_detections, tile_windows
+from retinanet_jax.inference.tile_merge import merge_detections, tile_windows, window_pixels
 from retinanet_jax.ops import anchors as anchor_lib
 from retinanet_jax.ops.normalization import PAD_VALUE
 
@@ -99,11 +99,9 @@ def predict_tiled(predictor, images, tiles: TileConfig = TileConfig()) -> list[d
     ]
 
     def examples():
-        for i, (y0, x0, y1, x1) in plan:
-            window = images[i][y0:y1, x0:x1]
-            if window.shape[:2] != images[i].shape[:2]:  # one of several: a whole tile
-                window = _padded(window, tile)
-            yield pipeline.preprocess_image(window, predictor.input)
+        for i, window in plan:
+            pixels = window_pixels(images[i], window, tile, PAD_VALUE)
+            yield pipeline.preprocess_image(pixels, predictor.input)
 
     found = [[] for _ in images]
     detections = predictor.predict_examples(examples(), tiles.batch)
@@ -114,13 +112,3 @@ def predict_tiled(predictor, images, tiles: TileConfig = TileConfig()) -> list[d
     return [
         merge_detections(parts, im.shape[:2], iou) for parts, im in zip(found, images, strict=True)
     ]
-
-
-def _padded(window: np.ndarray, tile: int) -> np.ndarray:
-    h, w = window.shape[:2]
-    if (h, w) == (tile, tile):
-        return window
-    canvas = np.empty((tile, tile, 3), np.uint8)
-    canvas[...] = PAD_VALUE
-    canvas[:h, :w] = window
-    return canvas
