@@ -164,6 +164,12 @@ def mock_tfds(coco: bool, num_examples: int = 10):
         yield
 
 
+# The score threshold of the tests that predict with the smoke model (a 4-step model's scores
+# are low): one value, since the threshold is part of the compiled predict program, so that
+# those tests share one program (batches of 8) in a session.
+LOW_SCORE = 0.001
+
+
 # The smoke run trained by windows (config.input.crop_size) of larger images: 64-px windows of
 # 96-px shapes images, evaluated on the smoke run's 64-px canvas. As command-line overrides of
 # configs/smoke.py, and as the config they give.

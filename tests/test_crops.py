@@ -14,6 +14,8 @@ from retinanet_jax.data import pipeline, shapes, transforms
 from retinanet_jax.data.input_config import InputConfig
 from retinanet_jax.errors import UserError
 
+from .helpers import LOW_SCORE
+
 
 def example_with(boxes, hw=(100, 200), crowd=None):
     """An image whose pixel (y, x) holds (y, x % 256, 0), so a window's offset can be read
@@ -177,7 +179,7 @@ def test_a_run_by_crops_evaluates_and_predicts_by_tiles_at_its_own_scale(crop_ru
     workdir, summary = crop_run
     assert summary['step'] == 4 and np.isfinite(summary['val_loss'])
     predictor = load_predictor(workdir)
-    post = dataclasses.replace(predictor.postprocess, score_threshold=0.01)
+    post = dataclasses.replace(predictor.postprocess, score_threshold=LOW_SCORE)
     predictor = dataclasses.replace(predictor, postprocess=post)
     assert tiling.default_tile(predictor.input) == 64 and predictor.image_hw == (64, 64)
     native = tiling.window_predictor(predictor, 96)

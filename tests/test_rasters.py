@@ -12,7 +12,7 @@ import pytest
 from retinanet_jax.data import rasters, shapes
 from retinanet_jax.errors import UserError
 
-from .helpers import require
+from .helpers import LOW_SCORE, require
 
 require('tifffile', 'zarr')
 import tifffile
@@ -102,7 +102,7 @@ def test_sliced_inference_reads_a_raster_one_window_at_a_time(tmp_path, smoke_ru
     path = tmp_path / 'scene.tif'
     tifffile.imwrite(path, image, photometric='rgb', tile=(64, 64), compression='zlib')
     predictor = load_predictor(smoke_run[0])
-    post = dataclasses.replace(predictor.postprocess, score_threshold=0.01)
+    post = dataclasses.replace(predictor.postprocess, score_threshold=LOW_SCORE)
     predictor = dataclasses.replace(predictor, postprocess=post)
     tiles = tiling.TileConfig(size=64, overlap=0.25)  # 3 x 5 windows, batches of 8
     (want,) = tiling.predict_tiled(predictor, [image], tiles)

@@ -13,6 +13,8 @@ from PIL import Image
 
 from retinanet_jax.inference import tiling
 
+from .helpers import LOW_SCORE
+
 
 def test_windows_golden():
     windows = tiling.tile_windows((1000, 700), tile=512, overlap=0.2)  # stride 410
@@ -175,10 +177,10 @@ def test_one_window_equals_the_whole_image_predictor(smoke_run):
     from retinanet_jax.inference import load_predictor
 
     predictor = load_predictor(smoke_run[0])
-    post = dataclasses.replace(predictor.postprocess, score_threshold=0.01)
+    post = dataclasses.replace(predictor.postprocess, score_threshold=LOW_SCORE)
     predictor = dataclasses.replace(predictor, postprocess=post)
     image = shapes.generate_example(3, 'validation', image_size=64)['image']
-    want = predictor.predict_image(image)
+    (want,) = predictor.predict_images([image], 8)  # batches of 8: the tiles' program
     got = tiling.predict_tiled(predictor, [image], tiling.TileConfig(64, 0.2))[0]
     keep = want['valid']
     assert keep.sum() > 5
@@ -187,7 +189,7 @@ def test_one_window_equals_the_whole_image_predictor(smoke_run):
     np.testing.assert_allclose(got['scores'], want['scores'][keep], atol=1e-6)
 
     large = np.concatenate([np.concatenate([image, image[:, ::-1]], 1)] * 2, 0)  # 128 x 128
-    tiles = tiling.TileConfig(64, 0.25, batch=1)  # the smoke model's scale-1 tile
+    tiles = tiling.TileConfig(64, 0.25)  # the smoke model's scale-1 tile
     dets = tiling.predict_tiled(predictor, [large, image], tiles)
     assert len(dets) == 2 and len(dets[0]['boxes']) > 0
     assert (dets[0]['boxes'] >= 0).all() and (dets[0]['boxes'] <= 128).all()
@@ -270,12 +272,12 @@ def test_evaluating_by_tiles_of_the_image_size_is_evaluating_whole_images(smoke_
     )
     p = prepared.predictor
     p = dataclasses.replace(
-        p, postprocess=dataclasses.replace(p.postprocess, score_threshold=0.001)
+        p, postprocess=dataclasses.replace(p.postprocess, score_threshold=LOW_SCORE)
     )
     coco['annotations'] = []
-    for im in coco['images']:
-        image = np.asarray(Image.open(Path(options['image_dir']) / im['file_name']).convert('RGB'))
-        dets = p.predict_image(image)
+    images = [Image.open(Path(options['image_dir']) / im['file_name']) for im in coco['images']]
+    found = p.predict_images([np.asarray(im.convert('RGB')) for im in images], 8)
+    for im, dets in zip(coco['images'], found, strict=True):
         keep = dets['valid']
         best = zip(dets['boxes'][keep][:5], dets['labels'][keep][:5], strict=True)
         for (x1, y1, x2, y2), label in best:
