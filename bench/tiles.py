@@ -1,11 +1,18 @@
-"""Sliced inference on a synthetic large scene (inference/tiling.py, tile_merge.py): the demo's
-shapes at native size, 23 x 23 test examples of 128 px pasted into one 2,944 px image (1,342
-objects, 11-76 px). A trained demo run predicts the scene by 128-px windows (its scale) at
-overlaps of 0.2 and 0.6; against it, each example predicted as its own image. Reported: AP and
-AP50 of both (pycocotools, up to 10,000 detections), duplicate detections of one object (pairs
-of IoU > 0.5 with it and each other, score >= 0.3), fragments (a detection of the object's class
-mostly inside it, IoU 0.1-0.5, score >= 0.3; the model makes some on its own images too) and
-wall time.
+"""Sliced inference on a synthetic large scene (inference/tiling.py, tile_merge.py), built as a
+user's large image is: small objects on one continuous background. The scene is 2,944 px a side:
+one textured background (data/shapes.background) across it, and on it the shapes of 46 x 46
+test examples of 64 px (1-4 objects each, 8-38 px), each example's shapes in its own 64-px cell
+(a shape never crosses its cell's border). A trained demo run (128-px canvas) predicts it:
+
+  - each object's own tile: the scene cut into the 23 x 23 aligned 128-px tiles (2 x 2 cells),
+    each predicted as its own image, so no object is ever cut and nothing is merged;
+  - sliced: 128-px windows at overlaps of 0.2 (26 px: objects larger than that are seen cut in
+    some windows) and 0.35 (45 px: every object lies whole in a window), merged.
+
+Reported: AP and AP50 (pycocotools, up to 10,000 detections), duplicate detections of one
+object (pairs of IoU > 0.5 with it and each other, score >= 0.3), fragments (a detection of the
+object's class mostly inside it, IoU 0.1-0.5, score >= 0.3; the model makes some on its own
+tiles too) and wall time.
 
   python train.py --config=configs/shapes.py --workdir=/tmp/shapes   # the demo run, first
   RETINANET_JAX_DEMO_RUN=/tmp/shapes python -m bench tiles
@@ -20,40 +27,52 @@ import time
 import numpy as np
 
 OWN_TABLE = True
-GRID, PATCH = 23, 128
+GRID, CELL, TILE = 46, 64, 128  # the scene: 2,944 px; the demo model's canvas: 128 px
 
 
 def coco_ap(gt_boxes, gt_labels, boxes, scores, labels) -> tuple[float, float]:
-    """(AP, AP50) of one image's detections (xyxy) against its ground truth (pycocotools, up
-    to 10,000 detections: the scene holds 1,342 objects)."""
+    """(AP, AP50) of the scene's detections (xyxy) against its ground truth (pycocotools, up
+    to 10,000 detections an image). The scene is evaluated as its 23 x 23 aligned 128-px
+    blocks, each an image holding the objects inside it and the detections centred in it:
+    COCO pools the detections of all images by score, as of one image, but its matching loops
+    over every (detection, object) pair of an image in Python, hours for the whole scene."""
     import contextlib
     import io
 
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
-    h, w = GRID * PATCH, GRID * PATCH
+    blocks = GRID * CELL // TILE
+
+    def block(b):  # the image id of each box: the block of its centre
+        centre = np.clip((b[:, :2] + b[:, 2:]) / 2 // TILE, 0, blocks - 1).astype(int)
+        return centre[:, 1] * blocks + centre[:, 0] + 1
+
+    def xywh(b):
+        return np.concatenate([b[:, :2], b[:, 2:] - b[:, :2]], axis=1)
+
     anns = [
         {
             'id': k + 1,
-            'image_id': 1,
+            'image_id': int(i),
             'category_id': int(lab) + 1,
-            'bbox': [float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])],
-            'area': float((b[2] - b[0]) * (b[3] - b[1])),
+            'bbox': [float(v) for v in box],
+            'area': float(box[2] * box[3]),
             'iscrowd': 0,
         }
-        for k, (b, lab) in enumerate(zip(gt_boxes, gt_labels, strict=True))
+        for k, (i, box, lab) in enumerate(
+            zip(block(gt_boxes), xywh(gt_boxes), gt_labels, strict=True)
+        )
     ]
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its progress
         gt = COCO()
         gt.dataset = {
-            'images': [{'id': 1, 'height': h, 'width': w}],
+            'images': [{'id': i + 1, 'height': TILE, 'width': TILE} for i in range(blocks**2)],
             'annotations': anns,
             'categories': [{'id': k + 1, 'name': str(k)} for k in range(3)],
         }
         gt.createIndex()
-        xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
-        rows = np.column_stack([np.ones(len(boxes)), xywh, scores, labels + 1])
+        rows = np.column_stack([block(boxes), xywh(boxes), scores, labels + 1])
         e = COCOeval(gt, gt.loadRes(rows), 'bbox')
         e.params.maxDets = [1, 10, 10000]
         e.evaluate()
@@ -74,19 +93,21 @@ def iou(a, b):
 
 
 def scene():
-    """(the scene uint8 [2944, 2944, 3], its boxes [n, 4] xyxy, labels [n], the examples)."""
+    """(the scene uint8 [2944, 2944, 3], its boxes [n, 4] xyxy, labels [n]): see the module
+    docstring."""
     from retinanet_jax.data import shapes
 
-    image = np.zeros((GRID * PATCH, GRID * PATCH, 3), np.uint8)
-    boxes, labels, examples = [], [], []
+    image = shapes.background(np.random.default_rng([0, 3]), GRID * CELL)
+    boxes, labels = [], []
     for k in range(GRID * GRID):
-        e = shapes.generate_example(k, 'test', image_size=PATCH)
+        e = shapes.generate_example(k, 'test', image_size=CELL, return_masks=True)
         y, x = divmod(k, GRID)
-        image[y * PATCH : (y + 1) * PATCH, x * PATCH : (x + 1) * PATCH] = e['image']
-        boxes.append(np.asarray(e['boxes'], np.float32).reshape(-1, 4) + [x * PATCH, y * PATCH] * 2)
-        labels.append(np.asarray(e['labels']))
-        examples.append(e)
-    return image, np.concatenate(boxes), np.concatenate(labels), examples
+        drawn = e['masks'].any(axis=0)  # the shapes' pixels, the later ones on top
+        image[y * CELL : (y + 1) * CELL, x * CELL : (x + 1) * CELL][drawn] = e['image'][drawn]
+        boxes.append(e['boxes'] + np.float32([x, y, x, y]) * CELL)
+        labels.append(e['labels'])
+    image = np.clip(np.rint(image), 0, 255).astype(np.uint8)
+    return image, np.concatenate(boxes), np.concatenate(labels)
 
 
 def counts(boxes, scores, labels, gt_boxes, gt_labels) -> tuple[int, int]:
@@ -105,35 +126,35 @@ def counts(boxes, scores, labels, gt_boxes, gt_labels) -> tuple[int, int]:
     return dup, frag
 
 
-def run(quick: bool = False, threads: int = 2, device: str = 'cpu') -> dict:
-    del device
-    from retinanet_jax.inference import load_predictor, tiling
+def scene_check(predictor, overlaps=(0.2, 0.35)) -> dict:
+    """{'own tiles' / 'sliced, overlap o': (AP, AP50, duplicates, fragments, seconds, tiles or
+    windows)} of `predictor` on the scene (module docstring)."""
+    from retinanet_jax.inference import tiling
 
-    run_dir = os.environ.get('RETINANET_JAX_DEMO_RUN', '/tmp/shapes')
-    predictor = load_predictor(run_dir)
-    image, gt_boxes, gt_labels, examples = scene()
+    image, gt_boxes, gt_labels = scene()
     results = {}
     start = time.time()
-    own = [[], [], []]
-    for k, dets in enumerate(predictor.predict_images([e['image'] for e in examples], 8)):
-        y, x = divmod(k, GRID)
+    own = tiling.tile_windows(image.shape[:2], TILE, 0.0)  # aligned: no shape crosses them
+    found = [[], [], []]
+    tiles = [image[y0:y1, x0:x1] for y0, x0, y1, x1 in own]
+    for (y0, x0, _, _), dets in zip(own, predictor.predict_images(tiles, 8), strict=True):
         keep = dets['valid']
-        own[0].append(dets['boxes'][keep] + [x * PATCH, y * PATCH] * 2)
-        own[1].append(dets['scores'][keep])
-        own[2].append(dets['labels'][keep])
-    own = [np.concatenate(o) for o in own]
+        found[0].append(dets['boxes'][keep] + np.float32([x0, y0, x0, y0]))
+        found[1].append(dets['scores'][keep])
+        found[2].append(dets['labels'][keep])
+    found = [np.concatenate(f) for f in found]
     seconds = time.time() - start
-    results['own images'] = (
-        *coco_ap(gt_boxes, gt_labels, *own),
-        *counts(*own, gt_boxes, gt_labels),
+    results['own tiles'] = (
+        *coco_ap(gt_boxes, gt_labels, *found),
+        *counts(*found, gt_boxes, gt_labels),
         seconds,
-        len(examples),
+        len(own),
     )
-    for overlap in (0.2,) if quick else (0.2, 0.6):
+    for overlap in overlaps:
         start = time.time()
-        (d,) = tiling.predict_tiled(predictor, [image], tiling.TileConfig(PATCH, overlap, 8))
+        (d,) = tiling.predict_tiled(predictor, [image], tiling.TileConfig(TILE, overlap, 8))
         seconds = time.time() - start
-        windows = len(tiling.tile_windows(image.shape[:2], PATCH, overlap))
+        windows = len(tiling.tile_windows(image.shape[:2], TILE, overlap))
         found = (d['boxes'], d['scores'], d['labels'])
         results[f'sliced, overlap {overlap}'] = (
             *coco_ap(gt_boxes, gt_labels, *found),
@@ -141,10 +162,20 @@ def run(quick: bool = False, threads: int = 2, device: str = 'cpu') -> dict:
             seconds,
             windows,
         )
-    print(f'scene {image.shape[0]}x{image.shape[1]}, {len(gt_boxes)} objects; model {run_dir}')
-    print(f'{"":22s} {"AP":>6} {"AP50":>6} {"dup":>5} {"frag":>5} {"s":>6} {"images/windows":>14}')
+    print(f'scene {image.shape[0]}x{image.shape[1]}, {len(gt_boxes)} objects')
+    print(f'{"":22s} {"AP":>6} {"AP50":>6} {"dup":>5} {"frag":>5} {"s":>6} {"tiles/windows":>13}')
     for name, (ap, ap50, dup, frag, s, n) in results.items():
-        print(f'{name:22s} {ap:6.4f} {ap50:6.4f} {dup:5d} {frag:5d} {s:6.1f} {n:14d}')
+        print(f'{name:22s} {ap:6.4f} {ap50:6.4f} {dup:5d} {frag:5d} {s:6.1f} {n:13d}')
+    return results
+
+
+def run(quick: bool = False, threads: int = 2, device: str = 'cpu') -> dict:
+    del device
+    from retinanet_jax.inference import load_predictor
+
+    run_dir = os.environ.get('RETINANET_JAX_DEMO_RUN', '/tmp/shapes')
+    print(f'model: {run_dir}')
+    results = scene_check(load_predictor(run_dir), (0.35,) if quick else (0.2, 0.35))
     from bench import tile_race
 
     raced = tile_race.race(quick, threads)

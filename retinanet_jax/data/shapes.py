@@ -11,6 +11,7 @@ every machine, in any order, and byte-identical for the same seed.
       'labels': int32 [n] in {0: circle, 1: square, 2: triangle}, 'image_id': int,
   }
   ShapesSource(image_size, max_objects, seed, sizes): the dataset as a data.source.Source.
+  background(rng, size) -> float32 [S, S, 3]: the textured background alone.
 """
 
 import dataclasses
@@ -34,7 +35,7 @@ def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
     return yy, xx
 
 
-def _background(rng: np.random.Generator, size: int) -> np.ndarray:
+def background(rng: np.random.Generator, size: int) -> np.ndarray:
     """float32 [size, size, 3]: a colour gradient, stripes and noise."""
     yy, xx = _grid(size)
     yy, xx = (yy - 0.5) / size, (xx - 0.5) / size
@@ -93,7 +94,7 @@ def generate_example(
         raise UserError(f'shapes: image_size must be >= 32, got {image_size}')
     rng = np.random.default_rng([seed, SPLITS[split], index])
     size = image_size
-    image = _background(rng, size)
+    image = background(rng, size)
     boxes, labels, masks, visible = [], [], [], []
     for _ in range(int(rng.integers(1, max_objects + 1))):
         for _attempt in range(20):

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from retinanet_jax.data.shapes import _background, generate_example
+from retinanet_jax.data.shapes import background, generate_example
 
 NAMES = ('circle', 'square', 'triangle')
 
@@ -34,7 +34,7 @@ def examples(num_images: int, image_size: int, empty=()) -> list[dict]:
         e = generate_example(i, 'train', image_size=image_size)
         if i in set(empty):
             rng = np.random.default_rng([7, i])
-            image = np.clip(np.rint(_background(rng, image_size)), 0, 255).astype(np.uint8)
+            image = np.clip(np.rint(background(rng, image_size)), 0, 255).astype(np.uint8)
             e = {'image': image, 'boxes': np.zeros((0, 4), np.float32), 'labels': np.zeros(0)}
         out.append({'index': i, 'image': e['image'], 'boxes': e['boxes'], 'labels': e['labels']})
     return out
