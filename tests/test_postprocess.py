@@ -9,12 +9,20 @@ require('torch', 'torchvision')
 import torch
 
 from retinanet_jax.ops import anchors as anchor_lib
-from retinanet_jax.ops.postprocess import PostprocessConfig, boxes_to_original, postprocess
+from retinanet_jax.ops.postprocess import (
+    PostprocessConfig,
+    boxes_to_original,
+    postprocess,
+    score_logit,
+)
 from retinanet_jax.testing.torchvision_retinanet import tiny_retinanet
 
 
-def torchvision_postprocess(cls_logits, box_deltas, anchors, anchors_per_level, image_sizes, k):
+def torchvision_postprocess(
+    cls_logits, box_deltas, anchors, anchors_per_level, image_sizes, k, score_thresh=0.05
+):
     model = tiny_retinanet(k)
+    model.score_thresh = score_thresh
     heads = {
         'cls_logits': list(torch.from_numpy(cls_logits).split(anchors_per_level, dim=1)),
         'bbox_regression': list(torch.from_numpy(box_deltas).split(anchors_per_level, dim=1)),
@@ -52,6 +60,31 @@ def test_postprocess_matches_torchvision():
             ours['boxes'][i][:n], ref[i]['boxes'].numpy(), rtol=1e-4, atol=1e-3
         )
         assert float(ours['boxes'][i][:n, 2].max()) <= image_sizes[i][1]  # clipped to the image
+    # the threshold as a traced argument: one program, torchvision's detections at each
+    traced, programs = jax.jit(postprocess, static_argnums=(4, 5)), []
+    for p in (0.05, 0.6):
+        ref = torchvision_postprocess(
+            cls_logits, box_deltas, anchors, anchors_per_level, image_sizes, k, score_thresh=p
+        )
+        got = traced(
+            cls_logits,
+            box_deltas,
+            anchors,
+            image_sizes,
+            tuple(anchors_per_level),
+            PostprocessConfig.torchvision(),
+            np.float32(score_logit(p)),
+        )
+        for i in range(2):
+            n = int(got['valid'][i].sum())
+            assert n == len(ref[i]['scores']) and (n == 300) == (p == 0.05), n
+            np.testing.assert_allclose(got['scores'][i][:n], ref[i]['scores'].numpy(), rtol=1e-5)
+            np.testing.assert_array_equal(got['labels'][i][:n], ref[i]['labels'].numpy())
+        if p == 0.05:
+            for key in got:
+                np.testing.assert_array_equal(got[key], ours[key], err_msg=key)
+        programs.append(traced._cache_size())
+    assert programs[0] == programs[1]
     few = cls_logits.copy()
     few[1] = -10.0  # nothing above the threshold in image 1
     few[1, 5, 2] = 1.0

@@ -509,3 +509,9 @@ def test_a_run_built_again_in_one_process_reuses_its_programs():
     assert make_predict_step(graph.eval_model, s.image_hw, s.anchors, s.postprocess, mesh) is (
         predict
     )
+    low = dataclasses.replace(s.postprocess, score_threshold=0.001)  # a threshold alone: the
+    other = make_predict_step(graph.eval_model, s.image_hw, s.anchors, low, mesh)  # same program
+    assert other is not predict and other.program is predict.program
+    fewer = dataclasses.replace(s.postprocess, max_detections=7)
+    fewer_step = make_predict_step(graph.eval_model, s.image_hw, s.anchors, fewer, mesh)
+    assert fewer_step.program is not predict.program

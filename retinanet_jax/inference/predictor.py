@@ -40,7 +40,7 @@ def eval_graphdef(model_config: ModelConfig) -> nnx.GraphDef:
     return nnx.graphdef(model)
 
 
-@functools.lru_cache(maxsize=8)  # the same arguments again in one process: the same program
+@functools.lru_cache(maxsize=8)  # the same arguments again in one process: the same step
 def make_predict_step(
     graphdef: nnx.GraphDef,
     image_hw: tuple[int, int],
@@ -49,18 +49,35 @@ def make_predict_step(
     mesh,
     loss_config: losses.LossConfig | None = None,
 ):
-    """jit(model_state, batch) -> detections in original image pixels (see postprocess.py),
+    """step(model_state, batch) -> detections in original image pixels (see postprocess.py),
     batch split over the mesh's 'data' axis.
 
     `graphdef`: the model's, in eval mode (`eval_graphdef`); model_state its nnx state.
     batch: 'image' uint8 [B, H, W, 3], 'content_size' int32 [B, 2], 'scale' float32 [B, 2];
     with `loss_config` also 'gt_boxes' [B, M, 4] / 'gt_labels' [B, M] (as training batches),
     and the detections carry 'loss_terms' float32 [B, 3]: each image's unnormalised class and
-    box loss and positive count (losses.per_image_loss_terms), for a validation loss."""
+    box loss and positive count (losses.per_image_loss_terms), for a validation loss.
+
+    The score threshold is an argument of the compiled program (`step.program`), not part of
+    it: steps that differ only in postprocess_config.score_threshold share one program."""
+    any_score = dataclasses.replace(postprocess_config, score_threshold=0.0)
+    program = _predict_program(graphdef, image_hw, anchor_config, any_score, mesh, loss_config)
+    threshold = np.float32(postprocess.score_logit(postprocess_config.score_threshold))
+
+    def step(state, batch):
+        return program(state, batch, threshold)
+
+    step.program = program
+    return step
+
+
+@functools.lru_cache(maxsize=8)
+def _predict_program(graphdef, image_hw, anchor_config, postprocess_config, mesh, loss_config):
+    """jit(model_state, batch, logit_threshold) of make_predict_step."""
     anchors_per_level = anchor_lib.anchors_per_level(image_hw, anchor_config)
     anchors = jnp.asarray(anchor_lib.generate_anchors(image_hw, anchor_config))
 
-    def predict(state, batch):
+    def predict(state, batch, logit_threshold):
         model = nnx.merge(graphdef, state)
         out = model(normalize_images(batch['image']))
         dets = postprocess.postprocess(
@@ -70,6 +87,7 @@ def make_predict_step(
             batch['content_size'],
             anchors_per_level,
             postprocess_config,
+            logit_threshold,
         )
         dets['boxes'] = postprocess.boxes_to_original(dets['boxes'], batch['scale'])
         if loss_config is not None:
@@ -82,7 +100,7 @@ def make_predict_step(
     rep, split = sharding.replicated(mesh), sharding.batch_sharded(mesh)
     return jax.jit(
         predict,
-        in_shardings=(rep, split),
+        in_shardings=(rep, split, rep),
         out_shardings=split,
         compiler_options=compiler_options.default(),
     )
@@ -93,7 +111,7 @@ class Predictor:
     """A model ready to predict: its state on the mesh, its jitted predict step, and what the
     step needs to know about its input and output. Immutable: another post-processing (say)
     is another Predictor, `dataclasses.replace(predictor, postprocess=...)`, whose predict
-    step is its own."""
+    step is its own (another score threshold alone: the same compiled program)."""
 
     graphdef: nnx.GraphDef  # the model's, in eval mode
     state: nnx.State  # replicated on `mesh`
@@ -110,7 +128,7 @@ class Predictor:
 
     @functools.cached_property
     def predict(self):
-        """jit(state, batch) -> detections (make_predict_step)."""
+        """step(state, batch) -> detections (make_predict_step)."""
         return make_predict_step(
             self.graphdef, self.image_hw, self.anchors, self.postprocess, self.mesh
         )

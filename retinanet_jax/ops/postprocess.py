@@ -14,7 +14,9 @@ As torchvision's RetinaNet.postprocess_detections: per level, the `topk_candidat
 (anchor, class) scores above `score_threshold`; decode and clip them; class-aware NMS over all
 levels; keep the `max_detections` best. Everything is jit- and vmap-compatible; no host round
 trip and no recompilation across images of one static size. Sigmoid is monotonic, so top-k and
-the threshold work on logits and only the chosen candidates pass through the sigmoid.
+the threshold work on logits and only the chosen candidates pass through the sigmoid. The
+threshold may also be given as a traced `logit_threshold` (a float32 scalar, `score_logit` of the
+score), so that one compiled program serves every threshold.
 
 NMS is nms.py's, as the primitive `nms_p` (so that an ONNX export maps it to ONNX's own).
 """
@@ -58,7 +60,8 @@ class PostprocessConfig:
         return cls(max_detections=300)
 
 
-def _logit(p: float) -> float:
+def score_logit(p: float) -> float:
+    """The logit of a score threshold p in [0, 1) (-inf for 0), computed in float64."""
     return -math.inf if p == 0 else math.log(p / (1.0 - p))
 
 
@@ -69,11 +72,13 @@ def postprocess_image(
     image_size: jax.Array,
     anchors_per_level: tuple[int, ...],
     config: PostprocessConfig = PostprocessConfig(),
+    logit_threshold: jax.Array | None = None,
 ) -> dict[str, jax.Array]:
-    """One image: cls_logits [R, K], box_deltas [R, 4], anchors [R, 4], image_size [2]."""
+    """One image: cls_logits [R, K], box_deltas [R, 4], anchors [R, 4], image_size [2];
+    `logit_threshold` (a scalar) replaces config.score_threshold where given."""
     anchors = jnp.asarray(anchors)
     num_classes = cls_logits.shape[-1]
-    threshold = _logit(config.score_threshold)
+    threshold = score_logit(config.score_threshold) if logit_threshold is None else logit_threshold
     cand_logits, cand_anchor, cand_label = [], [], []
     start = 0
     for size in anchors_per_level:
@@ -115,11 +120,14 @@ def postprocess(
     image_sizes: jax.Array,
     anchors_per_level: tuple[int, ...],
     config: PostprocessConfig = PostprocessConfig(),
+    logit_threshold: jax.Array | None = None,
 ) -> dict[str, jax.Array]:
     """Batched `postprocess_image` (vmap); see the module docstring."""
-    return jax.vmap(lambda c, b, s: postprocess_image(c, b, anchors, s, anchors_per_level, config))(
-        cls_logits, box_deltas, image_sizes
-    )
+
+    def one(c, b, s):
+        return postprocess_image(c, b, anchors, s, anchors_per_level, config, logit_threshold)
+
+    return jax.vmap(one)(cls_logits, box_deltas, image_sizes)
 
 
 def boxes_to_original(boxes: jax.Array, scale: jax.Array) -> jax.Array:
