@@ -295,7 +295,7 @@ def test_evaluating_by_tiles_of_the_image_size_is_evaluating_whole_images(smoke_
     prepared = split_evaluation.prepare(
         smoke_run[0], 'validation', dataset='coco_folder', dataset_options=dataset_options
     )
-    evaluation = split_evaluation.SplitEvaluation.make(
+    evaluation = split_evaluation.SplitEvaluation.make(  # the run's batch: its eval program
         p.graphdef,
         p.input,
         p.anchors,
@@ -303,13 +303,18 @@ def test_evaluating_by_tiles_of_the_image_size_is_evaluating_whole_images(smoke_
         p.loss,
         prepared.source,
         'validation',
-        1,
+        p.settings.batch_size,
         p.mesh,
         EvaluationConfig(),
     )
     prepared = dataclasses.replace(prepared, predictor=p, evaluation=evaluation)
     whole = prepared.run()
+    calls, step = [], p.predict
+    p.__dict__['predict'] = lambda state, batch: (
+        calls.append(len(batch['image'])) or step(state, batch)
+    )
     tiled = prepared.run(tiling.TileConfig(64))
+    assert calls == [8]  # the 4 images' windows share one batch
     assert 'val_loss' not in tiled and whole['AP50'] > 0.5
     for name in ('AP', 'AP50', 'AR100', 'P', 'R', 'F1', 'best_F1'):
         assert tiled[name] == pytest.approx(whole[name], abs=1e-6), name

@@ -6,8 +6,9 @@ evaluation (split_evaluation.py), so the metrics have the same names and meaning
   metrics = evaluate_tiled(predictor, source, split, evaluator, tiles, progress=tqdm)
 
 Each process evaluates its share of the split's images (index % process count), the evaluator
-gathers the detections of every process. There is no validation loss: the loss is the
-training loss of the model's canvas, which a whole large image never fits.
+gathers the detections of every process. Small images share batches of windows. There is no
+validation loss: the loss is the training loss of the model's canvas, which a whole large image
+never fits.
 """
 
 import jax
@@ -18,19 +19,29 @@ from retinanet_jax.inference import tiling
 
 def evaluate_tiled(predictor, source, split: str, evaluator, tiles, progress=None) -> dict:
     """The evaluator's metrics of `predictor`'s sliced detections (tiles: tiling.TileConfig)
-    on every image of `source`'s `split`; `progress`: an optional progress-bar class."""
+    on every image of `source`'s `split`; `progress`: an optional progress-bar class. Images
+    are gathered until their windows fill a batch of `tiles.batch`, so that small images share
+    batches; an image of a batch's windows or more runs alone."""
     evaluator.reset()
     indices = range(jax.process_index(), source.num_examples(split), jax.process_count())
     bar = progress(total=len(indices), desc='eval (tiles)', leave=False) if progress else None
-    for index in indices:
+    tile = tiles.size or tiling.default_tile(predictor.input)
+    pending, windows = [], 0
+    for n, index in enumerate(indices, 1):
         example = source.example(split, index)
-        (dets,) = tiling.predict_tiled(predictor, [example['image']], tiles)
-        evaluator.add_batch(
-            {k: v[None] for k, v in dets.items()},
-            {'image_id': np.array([example['image_id']]), 'valid': np.ones(1, bool)},
-        )
+        pending.append(example)
+        windows += len(tiling.tile_windows(example['image'].shape[:2], tile, tiles.overlap))
+        if windows < tiles.batch and n < len(indices):
+            continue
+        found = tiling.predict_tiled(predictor, [e['image'] for e in pending], tiles)
+        for e, dets in zip(pending, found, strict=True):
+            evaluator.add_batch(
+                {k: v[None] for k, v in dets.items()},
+                {'image_id': np.array([e['image_id']]), 'valid': np.ones(1, bool)},
+            )
         if bar is not None:
-            bar.update(1)
+            bar.update(len(pending))
+        pending, windows = [], 0
     if bar is not None:
         bar.close()
     return evaluator.metrics()
