@@ -165,8 +165,8 @@ def mock_tfds(coco: bool, num_examples: int = 10):
 
 
 # The score threshold of the tests that predict with the smoke model (a 4-step model's scores
-# are low): one value, since the threshold is part of the compiled predict program, so that
-# those tests share one program (batches of 8) in a session.
+# are low). The threshold is an argument of the compiled predict program (make_predict_step), so
+# tests at this threshold and at the run's share a program of one canvas and batch size.
 LOW_SCORE = 0.001
 
 
