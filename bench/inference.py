@@ -146,7 +146,7 @@ def ours_inference(weights, image, dtype, runs, device):
 
     from bench.timing import flops_of, time_fn
     from retinanet_jax import inference, sharding
-    from retinanet_jax.ops.postprocess import PostprocessConfig, score_logit
+    from retinanet_jax.ops.postprocess import PostprocessConfig
 
     size = image.shape[:2]  # the predict step at the image's own size, as torchvision runs it
     predictor = inference.load_predictor(weights, short_side=size[0], max_side=size[1], dtype=dtype)
@@ -161,7 +161,7 @@ def ours_inference(weights, image, dtype, runs, device):
         'content_size': np.array([size], np.int32),
         'scale': np.ones((1, 2), np.float32),
     }
-    threshold = np.float32(score_logit(predictor.postprocess.score_threshold))
+    threshold = predict.threshold
     start = time.perf_counter()
     compiled = predict.program.lower(state, sharding.to_global(batch, mesh), threshold).compile()
     compile_ms = (time.perf_counter() - start) * 1e3

@@ -250,6 +250,61 @@ def test_windows_of_many_images_share_fixed_size_batches(smoke_run):
     assert [float(d['scores'][0]) for d in out] == list(range(7))
 
 
+def test_small_images_share_calls_until_their_windows_fill_them():
+    """image_groups (golden, one device: calls of 8): a group closes where its windows fill
+    whole calls or reach four calls, so no call is padded but the last."""
+    windows_of = {1: (64, 64), 3: (64, 192), 5: (64, 320), 40: (320, 512)}  # tile 64, no overlap
+    tiles = tiling.TileConfig(64, 0.0, 8)
+
+    def groups(counts):
+        images = [np.zeros((*windows_of[c], 3), np.uint8) for c in counts]
+        out = tiling.image_groups(None, enumerate(images), tiles, lambda item: item[1])
+        return [[counts[i] for i, _ in group] for group in out]
+
+    assert groups([1] * 10) == [[1] * 8, [1, 1]]
+    assert groups([3] * 9) == [[3] * 8, [3]]  # 24 windows: three whole calls
+    assert groups([1, 40, 1]) == [[1, 40], [1]]  # 41 >= four calls
+    assert groups([3] * 11) == [[3] * 8, [3] * 3]
+    assert groups([5] * 8) == [[5] * 7, [5]]  # 35 >= four calls
+    assert groups([]) == []
+
+
+def test_predict_files_by_tiles_batches_a_folders_images_and_skips_the_unreadable(
+    smoke_run, tmp_path
+):
+    """predict --tile_size on a folder of small images: their windows share calls, each file
+    gets its own detections (its first pixel as their score), in file order; an unreadable
+    file is skipped and named."""
+    from retinanet_jax.commands.predict import predict_files
+    from retinanet_jax.inference import load_predictor
+
+    predictor = load_predictor(smoke_run[0])
+    calls = []
+
+    def fake_predict(state, batch):  # one box per window, scored by its first pixel
+        images = np.asarray(batch['image'])
+        calls.append(len(images))
+        n = len(images)
+        return {
+            'boxes': np.tile(np.float32([[2, 2, 20, 20]]), (n, 1, 1)),
+            'scores': images[:, :1, 0, 0].astype(np.float32) / 255,
+            'labels': np.zeros((n, 1), np.int32),
+            'valid': np.ones((n, 1), bool),
+        }
+
+    predictor.__dict__['predict'] = fake_predict
+    for i in range(5):
+        Image.fromarray(np.full((64, 64, 3), 10 * (i + 1), np.uint8)).save(tmp_path / f'{i}.png')
+    (tmp_path / '2b.png').write_bytes(b'not an image')
+    results = predict_files(
+        predictor, [str(tmp_path)], tmp_path / 'out', tiles=tiling.TileConfig(64)
+    )
+    assert calls == [8]  # five one-window images, one call
+    assert [r['file_name'] for r in results] == [f'{i}.png' for i in range(5)]
+    assert [round(r['score'] * 255) for r in results] == [10, 20, 30, 40, 50]
+    assert not (tmp_path / 'out' / '2b.png').exists()
+
+
 @pytest.mark.slow
 def test_evaluating_by_tiles_of_the_image_size_is_evaluating_whole_images(smoke_run, tmp_path):
     """On images no larger than a tile, sliced evaluation (Prepared.run, what evaluate and
@@ -262,6 +317,7 @@ def test_evaluating_by_tiles_of_the_image_size_is_evaluating_whole_images(smoke_
     from retinanet_jax.data import shapes_files
     from retinanet_jax.evaluation import split_evaluation
     from retinanet_jax.evaluation.coco_metrics import EvaluationConfig
+    from retinanet_jax.inference.predictor import call_size
 
     options = shapes_files.write_coco_folder(tmp_path / 'data', 4)
     dataset_options = {**options, 'annotations': {'validation': str(tmp_path / 'own.json')}}
@@ -314,7 +370,7 @@ def test_evaluating_by_tiles_of_the_image_size_is_evaluating_whole_images(smoke_
         calls.append(len(batch['image'])) or step(state, batch)
     )
     tiled = prepared.run(tiling.TileConfig(64))
-    assert calls == [8]  # the 4 images' windows share one batch
+    assert calls == [call_size(8)]  # the 4 images' windows share one batch
     assert 'val_loss' not in tiled and whole['AP50'] > 0.5
     for name in ('AP', 'AP50', 'AR100', 'P', 'R', 'F1', 'best_F1'):
         assert tiled[name] == pytest.approx(whole[name], abs=1e-6), name

@@ -12,8 +12,9 @@ the stored pixels). Unreadable files are skipped with a warning naming them; the
 still written.
 
 Large images with small objects: --tile_size=512 cuts each image into overlapping 512-pixel
-windows (--tile_overlap, 0.2) that run at the model's scale in batches of --tile_batch, and
-merges their detections so that one object gives one detection (inference/tiling.py):
+windows (--tile_overlap, 0.2) that run at the model's scale in batches of --tile_batch (the
+windows of small images share batches), and merges their detections so that one object gives
+one detection (inference/tiling.py):
 
   python -m retinanet_jax predict --model=/runs/aerial --images=site.tif --out=/tmp/site \
       --tile_size=512 --tile_overlap=0.2
@@ -23,6 +24,7 @@ zarr, optional), so a raster larger than memory runs in memory bounded by the ti
 picture is drawn on an overview of at most 4,096 pixels a side. Other files are read whole.
 """
 
+import itertools
 import json
 import logging
 from pathlib import Path
@@ -102,11 +104,9 @@ def predict_files(
     names, category_ids = p.label_map.names, p.label_map.category_ids
     out.mkdir(parents=True, exist_ok=True)
     results, skipped = [], []
-    for path in files:
-        try:
-            found = _detect(p, path, exif, tiles)
-        except ValueError as e:
-            logging.warning('skipping %s', e)
+    for path, found in _detections(p, files, exif, tiles):
+        if isinstance(found, ValueError):
+            logging.warning('skipping %s', found)
             skipped.append(str(path))
             continue
         (boxes, scores, labels), (image, factor) = found
@@ -133,19 +133,53 @@ def predict_files(
     return results
 
 
-def _detect(predictor: Predictor, path: Path, exif: str, tiles):
-    """((boxes, scores, labels) of the valid detections of one file, (the picture to draw
-    them on, its scale)): the image itself, or for a raster read by windows its overview."""
-    if tiles is not None and rasters.is_raster(path):
-        with rasters.open_raster(path) as raster:
-            dets = tiling.predict_tiled(predictor, [raster], tiles)[0]
-            picture = rasters.overview(raster, PICTURE_SIDE)
-    else:
-        image = images.read_image(path, exif)
-        picture = (image, 1.0)
+def _detections(predictor: Predictor, files: list[Path], exif: str, tiles):
+    """(path, ((boxes, scores, labels) of its valid detections, (the picture to draw them on,
+    its scale))) for each file, or (path, the ValueError that reading it raised). With `tiles`,
+    images share batches of windows (tiling.image_groups), and a raster runs alone, read by
+    windows and drawn on its overview. Unreadable files come before the group they were read
+    with; the others come in order."""
+
+    def raster(path):
+        with rasters.open_raster(path) as r:
+            dets = tiling.predict_tiled(predictor, [r], tiles)[0]
+            return _valid(dets), rasters.overview(r, PICTURE_SIDE)
+
+    def readable(paths, errors):
+        for path in paths:
+            try:
+                yield path, images.read_image(path, exif)
+            except ValueError as e:
+                errors.append((path, e))
+
+    by_kind = itertools.groupby(files, lambda f: tiles is not None and rasters.is_raster(f))
+    for is_raster, run in by_kind:
+        if is_raster:
+            for path in run:
+                try:
+                    yield path, raster(path)
+                except ValueError as e:
+                    yield path, e
+            continue
+        errors = []
+        loaded = readable(run, errors)
         if tiles is None:
-            dets = predictor.predict_image(image)
+            groups = ([item] for item in loaded)
         else:
-            dets = tiling.predict_tiled(predictor, [image], tiles)[0]
+            groups = tiling.image_groups(predictor, loaded, tiles, lambda item: item[1])
+        for group in groups:
+            yield from errors
+            errors.clear()
+            pictures = [image for _, image in group]
+            if tiles is None:
+                found = predictor.predict_images(pictures)
+            else:
+                found = tiling.predict_tiled(predictor, pictures, tiles)
+            for (path, image), dets in zip(group, found, strict=True):
+                yield path, (_valid(dets), (image, 1.0))
+        yield from errors
+
+
+def _valid(dets: dict):
     keep = dets['valid']
-    return (dets['boxes'][keep], dets['scores'][keep], dets['labels'][keep]), picture
+    return dets['boxes'][keep], dets['scores'][keep], dets['labels'][keep]

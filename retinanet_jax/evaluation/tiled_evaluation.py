@@ -19,29 +19,21 @@ from retinanet_jax.inference import tiling
 
 def evaluate_tiled(predictor, source, split: str, evaluator, tiles, progress=None) -> dict:
     """The evaluator's metrics of `predictor`'s sliced detections (tiles: tiling.TileConfig)
-    on every image of `source`'s `split`; `progress`: an optional progress-bar class. Images
-    are gathered until their windows fill a batch of `tiles.batch`, so that small images share
-    batches; an image of a batch's windows or more runs alone."""
+    on every image of `source`'s `split`; `progress`: an optional progress-bar class. Small
+    images share batches of windows (tiling.image_groups)."""
     evaluator.reset()
     indices = range(jax.process_index(), source.num_examples(split), jax.process_count())
     bar = progress(total=len(indices), desc='eval (tiles)', leave=False) if progress else None
-    tile = tiles.size or tiling.default_tile(predictor.input)
-    pending, windows = [], 0
-    for n, index in enumerate(indices, 1):
-        example = source.example(split, index)
-        pending.append(example)
-        windows += len(tiling.tile_windows(example['image'].shape[:2], tile, tiles.overlap))
-        if windows < tiles.batch and n < len(indices):
-            continue
-        found = tiling.predict_tiled(predictor, [e['image'] for e in pending], tiles)
-        for e, dets in zip(pending, found, strict=True):
+    examples = (source.example(split, index) for index in indices)
+    for group in tiling.image_groups(predictor, examples, tiles, lambda e: e['image']):
+        found = tiling.predict_tiled(predictor, [e['image'] for e in group], tiles)
+        for e, dets in zip(group, found, strict=True):
             evaluator.add_batch(
                 {k: v[None] for k, v in dets.items()},
                 {'image_id': np.array([e['image_id']]), 'valid': np.ones(1, bool)},
             )
         if bar is not None:
-            bar.update(len(pending))
-        pending, windows = [], 0
+            bar.update(len(group))
     if bar is not None:
         bar.close()
     return evaluator.metrics()

@@ -40,6 +40,13 @@ def eval_graphdef(model_config: ModelConfig) -> nnx.GraphDef:
     return nnx.graphdef(model)
 
 
+def call_size(batch_size: int) -> int:
+    """Examples per jitted call for a requested `batch_size`: rounded up to a multiple of the
+    device count (0: one per device)."""
+    devices = jax.device_count()
+    return max(devices, -(-batch_size // devices) * devices)
+
+
 @functools.lru_cache(maxsize=8)  # the same arguments again in one process: the same step
 def make_predict_step(
     graphdef: nnx.GraphDef,
@@ -67,7 +74,7 @@ def make_predict_step(
     def step(state, batch):
         return program(state, batch, threshold)
 
-    step.program = program
+    step.program, step.threshold = program, threshold  # program(state, batch, threshold)
     return step
 
 
@@ -164,8 +171,7 @@ class Predictor:
         `examples`, yielded in order: fixed-size batches of `batch_size` (rounded up to a
         multiple of the device count; 0: one per device) through the one jitted predict step,
         the last padded. Only one batch is held at a time."""
-        devices = jax.device_count()
-        per_call = max(devices, -(-batch_size // devices) * devices)
+        per_call = call_size(batch_size)
         chunk = []
         for example in examples:
             chunk.append(example)

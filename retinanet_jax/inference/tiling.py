@@ -4,6 +4,7 @@ detections mapped back and merged so that one object gives one detection.
 
   windows = tile_windows((H, W), tile=512, overlap=0.2)  # int [T, 4] (y0, x0, y1, x1)
   dets = predict_tiled(predictor, images, TileConfig(size=512, overlap=0.2, batch=8))
+  for group in image_groups(predictor, items, tiles, image_of): ...  # items to predict together
   # per image: 'boxes' float32 [N, 4] xyxy in the image's pixels, 'scores' [N], 'labels'
   # int32 [N] (indices into predictor.label_map.names), 'valid' bool [N] (all True), best first
 
@@ -33,6 +34,7 @@ import numpy as np
 from retinanet_jax.data import pipeline
 from retinanet_jax.data.input_config import InputConfig
 from retinanet_jax.errors import UserError
+from retinanet_jax.inference.predictor import call_size
 from retinanet_jax.inference.tile_merge import merge_detections, tile_windows, window_pixels
 from retinanet_jax.ops import anchors as anchor_lib
 from retinanet_jax.ops.normalization import PAD_VALUE
@@ -112,3 +114,20 @@ def predict_tiled(predictor, images, tiles: TileConfig = TileConfig()) -> list[d
     return [
         merge_detections(parts, im.shape[:2], iou) for parts, im in zip(found, images, strict=True)
     ]
+
+
+def image_groups(predictor, items, tiles: TileConfig = TileConfig(), image_of=lambda item: item):
+    """Consecutive groups (lists) of the iterable `items` whose images (`image_of(item)`, an
+    array [H, W, 3]) to predict_tiled together, so that small images share batches: a group
+    closes once its windows fill whole jitted calls (tiles.batch rounded up to the device
+    count) or reach four calls. At most a group's images are held at a time."""
+    tile = tiles.size or default_tile(predictor.input)
+    per_call, group, windows = call_size(tiles.batch), [], 0
+    for item in items:
+        group.append(item)
+        windows += len(tile_windows(image_of(item).shape[:2], tile, tiles.overlap))
+        if windows % per_call == 0 or windows >= 4 * per_call:
+            yield group
+            group, windows = [], 0
+    if group:
+        yield group
