@@ -43,7 +43,7 @@ def test_postprocess_matches_torchvision():
     ref = torchvision_postprocess(
         cls_logits, box_deltas, anchors, anchors_per_level, image_sizes, k
     )
-    ours = jax.jit(postprocess, static_argnums=(4, 5))(
+    args = (
         cls_logits,
         box_deltas,
         anchors,
@@ -51,6 +51,7 @@ def test_postprocess_matches_torchvision():
         tuple(anchors_per_level),
         PostprocessConfig.torchvision(),
     )
+    ours = jax.jit(postprocess, static_argnums=(4, 5))(*args)
     for i in range(2):
         n = int(ours['valid'][i].sum())
         assert n == len(ref[i]['scores']) == 300  # the problem fills every slot
@@ -66,15 +67,7 @@ def test_postprocess_matches_torchvision():
         ref = torchvision_postprocess(
             cls_logits, box_deltas, anchors, anchors_per_level, image_sizes, k, score_thresh=p
         )
-        got = traced(
-            cls_logits,
-            box_deltas,
-            anchors,
-            image_sizes,
-            tuple(anchors_per_level),
-            PostprocessConfig.torchvision(),
-            np.float32(score_logit(p)),
-        )
+        got = traced(*args, np.float32(score_logit(p)))
         for i in range(2):
             n = int(got['valid'][i].sum())
             assert n == len(ref[i]['scores']) and (n == 300) == (p == 0.05), n

@@ -24,6 +24,7 @@ zarr, optional), so a raster larger than memory runs in memory bounded by the ti
 picture is drawn on an overview of at most 4,096 pixels a side. Other files are read whole.
 """
 
+import functools
 import itertools
 import json
 import logging
@@ -164,17 +165,14 @@ def _detections(predictor: Predictor, files: list[Path], exif: str, tiles):
         errors = []
         loaded = readable(run, errors)
         if tiles is None:
-            groups = ([item] for item in loaded)
+            groups, predict = ([item] for item in loaded), predictor.predict_images
         else:
             groups = tiling.image_groups(predictor, loaded, tiles, lambda item: item[1])
+            predict = functools.partial(tiling.predict_tiled, predictor, tiles=tiles)
         for group in groups:
             yield from errors
             errors.clear()
-            pictures = [image for _, image in group]
-            if tiles is None:
-                found = predictor.predict_images(pictures)
-            else:
-                found = tiling.predict_tiled(predictor, pictures, tiles)
+            found = predict([image for _, image in group])
             for (path, image), dets in zip(group, found, strict=True):
                 yield path, (_valid(dets), (image, 1.0))
         yield from errors
