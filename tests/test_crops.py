@@ -143,6 +143,48 @@ def test_windows_are_a_pure_function_of_seed_record_and_epoch():
     assert evaluated[0]['image'].shape == (2, 64, 64, 3)
 
 
+def test_the_data_summary_counts_the_windows_training_draws():
+    """show_data's summary and the anchors report under training by crops: the windows that
+    summary.train_windows draws are training's own, step for step (boxes, boxes cut by
+    max_boxes, boxes dropped by min_box_size), so the figures are counted over windows at the
+    image's scale, not over whole images resized to the evaluation canvas."""
+    from retinanet_jax.data import summary
+
+    source = shapes.ShapesSource(image_size=192, sizes={'train': 3})
+    config = InputConfig(
+        image_size=(64, 64),
+        short_side=64,
+        max_side=64,
+        crop_size=(64, 64),
+        crop_scale=(0.8, 1.25),
+        flip=False,
+        max_boxes=1,
+        min_box_size=12.0,
+    )
+    records = list(source.ground_truth('train'))
+    windows = [summary.train_windows(r, i, 3, config) for i, r in enumerate(records)]
+    assert [len(w) for w in windows] == [9, 9, 9]  # 192^2 / 64^2 epochs each
+    ds = pipeline.train_dataset(source, config, 1)
+    cut = dropped = 0
+    for step in range(27):  # the first 9 epochs, in training's order
+        batch = ds[step]
+        index = int(batch['image_id'][0]) - int(records[0]['image_id'])
+        boxes, small = windows[index][step // 3]
+        n = int((batch['gt_labels'][0] >= 0).sum())
+        np.testing.assert_array_equal(batch['gt_boxes'][0, :n], boxes[:1], err_msg=str(step))
+        assert batch['num_boxes_truncated'][0] == max(len(boxes) - 1, 0)
+        cut, dropped = cut + batch['num_boxes_truncated'][0], dropped + small
+    figures = summary.summarize(source, 'train', config, train=True)
+    assert figures['windows'] == 27 and figures['cut_by_max_boxes'] == cut > 0
+    assert figures['dropped_by_min_size'] == dropped > 0
+    assert 'images_over_max_boxes' not in figures and figures['windows_over_max_boxes'] > 0
+    evaluated = summary.summarize(source, 'train', config)  # not trained: whole images
+    assert 'windows' not in evaluated and evaluated['images'] == 3
+    trained = summary.input_boxes(records, config, split_size=3)  # the anchors report's boxes
+    assert len(trained) == sum(len(b) for w in windows for b, _ in w)
+    assert trained.min() >= 0 and trained.max() <= 64  # inside the training canvas
+
+
 def test_crop_settings_are_checked_with_one_line():
     from configs import smoke
     from retinanet_jax import settings as settings_lib

@@ -147,6 +147,39 @@ def test_the_wait_for_input_is_measured_shown_and_warned_about_once(capsys):
     assert fast.share < 0.1 and not fast.warned
 
 
+def test_boxes_cut_by_max_boxes_are_counted_written_and_warned_about_once(capsys):
+    """The pipeline's num_boxes_truncated of each batch reaches StepResult.boxes_cut; CutBoxes
+    sums them into the record, MetricLogger writes the running total, one warning names the
+    knob; a run that cuts nothing says nothing."""
+    cut_per_step = [0, 2, 0, 3, 1]
+
+    def cutting(values):
+        for b, cut in zip(batches(values), cut_per_step, strict=True):
+            yield {**b, 'num_boxes_truncated': np.array([cut, 0, 0], np.int32)}
+
+    class Writer:
+        def __init__(self):
+            self.rows = []
+
+        def write(self, step, metrics):
+            self.rows.append((step, metrics['boxes_cut']))
+
+    writer = Writer()
+    run = [hooks.CutBoxes(max_boxes=16), hooks.MetricLogger(writer, log_every=2, batch_size=3)]
+    loop = Loop(fake_step, cutting([1.0] * 5), lambda b: b, 0, 0, 5, run)
+    loop.run()
+    assert loop.record.boxes_cut == 6
+    assert writer.rows == [(2, 2), (4, 5), (5, 6)]
+    err = capsys.readouterr()
+    text = err.out + err.err
+    assert text.count('warning: 2 ground-truth box(es) of step 2') == 1
+    assert text.count('input.max_boxes=16') == 1 and '--config.input.max_boxes' in text
+    quiet = hooks.CutBoxes(max_boxes=16)
+    Loop(fake_step, batches([1.0] * 3), lambda b: b, 0, 0, 3, [quiet]).run()
+    assert not quiet.warned
+    assert 'max_boxes' not in capsys.readouterr().out
+
+
 def test_a_runs_hooks_come_from_one_list_and_hold_no_other_hook(tmp_path):
     """hooks.make_hooks is the one list of a run's hooks, in its documented order; no hook holds
     another (what they share goes through loop.record)."""
@@ -166,6 +199,7 @@ def test_a_runs_hooks_come_from_one_list_and_hold_no_other_hook(tmp_path):
     assert names == [
         'NonFiniteGuard',
         'InputWait',
+        'CutBoxes',
         'Progress',
         'MetricLogger',
         'Checkpointer',
@@ -177,6 +211,6 @@ def test_a_runs_hooks_come_from_one_list_and_hold_no_other_hook(tmp_path):
         assert not held, (hook, held)
     # one hook's news reaches another through the record: a resumed run's start is the last
     # good checkpoint that the non-finite guard names
-    loop = Loop(fake_step, batches([math.nan]), lambda b: b, 3, 3, 4, [run[0], run[4]])
+    loop = Loop(fake_step, batches([math.nan]), lambda b: b, 3, 3, 4, [run[0], run[5]])
     with pytest.raises(FloatingPointError, match=r'the last good checkpoint: .*checkpoints/3'):
         loop.run()

@@ -13,7 +13,8 @@ Writes into --out:
   summary.json      images, boxes, boxes per image, background-only images, crowd / difficult
                     boxes (evaluation only), boxes dropped by input.min_box_size or cut by
                     input.max_boxes (data/summary.py), from the ground truth of at most
-                    --max_images images
+                    --max_images images; training by crops (input.crop_size): counted over
+                    windows drawn as training draws them
   sizes.png         the trained boxes' sizes against the anchors' sizes
 and prints the summary. A box in the wrong convention (xywh read as xyxy, normalised read as
 pixels) shows in the pictures before hours of training do.
@@ -73,7 +74,8 @@ def show_data(config, out, split=None, num_images: int = 16, max_images=None) ->
     for k, picture in enumerate(pictures):
         picture.save(out / 'examples' / f'{k:02d}.png')
     visualize.grid(pictures).save(out / 'examples.png')
-    figures = summary.summarize(source, split, settings.input, max_images)
+    train = split == settings.data.train_split
+    figures = summary.summarize(source, split, settings.input, max_images, train=train)
     sizes = sorted(s * k for s in settings.anchors.sizes for k in settings.anchors.scales)
     Image.fromarray(summary.size_histogram(figures, sizes)).save(out / 'sizes.png')
     figures = {k: v for k, v in figures.items() if k != 'box_sizes'}

@@ -56,9 +56,9 @@ def preprocess(example: dict, config: InputConfig, *, train: bool, key: int = 0)
     """One raw example (numpy, a source's) -> one padded example (see the module docstring).
     A training example's augmentation is a pure function of (config.seed, key)."""
     example = transforms.init_sizes({k: example[k] for k in RAW_KEYS})
-    if train:  # SeedSequence.spawn(n)'s child i does not depend on n: streams can be added
-        jitter_rng, crop_rng, flip_rng, window_rng, turn_rng, color_rng = (
-            np.random.default_rng(s) for s in np.random.SeedSequence([config.seed, key]).spawn(6)
+    if train:
+        jitter_rng, crop_rng, flip_rng, window_rng, turn_rng, color_rng = example_rngs(
+            config.seed, key
         )
     if train and config.crop_size is not None:
         example = transforms.random_rescale(example, *config.crop_scale, window_rng)
@@ -86,6 +86,20 @@ def preprocess(example: dict, config: InputConfig, *, train: bool, key: int = 0)
     example = transforms.clip_and_filter_boxes(example, config.min_box_size)
     canvas = config.train_size if train else config.image_size
     return transforms.pad(example, canvas, config.max_boxes)
+
+
+def example_rngs(seed: int, key: int) -> tuple:
+    """The generators of a training example's augmentations, from (seed, key): scale jitter,
+    its crop, the horizontal flip, the window (training by crops), the vertical flip and
+    rotation, the colour jitter. SeedSequence.spawn(n)'s child i does not depend on n:
+    streams can be added."""
+    return tuple(np.random.default_rng(s) for s in np.random.SeedSequence([seed, key]).spawn(6))
+
+
+def window_key(record: int, epoch: int, records: int) -> int:
+    """The key of a record's training example in an epoch (train_dataset's map_with_index
+    before the shuffle): its augmentation, window included, is a pure function of it."""
+    return record + epoch * records
 
 
 @dataclasses.dataclass(frozen=True)

@@ -184,11 +184,19 @@ def random_crop(example: dict, max_hw: tuple[int, int], rng) -> dict:
 def random_rescale(example: dict, low: float, high: float, rng) -> dict:
     """The image and boxes scaled by a factor uniform in [low, high) (unchanged where low ==
     high == 1; the draw is made either way, so the streams after it do not depend on it)."""
+    new_hw = rescaled_size(example['image'].shape[:2], low, high, rng)
+    if new_hw is None:
+        return example
+    return _resize_to(example, new_hw)
+
+
+def rescaled_size(hw, low: float, high: float, rng) -> np.ndarray | None:
+    """random_rescale's new (h, w) of an image of size hw, int32 [2]; None where low == high
+    == 1 (the image is kept). Draws the factor either way."""
     factor = rng.uniform(low, high)
     if low == high == 1.0:
-        return example
-    hw = np.array(example['image'].shape[:2], np.float64)
-    return _resize_to(example, np.maximum(np.round(hw * factor), 1).astype(np.int32))
+        return None
+    return np.maximum(np.round(np.array(hw, np.float64) * factor), 1).astype(np.int32)
 
 
 def random_window(

@@ -3,7 +3,8 @@
 
 Boxes: float [N, 4] xyxy in network-input pixels (data.summary.input_boxes: a split's non-crowd
 ground truth, resized as evaluation resizes it; training's scale jitter moves sizes within its range
-and is not sampled). Anchors: anchors.generate_anchors(image_hw, AnchorConfig), every level.
+and is not sampled; training by crops: the boxes of windows drawn as training draws them, on the
+crop canvas). Anchors: anchors.generate_anchors(image_hw, AnchorConfig), every level.
 
 best_iou(boxes, image_hw, config) -> [N]: each box's best IoU with any anchor, exact and in
     O(N x levels x anchors per location): for an anchor shape, IoU falls with the distance
@@ -128,18 +129,24 @@ def propose(boxes, image_hw, config: anchor_lib.AnchorConfig, matcher: MatcherCo
 
 def report(settings, split: str | None = None, max_images: int | None = 10_000) -> dict:
     """Coverage of `settings`' anchors on its training split (or `split`) and a proposal:
-    {'dataset', 'split', 'images', 'image_hw', 'matcher', 'current': {'anchors', 'score',
-    'coverage'}, 'proposed': {...}}."""
+    {'dataset', 'split', 'images', 'image_hw', 'matcher', 'scale' (where the boxes are
+    measured, for the text), 'current': {'anchors', 'score', 'coverage'}, 'proposed': {...}}."""
     source = settings_lib.make_sources(settings)[0]
     split = split or settings.data.train_split
     records = list(itertools.islice(source.ground_truth(split), max_images))
-    boxes = input_boxes(records, settings.input)
+    train = split == settings.data.train_split  # by crops: the windows' boxes, on their canvas
+    boxes = input_boxes(
+        records, settings.input, split_size=source.num_examples(split) if train else None
+    )
     if not len(boxes):
         raise UserError(f'split {split!r} of {source.name!r} has no boxes')
-    matcher, hw = settings.loss.matcher, settings.image_hw
+    matcher = settings.loss.matcher
+    hw = settings.input.train_size if train else settings.image_hw
     proposed, _ = propose(boxes, hw, settings.anchors, matcher)
     out = {'dataset': settings.data.dataset, 'split': split, 'images': len(records)}
+    crops = train and settings.input.crop_size is not None
     out |= {'image_hw': hw, 'matcher': dataclasses.asdict(matcher)}
+    out['scale'] = 'in training windows' if crops else 'at the evaluation scale'
     for name, config in (('current', settings.anchors), ('proposed', proposed)):
         best = best_iou(boxes, hw, config)
         out[name] = {
@@ -158,7 +165,7 @@ def format_report(r: dict, set_keys=()) -> str:
     m = r['matcher']
     head = (
         f'anchor coverage on {r["dataset"]} {r["split"]}: {r["images"]} images, '
-        f'{r["current"]["coverage"]["rows"][-1]["boxes"]} boxes, at the evaluation scale '
+        f'{r["current"]["coverage"]["rows"][-1]["boxes"]} boxes, {r["scale"]} '
         f'(input {r["image_hw"][0]}x{r["image_hw"][1]}); a box is covered when its best '
         f'anchor reaches IoU {m["positive_threshold"]:g} (a positive) / '
         f'{m["negative_threshold"]:g} (not a negative)'

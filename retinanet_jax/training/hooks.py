@@ -145,6 +145,27 @@ class InputWait(Hook):
             )
 
 
+class CutBoxes(Hook):
+    """Counts the ground-truth boxes that input.max_boxes cut from this process's training
+    examples (StepResult.boxes_cut) into record.boxes_cut, written by MetricLogger as
+    `boxes_cut`. The first time any are cut, one warning: their objects are trained on as
+    background, so the usual cure is a larger max_boxes."""
+
+    def __init__(self, max_boxes: int, enabled: bool = True):
+        self.max_boxes, self.enabled, self.warned = max_boxes, enabled, False
+
+    def finished_step(self, loop: Loop, result: StepResult) -> None:
+        loop.record.boxes_cut += result.boxes_cut
+        if result.boxes_cut and not self.warned and self.enabled:
+            self.warned = True
+            tqdm.write(
+                f"warning: {result.boxes_cut} ground-truth box(es) of step {result.step}'s "
+                f'examples are beyond input.max_boxes={self.max_boxes} and were cut: their '
+                'objects are trained on as background. Raise --config.input.max_boxes '
+                '(show_data counts them; TensorBoard: boxes_cut)'
+            )
+
+
 class Progress(Hook):
     """tqdm over finished steps (rate and ETA from the last ~20), loss, positives and the share
     of time spent waiting for input (record.input_wait_share) in its postfix every log_every
@@ -180,7 +201,8 @@ class Progress(Hook):
 class MetricLogger(Hook):
     """Every log_every steps and after the last: the step's metrics (loss terms, learning rate,
     gradient norm, positives), images_per_second (of finished steps since the start),
-    nonfinite_skipped and zero_positive_steps (the share of the steps since the last write
+    nonfinite_skipped, boxes_cut (record.boxes_cut, since the run started) and
+    zero_positive_steps (the share of the steps since the last write
     whose batch matched no anchor to any object) and input_wait_share (the record's), to
     TensorBoard (process 0)."""
 
@@ -201,6 +223,7 @@ class MetricLogger(Hook):
             **result.host,
             'images_per_second': self.batch_size * (result.step - loop.start_step) / seconds,
             'nonfinite_skipped': loop.record.skipped,
+            'boxes_cut': loop.record.boxes_cut,
             'zero_positive_steps': self.without_positives / self.steps,
         }
         if loop.record.input_wait_share is not None:
@@ -320,6 +343,7 @@ def make_hooks(
       NonFiniteGuard    a non-finite loss or gradient: stop naming the step and its images, or
                         count a skipped update (config.skip_nonfinite)
       InputWait         the share of time spent waiting for batches (before those showing it)
+      CutBoxes          ground-truth boxes cut by input.max_boxes: counted, warned of once
       Progress          the progress bar over finished steps (rate, ETA, loss, positives)
       MetricLogger      scalars to TensorBoard every log_every steps
       BadRecordLog      records replaced under data.on_bad_record='skip' -> bad_records.json
@@ -338,6 +362,7 @@ def make_hooks(
     hooks = [
         NonFiniteGuard(settings.skip_nonfinite, describe),
         InputWait(every, enabled=lead),
+        CutBoxes(settings.input.max_boxes, enabled=lead),
         Progress(every, entered, lead),
         MetricLogger(writer, every, settings.batch_size),
     ]

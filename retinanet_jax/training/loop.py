@@ -39,6 +39,7 @@ class StepResult:
     metrics: dict
     image_ids: np.ndarray
     input_seconds: float = 0.0  # how long the loop waited for this step's batch
+    boxes_cut: int = 0  # ground-truth boxes of this process's batch beyond input.max_boxes
     host: dict | None = None
 
     def finish(self) -> dict:
@@ -56,6 +57,7 @@ class RunRecord:
     last_saved: int | None = None  # the newest checkpoint's step (a resumed run: its start)
     last_checkpoint: str = 'none'  # ... and its folder, for messages
     skipped: int = 0  # non-finite updates skipped (config.skip_nonfinite)
+    boxes_cut: int = 0  # ground-truth boxes cut by input.max_boxes, this process's batches
     input_wait_share: float | None = None  # of the last whole log window's time
     first_step_seconds: float | None = None  # from the run's start to its first step's end
     evaluations: dict = dataclasses.field(default_factory=dict)  # {step: metrics}
@@ -105,8 +107,9 @@ class Loop:
             batch = next(self.batches)
             waited = time.perf_counter() - waiting
             ids = np.asarray(batch['image_id'])
+            cut = int(np.sum(batch.get('num_boxes_truncated', 0)))
             self.state, metrics = self.train_step(self.state, self.to_global(batch))
-            current = StepResult(step, metrics, ids, waited)
+            current = StepResult(step, metrics, ids, waited, cut)
             if previous is not None:
                 self._finish(previous)
             previous = current

@@ -90,6 +90,7 @@ def train_with(watcher: preemption.PreemptionWatcher, config, workdir: str) -> d
         'train_seconds': wall - record.eval_seconds,
         'first_step_seconds': record.first_step_seconds,
         'nonfinite_skipped': record.skipped,
+        'boxes_cut': record.boxes_cut,
         **final,
     }
     write_summary(workdir, summary, f'{settings.data.evaluated} {settings.data.eval_split}')
