@@ -171,9 +171,13 @@ LOW_SCORE = 0.001
 
 
 # The smoke run trained by windows (config.input.crop_size) of larger images: 64-px windows of
-# 96-px shapes images, evaluated on the smoke run's 64-px canvas. As command-line overrides of
-# configs/smoke.py, and as the config they give.
-CROP_OVERRIDES = ('--config.input.crop_size=(64,64)', '--config.data.options.image_size=96')
+# 96-px shapes images, evaluated by 96-px windows (config.evaluation.tile_size: each image whole,
+# at its own scale). As command-line overrides of configs/smoke.py, and as the config they give.
+CROP_OVERRIDES = (
+    '--config.input.crop_size=(64,64)',
+    '--config.data.options.image_size=96',
+    '--config.evaluation.tile_size=96',
+)
 
 
 def crop_config():
@@ -182,4 +186,5 @@ def crop_config():
     config = smoke.get_config()
     config.input.crop_size = (64, 64)
     config.data.options.image_size = 96
+    config.evaluation.tile_size = 96
     return config

@@ -207,19 +207,21 @@ def test_crop_settings_are_checked_with_one_line():
 
 @pytest.mark.slow
 def test_a_run_by_crops_evaluates_and_predicts_by_tiles_at_its_own_scale(crop_run, tmp_path):
-    """The smoke model trained by 64-px windows of 96-px images (the crop run; its periodic
-    evaluation on 64-px canvases). It slices by its training window by default, and any tile
-    runs at the scale it trained at (tiling.window_predictor): a 96-px tile on a 96-px canvas,
-    not shrunk into 64 px; one such window holding a whole 96-px image gives that image's
-    detections at scale 1. The evaluate command by such tiles: every image whole, at its own
-    scale (no validation loss: no training canvas holds a whole image)."""
+    """The smoke model trained by 64-px windows of 96-px images (the crop run), its evaluation
+    by 96-px windows (config.evaluation.tile_size): every image whole, at its own scale, with
+    no validation loss (no training canvas holds a whole image). Any tile runs at the scale it
+    trained at (tiling.window_predictor): a 96-px tile on a 96-px canvas, not shrunk into 64
+    px; one such window holding a whole 96-px image gives that image's detections at scale 1.
+    The evaluate command reproduces the training's final evaluation by the run's own tiles;
+    --tile_size=0 evaluates whole images on the canvas instead; TensorBoard's picture is the
+    first image's detections by tiles."""
     import json
 
     from retinanet_jax.commands import command, evaluate
     from retinanet_jax.inference import load_predictor, tiling
 
     workdir, summary = crop_run
-    assert summary['step'] == 4 and np.isfinite(summary['val_loss'])
+    assert summary['step'] == 4 and 'val_loss' not in summary and 'ema/val_loss' not in summary
     predictor = load_predictor(workdir)
     post = dataclasses.replace(predictor.postprocess, score_threshold=LOW_SCORE)
     predictor = dataclasses.replace(predictor, postprocess=post)
@@ -227,20 +229,29 @@ def test_a_run_by_crops_evaluates_and_predicts_by_tiles_at_its_own_scale(crop_ru
     native = tiling.window_predictor(predictor, 96)
     assert native.image_hw == (96, 96) and native.input.short_side == 96
     image = shapes.generate_example(5, 'validation', image_size=96)['image']
-    (want,) = native.predict_images([image], 8)  # (batches of 8: the tiles' program)
-    (got,) = tiling.predict_tiled(predictor, [image], tiling.TileConfig(96))
+    (want,) = native.predict_images([image], 2)  # (batches of 2: the run's tiles' program)
+    (got,) = tiling.predict_tiled(predictor, [image], tiling.TileConfig(96, batch=2))
     keep = want['valid']
     assert keep.sum() > 5
     np.testing.assert_array_equal(got['labels'], want['labels'][keep])
     np.testing.assert_allclose(got['boxes'], want['boxes'][keep], atol=1e-4)
-    (shrunk,) = predictor.predict_images([image], 8)  # the whole image on the 64-px canvas
+    (shrunk,) = predictor.predict_images([image], 2)  # the whole image on the 64-px canvas
     assert shrunk['valid'].sum() != keep.sum() or not np.allclose(
         shrunk['boxes'][shrunk['valid']], want['boxes'][keep], atol=1
     )
 
     out = tmp_path / 'eval.json'
-    argv = ['evaluate', f'--model={workdir}', '--tile_size=96', f'--out={out}']
-    assert command.run(evaluate, argv, 'evaluate') == 0
+    assert command.run(evaluate, ['evaluate', f'--model={workdir}', f'--out={out}'], 'x') == 0
     metrics = json.loads(out.read_text())
     assert {'AP', 'AP50', 'P', 'R', 'F1', 'best_F1'} <= set(metrics) and 'val_loss' not in metrics
-    assert all(np.isfinite(metrics[k]) for k in ('AP', 'P', 'R', 'F1'))
+    for key in ('AP', 'AP50', 'AR100', 'P', 'R', 'F1'):  # the EMA weights, as trained
+        assert metrics[key] == pytest.approx(summary[f'ema/{key}'], abs=1e-6), key
+    argv = ['evaluate', f'--model={workdir}', '--tile_size=0', '--weights=raw', f'--out={out}']
+    assert command.run(evaluate, argv, 'evaluate') == 0
+    assert np.isfinite(json.loads(out.read_text())['val_loss'])  # whole images on the canvas
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(workdir / 'logs'), size_guidance={'tensors': 0}).Reload()
+    picture = events.Tensors('eval/predictions')[-1].tensor_proto
+    assert picture.tensor_shape.dim[0].size == 2 + 1  # width, height, one PNG: image 0's corner

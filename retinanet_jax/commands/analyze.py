@@ -14,7 +14,7 @@ DIR/metrics.json beside the analysis (evaluation/analysis.py lists the files).
 from absl import flags
 
 from retinanet_jax.commands import command
-from retinanet_jax.evaluation import analysis
+from retinanet_jax.evaluation import analysis, split_evaluation
 
 
 def define_flags(fv: flags.FlagValues) -> None:
@@ -41,7 +41,7 @@ def main(f: flags.FlagValues) -> None:
         score_threshold=f.score_threshold,
         iou=f.iou,
         worst=f.worst,
-        tiles=command.tile_options(f),
+        tiles=command.tile_options(f, unset=split_evaluation.RUN_TILES),
         **command.split_options(f),
         **command.model_options(f),
     )

@@ -288,7 +288,8 @@ def define_tile_flags(fv: flags.FlagValues) -> None:
         'tile_size',
         0,
         'sliced inference: cut each image into overlapping windows of this side in pixels, '
-        "each run at the model's scale (0: none, the whole image resized to the canvas)",
+        "each run at the model's scale (0: none, the whole image resized to the canvas; "
+        "evaluate and analyze, where not given: the run's config.evaluation.tile_size)",
         flag_values=fv,
     )
     flags.DEFINE_float(
@@ -302,8 +303,11 @@ def define_tile_flags(fv: flags.FlagValues) -> None:
     )
 
 
-def tile_options(f: flags.FlagValues):
-    """The TileConfig of define_tile_flags' flags, or None (--tile_size=0: no slicing)."""
+def tile_options(f: flags.FlagValues, unset=None):
+    """The TileConfig of define_tile_flags' flags, or None (--tile_size=0: no slicing), or
+    `unset` where no --tile_size is given (evaluate and analyze: the run's own tiles)."""
+    if not f['tile_size'].present:
+        return unset
     if not f.tile_size:
         return None
     from retinanet_jax.inference.tiling import TileConfig

@@ -49,15 +49,22 @@ def define_flags(fv: flags.FlagValues) -> None:
 def main(f: flags.FlagValues) -> None:
     options = command.split_options(f) | command.model_options(f)
     options |= dict(pr_iou=f.pr_iou, pr_score_threshold=f.pr_score_threshold)
-    evaluate_run(f.model, f.split, out=f.out, tiles=command.tile_options(f), **options)
+    tiles = command.tile_options(f, unset=split_evaluation.RUN_TILES)
+    evaluate_run(f.model, f.split, out=f.out, tiles=tiles, **options)
 
 
 def evaluate_run(
-    model: str | Path, split: str | None = None, *, out=None, tiles=None, **options
+    model: str | Path,
+    split: str | None = None,
+    *,
+    out=None,
+    tiles=split_evaluation.RUN_TILES,
+    **options,
 ) -> dict:
     """The metrics of `model` on a split (split_evaluation.prepare's arguments), printed as a
     table and written as JSON to `out` (a training run: <workdir>/eval_<split>.json by
-    default); `tiles` (inference.tiling.TileConfig): by sliced inference."""
+    default); `tiles` (inference.tiling.TileConfig): by sliced inference (default: as the run's
+    config.evaluation says; None: whole images; split_evaluation.Prepared.run)."""
     evaluation = split_evaluation.prepare(model, split, **options)
     metrics = evaluation.run(tiles)
     result = {

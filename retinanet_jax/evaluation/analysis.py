@@ -41,7 +41,7 @@ def analyze_run(
     score_threshold: float = 0.3,
     iou: float = 0.5,
     worst: int = 16,
-    tiles=None,
+    tiles=split_evaluation.RUN_TILES,
     **options,
 ) -> dict:
     """Evaluates `model` on a split (split_evaluation.prepare's options) and writes the analysis

@@ -75,6 +75,10 @@ class EvaluationConfig:
     # Precision, recall and F1 (precision_recall.py) at this IoU and score threshold.
     pr_iou: float = 0.5
     pr_score_threshold: float = 0.3
+    # Training's evaluation (and evaluate / analyze without --tile_size) by tile_size windows,
+    # each image at its own resolution (tiled_evaluation.py); 0: whole images on the canvas.
+    tile_size: int = 0
+    tile_overlap: float = 0.2
 
     def __post_init__(self):
         if not self.iou_thresholds or not all(0 < t < 1 for t in self.iou_thresholds):
@@ -89,6 +93,11 @@ class EvaluationConfig:
             raise UserError(
                 'EvaluationConfig.pr_iou must be in (0, 1) and pr_score_threshold in [0, 1]: '
                 f'{self.pr_iou}, {self.pr_score_threshold}'
+            )
+        if self.tile_size < 0 or not 0 <= self.tile_overlap <= 0.9:
+            raise UserError(
+                'EvaluationConfig.tile_size must be >= 0 (0: whole images) and tile_overlap in '
+                f'[0, 0.9]: {self.tile_size}, {self.tile_overlap}'
             )
 
 

@@ -36,6 +36,7 @@ from retinanet_jax.ops.anchors import AnchorConfig
 from retinanet_jax.ops.postprocess import PostprocessConfig
 
 LOSS_NAMES = ('val_loss', 'val_cls_loss', 'val_box_loss')
+RUN_TILES = 'run'  # Prepared.run: the tiles of the run's own evaluation (config.evaluation)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -167,13 +168,18 @@ class Prepared:
     def evaluator(self) -> coco_metrics.CocoEvaluator:
         return self.evaluation.evaluator
 
-    def run(self, tiles=None) -> dict:
+    def run(self, tiles=RUN_TILES) -> dict:
         """The metrics, with a progress bar; the evaluator keeps the detections
-        (`evaluator.detections()`). `tiles` (inference.tiling.TileConfig): by sliced
-        inference, every image at its own resolution (tiled_evaluation.py; no loss)."""
-        if tiles is not None:
-            from retinanet_jax.evaluation.tiled_evaluation import evaluate_tiled
+        (`evaluator.detections()`). `tiles`: an inference.tiling.TileConfig, by sliced
+        inference, every image at its own resolution (tiled_evaluation.py; no loss); None,
+        whole images on the canvas; RUN_TILES, a training run's config.evaluation tiles
+        (tiled_evaluation.run_tiles: as its training evaluated), else whole images."""
+        from retinanet_jax.evaluation.tiled_evaluation import evaluate_tiled, run_tiles
 
+        if isinstance(tiles, str) and tiles == RUN_TILES:
+            settings = self.predictor.settings
+            tiles = None if settings is None else run_tiles(settings)
+        if tiles is not None:
             return evaluate_tiled(
                 self.predictor, self.source, self.split, self.evaluator, tiles, tqdm
             )

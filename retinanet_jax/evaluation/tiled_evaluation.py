@@ -37,3 +37,12 @@ def evaluate_tiled(predictor, source, split: str, evaluator, tiles, progress=Non
     if bar is not None:
         bar.close()
     return evaluator.metrics()
+
+
+def run_tiles(settings) -> 'tiling.TileConfig | None':
+    """The tiles that a run's evaluation uses (settings.evaluation.tile_size and tile_overlap;
+    windows in batches of the run's batch_size), or None: whole images on the canvas."""
+    c = settings.evaluation
+    if not c.tile_size:
+        return None
+    return tiling.TileConfig(c.tile_size, c.tile_overlap, settings.batch_size)

@@ -23,8 +23,10 @@ from retinanet_jax import checkpoint, sharding
 from retinanet_jax import settings as settings_lib
 from retinanet_jax.data import input_position, pipeline
 from retinanet_jax.data.bad_records import BadRecords
-from retinanet_jax.evaluation import coco_metrics, split_evaluation
+from retinanet_jax.evaluation import coco_metrics, split_evaluation, tiled_evaluation
 from retinanet_jax.evaluation import pictures as eval_pictures
+from retinanet_jax.inference import tiling
+from retinanet_jax.inference.predictor import Predictor
 from retinanet_jax.ops import anchors as anchor_lib
 from retinanet_jax.training import hooks, preemption
 from retinanet_jax.training import state as train_state
@@ -142,7 +144,12 @@ class TrainEvaluation:
     evaluate.pictures(state) -> {name: uint8 [N, H, W, 3]}: the PR curves of the last
         evaluation's weights, and the detections of a fixed set of validation images (the
         first evaluation batch of this process, the weights predict takes) beside their
-        ground truth"""
+        ground truth
+
+    With config.evaluation.tile_size (tiled_evaluation.run_tiles), every validation image is
+    evaluated at its own resolution by sliced inference, as `evaluate --tile_size` does (no
+    validation loss), and the pictured image is the top-left corner, at most two windows a
+    side, of the split's first image."""
 
     def __init__(self, settings: settings_lib.Settings, graph, data: TrainingData, mesh):
         self.settings, self.mesh = settings, mesh
@@ -160,24 +167,57 @@ class TrainEvaluation:
         )
         self.names = data.evaluated.label_map.names
         self.fixed = None  # the pictured batch, read on first use
+        self.graph, self.source = graph, data.evaluated
+        self.tiles = tiled_evaluation.run_tiles(settings)
         if settings.keep_best:  # named now, not at the first evaluation
             hooks.check_metric(settings.keep_best, self.metric_names())
 
     def metric_names(self) -> list[str]:
         """The names of the metrics that __call__ gives, before any evaluation."""
         raw = self.split.metric_names()
+        if self.tiles is not None:  # no validation loss by tiles
+            raw = self.split.evaluator.metric_names()
         return raw + [f'ema/{k}' for k in raw] if self.settings.ema.enabled else raw
 
     def __call__(self, state, progress=tqdm) -> dict:
-        metrics = self.split(state['model'], progress)
+        metrics = self._evaluate(state['model'], progress)
         if 'ema' in state:
-            ema = self.split(state['ema'], progress)
+            ema = self._evaluate(state['ema'], progress)
             metrics |= {f'ema/{k}': v for k, v in ema.items()}
         # the curves of the weights evaluated last: the EMA's where there is one, as pictured
         self.curves = self.split.evaluator.pr_curves_at((0.5, 0.75))
         return metrics
 
+    def _evaluate(self, weights, progress) -> dict:
+        if self.tiles is None:
+            return self.split(weights, progress)
+        split, evaluator = self.settings.data.eval_split, self.split.evaluator
+        return tiled_evaluation.evaluate_tiled(
+            self.predictor(weights), self.source, split, evaluator, self.tiles, progress
+        )
+
+    def predictor(self, weights) -> Predictor:
+        """The Predictor of model weights of this run (for sliced evaluation)."""
+        s = self.settings
+        return Predictor(
+            graphdef=self.graph.eval_model,
+            state=weights,
+            mesh=self.mesh,
+            model_config=s.model,
+            anchors=s.anchors,
+            postprocess=s.postprocess,
+            input=s.input,
+            loss=s.loss,
+            description='the train state',
+            settings=s,
+        )
+
     def pictures(self, state) -> dict[str, np.ndarray]:
+        weights = 'EMA weights' if 'ema' in state else 'raw weights'
+        curves = eval_pictures.pr_curve_picture(self.curves, title=weights)
+        if self.tiles is not None:
+            pictures = self._tiled_pictures(state.get('ema', state['model']))
+            return {'eval/predictions': pictures, 'eval/pr_curves': curves[None]}
         if self.fixed is None:
             self.fixed = next(iter(self.split.batches()))
         batch = self.fixed
@@ -195,9 +235,37 @@ class TrainEvaluation:
             {k: np.asarray(v)[shown] for k, v in dets.items()},
             self.names,
         )
-        weights = 'EMA weights' if 'ema' in state else 'raw weights'
-        curves = eval_pictures.pr_curve_picture(self.curves, title=weights)
         return {'eval/predictions': pictures, 'eval/pr_curves': curves[None]}
+
+    def _tiled_pictures(self, weights) -> np.ndarray:
+        """The detections by tiles of the split's first image, shown on its top-left corner
+        (at most two windows a side, at its own resolution), beside its ground truth there."""
+        example = self.source.example(self.settings.data.eval_split, 0)
+        image = example['image']
+        dets = tiling.predict_tiled(self.predictor(weights), [image], self.tiles)[0]
+        side = 2 * (self.tiles.size or tiling.default_tile(self.settings.input))
+        h, w = min(side, image.shape[0]), min(side, image.shape[1])
+
+        def corner(boxes):  # the boxes centred in the corner, clipped to it
+            boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+            inside = ((boxes[:, 0] + boxes[:, 2]) / 2 < w) & ((boxes[:, 1] + boxes[:, 3]) / 2 < h)
+            return np.clip(boxes, 0, [w, h, w, h]).astype(np.float32), inside
+
+        gt, real = corner(example['boxes'])
+        real &= ~np.asarray(example['is_crowd'], bool)
+        found, shown = corner(dets['boxes'])
+        return eval_pictures.prediction_pictures(
+            image[None, :h, :w],
+            gt[real][None],
+            np.asarray(example['labels'], np.int32)[real][None],
+            {
+                'boxes': found[shown][None],
+                'scores': dets['scores'][shown][None],
+                'labels': dets['labels'][shown][None],
+                'valid': np.ones((1, int(shown.sum())), bool),
+            },
+            self.names,
+        )
 
 
 def describe_data(settings: settings_lib.Settings, source) -> None:
@@ -213,10 +281,17 @@ def describe_data(settings: settings_lib.Settings, source) -> None:
     if c.crop_size is not None:
         low, high = c.crop_scale
         scale = 'their own scale' if low == high == 1 else f'scales {low:g}-{high:g}'
+        tile = settings.evaluation.tile_size
+        evaluating = (
+            f'evaluating by {tile}-pixel windows of each image at its own resolution '
+            '(config.evaluation.tile_size)'
+            if tile
+            else f'evaluating whole images resized to {c.image_size[0]}x{c.image_size[1]} '
+            'canvases (config.input.image_size; config.evaluation.tile_size evaluates by windows)'
+        )
         print(
             f'training by {c.crop_size[0]}x{c.crop_size[1]} windows of the images at {scale} '
-            f'(config.input.crop_size); evaluating on {c.image_size[0]}x{c.image_size[1]} '
-            'canvases (config.input.image_size)'
+            f'(config.input.crop_size); {evaluating}'
         )
 
 
