@@ -248,6 +248,10 @@ def test_windows_of_many_images_share_fixed_size_batches(smoke_run):
     out = list(predictor.predict_examples(iter(examples), batch_size=3))
     assert calls == [3, 3, 3]
     assert [float(d['scores'][0]) for d in out] == list(range(7))
+    # A process with fewer windows than another makes up the difference with blank calls.
+    tiling.idle_calls(predictor, tiling.TileConfig(64, 0.0, 3), 2)
+    tiling.idle_calls(predictor, tiling.TileConfig(64, 0.0, 3), 0)
+    assert calls == [3] * 5
 
 
 def test_small_images_share_calls_until_their_windows_fill_them():
@@ -267,6 +271,17 @@ def test_small_images_share_calls_until_their_windows_fill_them():
     assert groups([3] * 11) == [[3] * 8, [3] * 3]
     assert groups([5] * 8) == [[5] * 7, [5]]  # 35 >= four calls
     assert groups([]) == []
+
+    def calls(counts):  # what several processes compare before predicting (tiling.idle_calls)
+        return tiling.call_count(None, [windows_of[c] for c in counts], tiles)
+
+    assert [calls([1] * 10), calls([3] * 9), calls([1, 40, 1]), calls([5] * 8), calls([])] == [
+        2,
+        4,
+        7,
+        6,
+        0,
+    ]
 
 
 def test_predict_files_by_tiles_batches_a_folders_images_and_skips_the_unreadable(

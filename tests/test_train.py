@@ -213,6 +213,23 @@ TWO_PROCESSES = textwrap.dedent("""
     evaluator = coco_metrics.make_evaluator(source, 'validation')
     metrics = evaluation.evaluate_model(predict, state['model'], pipeline.eval_batches(eval_ds), n,
                                  evaluator, mesh)
+    # Sliced evaluation of shares of unequal size (3 images: 2 and 1, 32 and 16 windows of 16
+    # px): every process must launch the predict program as often as the other, or both hang.
+    import dataclasses
+    from retinanet_jax.data import shapes
+    from retinanet_jax.evaluation.tiled_evaluation import evaluate_tiled
+    from retinanet_jax.inference import tiling
+    from retinanet_jax.inference.predictor import Predictor
+    three = shapes.ShapesSource(image_size=64, sizes={'validation': 3})
+    predictor = Predictor(graphdef=graph.eval_model, state=state['model'], mesh=mesh,
+                          model_config=s.model, anchors=s.anchors, input=s.input, loss=s.loss,
+                          postprocess=dataclasses.replace(s.postprocess, score_threshold=0.0),
+                          description='the state')
+    sliced = coco_metrics.make_evaluator(three, 'validation')
+    evaluate_tiled(predictor, three, 'validation', sliced, tiling.TileConfig(16, 0.0, 8))
+    rows, _ = sliced.detections()
+    tiled = [[int((rows[:, 0] == i).sum()), float(rows[rows[:, 0] == i, 5].sum())]
+             for i in sorted(set(rows[:, 0].tolist()))]
     # Preemption: a SIGTERM to process 1 alone; JAX's preemption sync makes both processes
     # stop at the same step (the one a run saves before it exits).
     preempted_at = None
@@ -231,6 +248,7 @@ TWO_PROCESSES = textwrap.dedent("""
                'processes': jax.process_count(), 'devices': jax.device_count(),
                'local_devices': jax.local_device_count(), 'refused': refused,
                'losses': losses, 'kernel_sum': float(np.abs(kernel).sum()), 'eval': metrics,
+               'tiled': tiled,
                'resumed_ok': bool(resumed_ok), 'resumed_ids': resumed_ids}, open(out, 'w'))
 """)
 
@@ -240,7 +258,8 @@ def test_two_processes_of_four_devices_agree_with_one_device_and_resume_their_sh
     """Two processes on localhost, 4 simulated CPU devices each (a mesh of 8 devices over 2
     hosts), against one process on one device fed the same global batch: the same losses, and
     after one step the same parameters, batch-norm statistics (synchronised over the 8 shards)
-    and optimiser state; each process resumes its own input share; evaluation gathers; a SIGTERM
+    and optimiser state; each process resumes its own input share; evaluation gathers, whole
+    images and by tiles (shares of unequal size, which hung before tiling.idle_calls); a SIGTERM
     to one process stops both at the same step (JAX's preemption sync)."""
     import socket
 
@@ -298,6 +317,11 @@ def test_two_processes_of_four_devices_agree_with_one_device_and_resume_their_sh
     # Every process scores the gathered detections of the whole split: the same numbers, and
     # those of one process evaluating everything.
     assert r0['eval'] == r1['eval']
+    # Sliced evaluation, shares of 32 and 16 windows: both processes finish (tiling.idle_calls)
+    # with the gathered detections of one process evaluating everything, image by image.
+    assert r0['tiled'] == r1['tiled'] and len(one['tiled']) == 3
+    assert [n for n, _ in r0['tiled']] == [n for n, _ in one['tiled']]
+    np.testing.assert_allclose(r0['tiled'], one['tiled'], rtol=1e-4)
     # A SIGTERM to one process: both stop at the same step, after the signal.
     assert r0['preempted_at'] == r1['preempted_at'] and r0['preempted_at'] >= 3
     np.testing.assert_allclose(

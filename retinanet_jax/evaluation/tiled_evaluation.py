@@ -6,7 +6,10 @@ evaluation (split_evaluation.py), so the metrics have the same names and meaning
   metrics = evaluate_tiled(predictor, source, split, evaluator, tiles, progress=tqdm)
 
 Each process evaluates its share of the split's images (index % process count), the evaluator
-gathers the detections of every process. Small images share batches of windows. There is no
+gathers the detections of every process. Small images share batches of windows. The shares'
+windows differ in number, but every process must launch the predict program as often as the
+others: each counts the calls of every share first (from the ground truth's image sizes) and
+the ones with fewer end with blank calls (tiling.idle_calls). There is no
 validation loss: the loss is the training loss of the model's canvas, which a whole large image
 never fits.
 """
@@ -23,10 +26,13 @@ def evaluate_tiled(predictor, source, split: str, evaluator, tiles, progress=Non
     images share batches of windows (tiling.image_groups)."""
     evaluator.reset()
     indices = range(jax.process_index(), source.num_examples(split), jax.process_count())
+    most, calls = most_calls(predictor, source, split, indices, tiles), 0
     bar = progress(total=len(indices), desc='eval (tiles)', leave=False) if progress else None
     examples = (source.example(split, index) for index in indices)
     for group in tiling.image_groups(predictor, examples, tiles, lambda e: e['image']):
-        found = tiling.predict_tiled(predictor, [e['image'] for e in group], tiles)
+        images = [e['image'] for e in group]
+        found = tiling.predict_tiled(predictor, images, tiles)
+        calls += tiling.call_count(predictor, [im.shape[:2] for im in images], tiles)
         for e, dets in zip(group, found, strict=True):
             evaluator.add_batch(
                 {k: v[None] for k, v in dets.items()},
@@ -36,7 +42,26 @@ def evaluate_tiled(predictor, source, split: str, evaluator, tiles, progress=Non
             bar.update(len(group))
     if bar is not None:
         bar.close()
+    tiling.idle_calls(predictor, tiles, most - calls)  # as many launches as every process
     return evaluator.metrics()
+
+
+def most_calls(predictor, source, split: str, indices, tiles) -> int:
+    """The most jitted calls that any process's share (`indices` of the split: this process's)
+    makes by tiles, from the images' sizes in the ground truth; with one process, 0 (nothing
+    to match)."""
+    if jax.process_count() == 1:
+        return 0
+    from jax.experimental import multihost_utils
+
+    mine = set(indices)
+    sizes = [
+        (int(r['height']), int(r['width']))
+        for k, r in enumerate(source.ground_truth(split))
+        if k in mine
+    ]
+    calls = tiling.call_count(predictor, sizes, tiles)
+    return int(np.max(multihost_utils.process_allgather(np.array(calls))))
 
 
 def run_tiles(settings) -> 'tiling.TileConfig | None':

@@ -5,6 +5,7 @@ detections mapped back and merged so that one object gives one detection.
   windows = tile_windows((H, W), tile=512, overlap=0.2)  # int [T, 4] (y0, x0, y1, x1)
   dets = predict_tiled(predictor, images, TileConfig(size=512, overlap=0.2, batch=8))
   for group in image_groups(predictor, items, tiles, image_of): ...  # items to predict together
+  call_count(predictor, sizes, tiles); idle_calls(predictor, tiles, n)  # several processes
   # per image: 'boxes' float32 [N, 4] xyxy in the image's pixels, 'scores' [N], 'labels'
   # int32 [N] (indices into predictor.label_map.names), 'valid' bool [N] (all True), best first
 
@@ -114,6 +115,34 @@ def predict_tiled(predictor, images, tiles: TileConfig = TileConfig()) -> list[d
     return [
         merge_detections(parts, im.shape[:2], iou) for parts, im in zip(found, images, strict=True)
     ]
+
+
+def call_count(predictor, sizes, tiles: TileConfig = TileConfig()) -> int:
+    """The jitted calls that predicting images of these (H, W) `sizes` by tiles makes, grouped
+    as image_groups groups them (no pixel is needed)."""
+    tile = tiles.size or default_tile(predictor.input)
+    per_call = call_size(tiles.batch)
+    shaped = (np.broadcast_to(np.zeros((), np.uint8), (*hw, 3)) for hw in sizes)  # shapes alone
+    return sum(
+        -(-sum(len(tile_windows(im.shape[:2], tile, tiles.overlap)) for im in group) // per_call)
+        for group in image_groups(predictor, shaped, tiles)
+    )
+
+
+def idle_calls(predictor, tiles: TileConfig, count: int) -> None:
+    """`count` calls of the tiles' jitted predict step on blank windows, their results dropped.
+    Processes that predict shares of unequal size by tiles must still launch the program as
+    often as each other (a process that stops early leaves the others waiting for it, seen on
+    CPUs): the ones with fewer windows make up the difference with these."""
+    if count <= 0:
+        return
+    tile = tiles.size or default_tile(predictor.input)
+    predictor = window_predictor(predictor, tile)
+    blank = np.full((tile, tile, 3), PAD_VALUE, np.uint8)
+    example = pipeline.preprocess_image(blank, predictor.input)
+    for _ in range(count):
+        for _ in predictor.predict_examples([example] * call_size(tiles.batch), tiles.batch):
+            pass
 
 
 def image_groups(predictor, items, tiles: TileConfig = TileConfig(), image_of=lambda item: item):
