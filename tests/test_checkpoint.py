@@ -215,6 +215,10 @@ def test_keep_best_keeps_the_best_evaluation_and_run_best_loads_it(tmp_path, bes
     with pytest.raises(ValueError, match=r"config\.keep_best='mAP' is not a metric.*'ema/AP'"):
         trainer.train_and_evaluate(bad, str(tmp_path / 'bad'))
     assert not list((tmp_path / 'bad' / 'checkpoints').iterdir())  # named before step 1
+    bad.update(keep_best='ema/val_loss')
+    bad.evaluation.tile_size = 32
+    with pytest.raises(ValueError, match=r"keep_best='ema/val_loss': an evaluation by tiles .*"):
+        trainer.train_and_evaluate(bad, str(tmp_path / 'bad'))
 
 
 @pytest.mark.slow

@@ -145,9 +145,10 @@ def test_windows_are_a_pure_function_of_seed_record_and_epoch():
 
 def test_the_data_summary_counts_the_windows_training_draws():
     """show_data's summary and the anchors report under training by crops: the windows that
-    summary.train_windows draws are training's own, step for step (boxes, boxes cut by
-    max_boxes, boxes dropped by min_box_size), so the figures are counted over windows at the
-    image's scale, not over whole images resized to the evaluation canvas."""
+    summary.train_windows draws are training's own, step for step (their trained boxes and the
+    boxes max_boxes cuts, against the pipeline's batches), so the figures are counted over
+    windows at the image's scale, not over whole images resized to the evaluation canvas (the
+    drops by min_box_size are train_windows' own count, checked to occur)."""
     from retinanet_jax.data import summary
 
     source = shapes.ShapesSource(image_size=192, sizes={'train': 3})
@@ -206,15 +207,17 @@ def test_crop_settings_are_checked_with_one_line():
 
 
 @pytest.mark.slow
-def test_a_run_by_crops_evaluates_and_predicts_by_tiles_at_its_own_scale(crop_run, tmp_path):
+def test_a_run_by_crops_evaluates_and_predicts_by_tiles_at_its_own_scale(
+    crop_run, tmp_path, capsys
+):
     """The smoke model trained by 64-px windows of 96-px images (the crop run), its evaluation
     by 96-px windows (config.evaluation.tile_size): every image whole, at its own scale, with
     no validation loss (no training canvas holds a whole image). Any tile runs at the scale it
     trained at (tiling.window_predictor): a 96-px tile on a 96-px canvas, not shrunk into 64
     px; one such window holding a whole 96-px image gives that image's detections at scale 1.
     The evaluate command reproduces the training's final evaluation by the run's own tiles;
-    --tile_size=0 evaluates whole images on the canvas instead; TensorBoard's picture is the
-    first image's detections by tiles."""
+    --tile_size=0 evaluates whole images on the canvas instead, and a tile flag without
+    --tile_size is refused; TensorBoard's picture is the first image's detections by tiles."""
     import json
 
     from retinanet_jax.commands import command, evaluate
@@ -249,6 +252,9 @@ def test_a_run_by_crops_evaluates_and_predicts_by_tiles_at_its_own_scale(crop_ru
     argv = ['evaluate', f'--model={workdir}', '--tile_size=0', '--weights=raw', f'--out={out}']
     assert command.run(evaluate, argv, 'evaluate') == 0
     assert np.isfinite(json.loads(out.read_text())['val_loss'])  # whole images on the canvas
+    argv = ['evaluate', f'--model={workdir}', '--tile_overlap=0.3']  # a tile flag alone
+    assert command.run(evaluate, argv, 'evaluate') != 0
+    assert '--tile_overlap: give --tile_size too' in capsys.readouterr().err
 
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

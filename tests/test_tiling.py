@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from retinanet_jax.inference import tiling
+from retinanet_jax.ops.normalization import PAD_VALUE
 
 from .helpers import LOW_SCORE
 
@@ -236,10 +237,11 @@ def test_windows_of_many_images_share_fixed_size_batches(smoke_run):
     from retinanet_jax.inference import load_predictor
 
     predictor = load_predictor(smoke_run[0])
-    calls = []
+    calls, images = [], []
 
     def fake_predict(state, batch):  # the image's first pixel as its only detection's score
         calls.append(batch['image'].shape[0])
+        images.append(np.asarray(batch['image']))
         first = np.asarray(batch['image'])[:, 0, 0, 0].astype(np.float32)
         return {'scores': first[:, None], 'valid': np.ones((len(first), 1), bool)}
 
@@ -251,7 +253,8 @@ def test_windows_of_many_images_share_fixed_size_batches(smoke_run):
     # A process with fewer windows than another makes up the difference with blank calls.
     tiling.idle_calls(predictor, tiling.TileConfig(64, 0.0, 3), 2)
     tiling.idle_calls(predictor, tiling.TileConfig(64, 0.0, 3), 0)
-    assert calls == [3] * 5
+    assert calls == [3] * 5  # blank windows on the canvas a real 64-px window has
+    assert all(im.shape == (3, 64, 64, 3) and (im == PAD_VALUE).all() for im in images[3:])
 
 
 def test_small_images_share_calls_until_their_windows_fill_them():

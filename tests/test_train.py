@@ -214,7 +214,8 @@ TWO_PROCESSES = textwrap.dedent("""
     metrics = evaluation.evaluate_model(predict, state['model'], pipeline.eval_batches(eval_ds), n,
                                  evaluator, mesh)
     # Sliced evaluation of shares of unequal size (3 images: 2 and 1, 32 and 16 windows of 16
-    # px): every process must launch the predict program as often as the other, or both hang.
+    # px, calls of 4 windows a process): every process must launch the predict program as
+    # often as the other (8 and 4 calls: 4 blank ones), or both hang.
     import dataclasses
     from retinanet_jax.data import shapes
     from retinanet_jax.evaluation.tiled_evaluation import evaluate_tiled
@@ -226,7 +227,8 @@ TWO_PROCESSES = textwrap.dedent("""
                           postprocess=dataclasses.replace(s.postprocess, score_threshold=0.0),
                           description='the state')
     sliced = coco_metrics.make_evaluator(three, 'validation')
-    evaluate_tiled(predictor, three, 'validation', sliced, tiling.TileConfig(16, 0.0, 8))
+    per_process = 8 // jax.process_count()  # evaluate_model's program: a global batch of 8
+    evaluate_tiled(predictor, three, 'validation', sliced, tiling.TileConfig(16, 0.0, per_process))
     rows, _ = sliced.detections()
     tiled = [[int((rows[:, 0] == i).sum()), float(rows[rows[:, 0] == i, 5].sum())]
              for i in sorted(set(rows[:, 0].tolist()))]

@@ -299,7 +299,7 @@ def define_tile_flags(fv: flags.FlagValues) -> None:
         flag_values=fv,
     )
     flags.DEFINE_integer(
-        'tile_batch', 8, 'sliced inference: windows per jitted call', flag_values=fv
+        'tile_batch', 8, 'sliced inference: windows per jitted call (each process)', flag_values=fv
     )
 
 
@@ -307,6 +307,12 @@ def tile_options(f: flags.FlagValues, unset=None):
     """The TileConfig of define_tile_flags' flags, or None (--tile_size=0: no slicing), or
     `unset` where no --tile_size is given (evaluate and analyze: the run's own tiles)."""
     if not f['tile_size'].present:
+        given = [f'--{k}' for k in ('tile_overlap', 'tile_batch') if f[k].present]
+        if given and unset is not None:
+            raise UserError(
+                f"{' and '.join(given)}: give --tile_size too (without it, the run's "
+                'config.evaluation.tile_size and tile_overlap apply)'
+            )
         return unset
     if not f.tile_size:
         return None

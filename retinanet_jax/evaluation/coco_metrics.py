@@ -76,7 +76,7 @@ class EvaluationConfig:
     pr_iou: float = 0.5
     pr_score_threshold: float = 0.3
     # Training's evaluation (and evaluate / analyze without --tile_size) by tile_size windows,
-    # each image at its own resolution (tiled_evaluation.py); 0: whole images on the canvas.
+    # each at the model's scale (tiled_evaluation.py); 0: whole images on the canvas.
     tile_size: int = 0
     tile_overlap: float = 0.2
 

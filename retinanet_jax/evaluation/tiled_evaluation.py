@@ -8,10 +8,10 @@ evaluation (split_evaluation.py), so the metrics have the same names and meaning
 Each process evaluates its share of the split's images (index % process count), the evaluator
 gathers the detections of every process. Small images share batches of windows. The shares'
 windows differ in number, but every process must launch the predict program as often as the
-others: each counts the calls of every share first (from the ground truth's image sizes) and
-the ones with fewer end with blank calls (tiling.idle_calls). There is no
-validation loss: the loss is the training loss of the model's canvas, which a whole large image
-never fits.
+others: each counts its own share's calls first (from the ground truth's image sizes), all
+take the largest count, and the ones with fewer end with blank calls (tiling.idle_calls).
+There is no validation loss: the loss is the training loss of the model's canvas, which a whole
+large image never fits.
 """
 
 import jax
@@ -66,8 +66,10 @@ def most_calls(predictor, source, split: str, indices, tiles) -> int:
 
 def run_tiles(settings) -> 'tiling.TileConfig | None':
     """The tiles that a run's evaluation uses (settings.evaluation.tile_size and tile_overlap;
-    windows in batches of the run's batch_size), or None: whole images on the canvas."""
+    windows in batches of this process's share of the run's batch_size, as its evaluation
+    batches), or None: whole images on the canvas."""
     c = settings.evaluation
     if not c.tile_size:
         return None
-    return tiling.TileConfig(c.tile_size, c.tile_overlap, settings.batch_size)
+    local = max(1, settings.batch_size // jax.process_count())
+    return tiling.TileConfig(c.tile_size, c.tile_overlap, local)

@@ -41,9 +41,11 @@ def eval_graphdef(model_config: ModelConfig) -> nnx.GraphDef:
 
 
 def call_size(batch_size: int) -> int:
-    """Examples per jitted call for a requested `batch_size`: rounded up to a multiple of the
-    device count (0: one per device)."""
-    devices = jax.device_count()
+    """This process's examples per jitted call for a requested `batch_size`: rounded up to a
+    multiple of its devices (0: one per device). With several processes, each stacks its own
+    rows of the call (the global batch is theirs together), so a device holds batch_size /
+    local devices, as with one process."""
+    devices = jax.local_device_count()
     return max(devices, -(-batch_size // devices) * devices)
 
 
@@ -169,8 +171,8 @@ class Predictor:
     def predict_examples(self, examples, batch_size: int = 0):
         """Detections of each preprocessed example (pipeline.preprocess_image) of the iterable
         `examples`, yielded in order: fixed-size batches of `batch_size` (rounded up to a
-        multiple of the device count; 0: one per device) through the one jitted predict step,
-        the last padded. Only one batch is held at a time."""
+        multiple of this process's device count, call_size; 0: one per device) through the one
+        jitted predict step, the last padded. Only one batch is held at a time."""
         per_call = call_size(batch_size)
         chunk = []
         for example in examples:

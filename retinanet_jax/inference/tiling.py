@@ -44,7 +44,8 @@ from retinanet_jax.ops.normalization import PAD_VALUE
 @dataclasses.dataclass(frozen=True)
 class TileConfig:
     """Sliced inference's settings: the window side in pixels (None: the predictor's
-    default_tile), the share of a window its neighbour overlaps, windows per jitted call."""
+    default_tile), the share of a window its neighbour overlaps, windows per jitted call (of
+    each process, predictor.call_size)."""
 
     size: int | None = None
     overlap: float = 0.2

@@ -148,8 +148,9 @@ class InputWait(Hook):
 class CutBoxes(Hook):
     """Counts the ground-truth boxes that input.max_boxes cut from this process's training
     examples (StepResult.boxes_cut) into record.boxes_cut, written by MetricLogger as
-    `boxes_cut`. The first time any are cut, one warning: their objects are trained on as
-    background, so the usual cure is a larger max_boxes."""
+    `boxes_cut`: process 0's share of the batches (the others' shares are drawn alike), since
+    this process started (a resumed run counts anew). The first time any are cut, one warning:
+    their objects are trained on as background, so the usual cure is a larger max_boxes."""
 
     def __init__(self, max_boxes: int, enabled: bool = True):
         self.max_boxes, self.enabled, self.warned = max_boxes, enabled, False
@@ -201,7 +202,7 @@ class Progress(Hook):
 class MetricLogger(Hook):
     """Every log_every steps and after the last: the step's metrics (loss terms, learning rate,
     gradient norm, positives), images_per_second (of finished steps since the start),
-    nonfinite_skipped, boxes_cut (record.boxes_cut, since the run started) and
+    nonfinite_skipped, boxes_cut (record.boxes_cut: process 0's, since it started) and
     zero_positive_steps (the share of the steps since the last write
     whose batch matched no anchor to any object) and input_wait_share (the record's), to
     TensorBoard (process 0)."""

@@ -23,6 +23,7 @@ from retinanet_jax import checkpoint, sharding
 from retinanet_jax import settings as settings_lib
 from retinanet_jax.data import input_position, pipeline
 from retinanet_jax.data.bad_records import BadRecords
+from retinanet_jax.errors import UserError
 from retinanet_jax.evaluation import coco_metrics, split_evaluation, tiled_evaluation
 from retinanet_jax.evaluation import pictures as eval_pictures
 from retinanet_jax.inference import tiling
@@ -170,6 +171,11 @@ class TrainEvaluation:
         self.graph, self.source = graph, data.evaluated
         self.tiles = tiled_evaluation.run_tiles(settings)
         if settings.keep_best:  # named now, not at the first evaluation
+            if self.tiles is not None and settings.keep_best.endswith('_loss'):
+                raise UserError(
+                    f'config.keep_best={settings.keep_best!r}: an evaluation by tiles '
+                    '(config.evaluation.tile_size) has no validation loss; keep the best by AP'
+                )
             hooks.check_metric(settings.keep_best, self.metric_names())
 
     def metric_names(self) -> list[str]:
@@ -238,13 +244,13 @@ class TrainEvaluation:
         return {'eval/predictions': pictures, 'eval/pr_curves': curves[None]}
 
     def _tiled_pictures(self, weights) -> np.ndarray:
-        """The detections by tiles of the split's first image, shown on its top-left corner
-        (at most two windows a side, at its own resolution), beside its ground truth there."""
+        """The detections by tiles of the top-left corner of the split's first image (at most
+        two windows a side, at its own resolution, predicted alone), beside its ground truth."""
         example = self.source.example(self.settings.data.eval_split, 0)
-        image = example['image']
-        dets = tiling.predict_tiled(self.predictor(weights), [image], self.tiles)[0]
         side = 2 * (self.tiles.size or tiling.default_tile(self.settings.input))
-        h, w = min(side, image.shape[0]), min(side, image.shape[1])
+        image = example['image'][:side, :side]
+        h, w = image.shape[:2]
+        dets = tiling.predict_tiled(self.predictor(weights), [image], self.tiles)[0]
 
         def corner(boxes):  # the boxes centred in the corner, clipped to it
             boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
@@ -255,7 +261,7 @@ class TrainEvaluation:
         real &= ~np.asarray(example['is_crowd'], bool)
         found, shown = corner(dets['boxes'])
         return eval_pictures.prediction_pictures(
-            image[None, :h, :w],
+            image[None],
             gt[real][None],
             np.asarray(example['labels'], np.int32)[real][None],
             {
