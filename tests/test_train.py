@@ -213,9 +213,9 @@ TWO_PROCESSES = textwrap.dedent("""
     evaluator = coco_metrics.make_evaluator(source, 'validation')
     metrics = evaluation.evaluate_model(predict, state['model'], pipeline.eval_batches(eval_ds), n,
                                  evaluator, mesh)
-    # Sliced evaluation of shares of unequal size (3 images: 2 and 1, 32 and 16 windows of 16
-    # px, calls of 4 windows a process): every process must launch the predict program as
-    # often as the other (8 and 4 calls: 4 blank ones), or both hang.
+    # Sliced evaluation of shares of unequal size (3 images: 2 and 1, 8 and 4 windows of 32 px,
+    # calls of 4 windows a process): every process must launch the predict program as often
+    # as the other (2 calls and 1: one blank call), or both hang.
     import dataclasses
     from retinanet_jax.data import shapes
     from retinanet_jax.evaluation.tiled_evaluation import evaluate_tiled
@@ -228,7 +228,7 @@ TWO_PROCESSES = textwrap.dedent("""
                           description='the state')
     sliced = coco_metrics.make_evaluator(three, 'validation')
     per_process = 8 // jax.process_count()  # evaluate_model's program: a global batch of 8
-    evaluate_tiled(predictor, three, 'validation', sliced, tiling.TileConfig(16, 0.0, per_process))
+    evaluate_tiled(predictor, three, 'validation', sliced, tiling.TileConfig(32, 0.0, per_process))
     rows, _ = sliced.detections()
     tiled = [[int((rows[:, 0] == i).sum()), float(rows[rows[:, 0] == i, 5].sum())]
              for i in sorted(set(rows[:, 0].tolist()))]
@@ -319,7 +319,7 @@ def test_two_processes_of_four_devices_agree_with_one_device_and_resume_their_sh
     # Every process scores the gathered detections of the whole split: the same numbers, and
     # those of one process evaluating everything.
     assert r0['eval'] == r1['eval']
-    # Sliced evaluation, shares of 32 and 16 windows: both processes finish (tiling.idle_calls)
+    # Sliced evaluation, shares of 8 and 4 windows: both processes finish (tiling.idle_calls)
     # with the gathered detections of one process evaluating everything, image by image.
     assert r0['tiled'] == r1['tiled'] and len(one['tiled']) == 3
     assert [n for n, _ in r0['tiled']] == [n for n, _ in one['tiled']]
