@@ -176,7 +176,7 @@ class Prepared:
         (tiled_evaluation.run_tiles: as its training evaluated), else whole images."""
         from retinanet_jax.evaluation.tiled_evaluation import evaluate_tiled, run_tiles
 
-        if isinstance(tiles, str) and tiles == RUN_TILES:
+        if tiles == RUN_TILES:
             settings = self.predictor.settings
             tiles = None if settings is None else run_tiles(settings)
         if tiles is not None:

@@ -26,13 +26,11 @@ def evaluate_tiled(predictor, source, split: str, evaluator, tiles, progress=Non
     images share batches of windows (tiling.image_groups)."""
     evaluator.reset()
     indices = range(jax.process_index(), source.num_examples(split), jax.process_count())
-    most, calls = most_calls(predictor, source, split, indices, tiles), 0
+    mine, most = share_calls(predictor, source, split, indices, tiles)
     bar = progress(total=len(indices), desc='eval (tiles)', leave=False) if progress else None
     examples = (source.example(split, index) for index in indices)
     for group in tiling.image_groups(predictor, examples, tiles, lambda e: e['image']):
-        images = [e['image'] for e in group]
-        found = tiling.predict_tiled(predictor, images, tiles)
-        calls += tiling.call_count(predictor, [im.shape[:2] for im in images], tiles)
+        found = tiling.predict_tiled(predictor, [e['image'] for e in group], tiles)
         for e, dets in zip(group, found, strict=True):
             evaluator.add_batch(
                 {k: v[None] for k, v in dets.items()},
@@ -42,16 +40,16 @@ def evaluate_tiled(predictor, source, split: str, evaluator, tiles, progress=Non
             bar.update(len(group))
     if bar is not None:
         bar.close()
-    tiling.idle_calls(predictor, tiles, most - calls)  # as many launches as every process
+    tiling.idle_calls(predictor, tiles, most - mine)  # as many launches as every process
     return evaluator.metrics()
 
 
-def most_calls(predictor, source, split: str, indices, tiles) -> int:
-    """The most jitted calls that any process's share (`indices` of the split: this process's)
-    makes by tiles, from the images' sizes in the ground truth; with one process, 0 (nothing
-    to match)."""
+def share_calls(predictor, source, split: str, indices, tiles) -> tuple[int, int]:
+    """(the jitted calls that this process's share, `indices` of the split, makes by tiles, the
+    most that any process's share makes), from the images' sizes in the ground truth; with one
+    process, (0, 0): nothing to match."""
     if jax.process_count() == 1:
-        return 0
+        return 0, 0
     from jax.experimental import multihost_utils
 
     mine = set(indices)
@@ -61,7 +59,7 @@ def most_calls(predictor, source, split: str, indices, tiles) -> int:
         if k in mine
     ]
     calls = tiling.call_count(predictor, sizes, tiles)
-    return int(np.max(multihost_utils.process_allgather(np.array(calls))))
+    return calls, int(np.max(multihost_utils.process_allgather(np.array(calls))))
 
 
 def run_tiles(settings) -> 'tiling.TileConfig | None':

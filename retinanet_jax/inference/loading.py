@@ -150,16 +150,5 @@ def load_run(workdir: Path, weights: str = 'auto', best: bool = False) -> Predic
         raise MissingFile(f'{workdir}/{folder} holds no checkpoint')
     kind = ' (EMA weights)' if item == 'ema' else ''
     kind = f' (best by config.keep_best={run.keep_best!r})' + kind if best else kind
-    return Predictor(
-        graphdef=graphdef,
-        state=restored[item],
-        mesh=mesh,
-        model_config=run.model,
-        anchors=run.anchors,
-        postprocess=run.postprocess,
-        input=run.input,
-        loss=run.loss,
-        description=f'checkpoint step {step} of {workdir}{kind}',
-        step=step,
-        settings=run,
-    )
+    description = f'checkpoint step {step} of {workdir}{kind}'
+    return Predictor.of_run(run, graphdef, restored[item], mesh, description, step)

@@ -135,6 +135,24 @@ class Predictor:
     settings: settings_lib.Settings | None = None  # a training run's settings
     classes: LabelMap | None = None  # torchvision models: by class count (else the run's)
 
+    @classmethod
+    def of_run(cls, settings, graphdef, state, mesh, description: str, step=None) -> 'Predictor':
+        """The Predictor of a training run's model weights `state` (nnx state of `graphdef`'s
+        model, on `mesh`), with the run's settings (settings.Settings) for the rest."""
+        return cls(
+            graphdef=graphdef,
+            state=state,
+            mesh=mesh,
+            model_config=settings.model,
+            anchors=settings.anchors,
+            postprocess=settings.postprocess,
+            input=settings.input,
+            loss=settings.loss,
+            description=description,
+            step=step,
+            settings=settings,
+        )
+
     @functools.cached_property
     def predict(self):
         """step(state, batch) -> detections (make_predict_step)."""

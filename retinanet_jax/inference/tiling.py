@@ -70,6 +70,11 @@ def default_tile(config: InputConfig) -> int:
     return min(config.short_side, config.max_side)
 
 
+def tile_side(predictor, tiles: TileConfig) -> int:
+    """The window side of `tiles` for `predictor`: tiles.size, else its default_tile."""
+    return tiles.size or default_tile(predictor.input)
+
+
 def window_predictor(predictor, tile: int):
     """The predictor that runs `tile`-pixel windows. A model trained by windows at the images'
     own scale (input.crop_size; crop_scale's geometric mean) runs every window at that scale,
@@ -94,7 +99,7 @@ def predict_tiled(predictor, images, tiles: TileConfig = TileConfig()) -> list[d
     docstring). Windows of all the images share batches of `tiles.batch`; one batch of windows
     is in memory at a time besides the images."""
     images = list(images)
-    tile = tiles.size or default_tile(predictor.input)
+    tile = tile_side(predictor, tiles)
     predictor = window_predictor(predictor, tile)
     plan = [
         (i, window)
@@ -121,7 +126,7 @@ def predict_tiled(predictor, images, tiles: TileConfig = TileConfig()) -> list[d
 def call_count(predictor, sizes, tiles: TileConfig = TileConfig()) -> int:
     """The jitted calls that predicting images of these (H, W) `sizes` by tiles makes, grouped
     as image_groups groups them (no pixel is needed)."""
-    tile = tiles.size or default_tile(predictor.input)
+    tile = tile_side(predictor, tiles)
     per_call = call_size(tiles.batch)
     shaped = (np.broadcast_to(np.zeros((), np.uint8), (*hw, 3)) for hw in sizes)  # shapes alone
     return sum(
@@ -137,7 +142,7 @@ def idle_calls(predictor, tiles: TileConfig, count: int) -> None:
     CPUs): the ones with fewer windows make up the difference with these."""
     if count <= 0:
         return
-    tile = tiles.size or default_tile(predictor.input)
+    tile = tile_side(predictor, tiles)
     predictor = window_predictor(predictor, tile)
     blank = np.full((tile, tile, 3), PAD_VALUE, np.uint8)
     example = pipeline.preprocess_image(blank, predictor.input)
@@ -151,7 +156,7 @@ def image_groups(predictor, items, tiles: TileConfig = TileConfig(), image_of=la
     array [H, W, 3]) to predict_tiled together, so that small images share batches: a group
     closes once its windows fill whole jitted calls (tiles.batch rounded up to the device
     count) or reach four calls. At most a group's images are held at a time."""
-    tile = tiles.size or default_tile(predictor.input)
+    tile = tile_side(predictor, tiles)
     per_call, group, windows = call_size(tiles.batch), [], 0
     for item in items:
         group.append(item)

@@ -204,19 +204,8 @@ class TrainEvaluation:
 
     def predictor(self, weights) -> Predictor:
         """The Predictor of model weights of this run (for sliced evaluation)."""
-        s = self.settings
-        return Predictor(
-            graphdef=self.graph.eval_model,
-            state=weights,
-            mesh=self.mesh,
-            model_config=s.model,
-            anchors=s.anchors,
-            postprocess=s.postprocess,
-            input=s.input,
-            loss=s.loss,
-            description='the train state',
-            settings=s,
-        )
+        graphdef = self.graph.eval_model
+        return Predictor.of_run(self.settings, graphdef, weights, self.mesh, 'the train state')
 
     def pictures(self, state) -> dict[str, np.ndarray]:
         weights = 'EMA weights' if 'ema' in state else 'raw weights'
@@ -247,7 +236,7 @@ class TrainEvaluation:
         """The detections by tiles of the top-left corner of the split's first image (at most
         two windows a side, at its own resolution, predicted alone), beside its ground truth."""
         example = self.source.example(self.settings.data.eval_split, 0)
-        side = 2 * (self.tiles.size or tiling.default_tile(self.settings.input))
+        side = 2 * self.tiles.size  # run_tiles: always a size
         image = example['image'][:side, :side]
         h, w = image.shape[:2]
         dets = tiling.predict_tiled(self.predictor(weights), [image], self.tiles)[0]
